@@ -1,0 +1,143 @@
+//! Command line.
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mcptap",
+    version,
+    about = "See what AI agents do through MCP servers, from the kernel"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent: capture MCP traffic, emit events and metrics.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// Where events go, one JSON object per line: a file path, or `-` for stdout.
+    #[arg(long, default_value = "-", value_name = "PATH")]
+    pub events: String,
+
+    /// Address of the Prometheus endpoint (`/metrics`, `/healthz`), or `off`.
+    #[arg(long, default_value = "127.0.0.1:9464", value_name = "ADDR", value_parser = parse_metrics_addr)]
+    pub metrics_addr: MetricsAddr,
+
+    /// Track this process from the start (repeatable). Its stdio is captured even
+    /// before it speaks MCP.
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Track processes running this executable (its file name, as the kernel's
+    /// `comm` shows it: at most 15 characters; repeatable).
+    #[arg(long = "exe", value_name = "NAME")]
+    pub exes: Vec<String>,
+
+    /// Never track this process (repeatable).
+    #[arg(long = "exclude-pid", value_name = "PID")]
+    pub exclude_pids: Vec<u32>,
+
+    /// Never track processes running this executable (repeatable).
+    #[arg(long = "exclude-exe", value_name = "NAME")]
+    pub exclude_exes: Vec<String>,
+
+    /// Only track selected processes: do not discover MCP servers by the first
+    /// bytes they read.
+    #[arg(long)]
+    pub no_discovery: bool,
+
+    /// Record tool arguments, results and error messages in events (secrets are
+    /// still masked). Off by default: payloads can hold anything.
+    #[arg(long)]
+    pub capture_payloads: bool,
+
+    /// With --capture-payloads: largest params/result kept per event (bytes).
+    #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
+    pub payload_max_bytes: usize,
+
+    /// Largest message parsed whole (bytes). Longer ones are counted as truncated
+    /// and correlated from their first bytes. Also the most bytes the kernel
+    /// copies per syscall.
+    #[arg(long, default_value_t = 16 << 20, value_name = "BYTES")]
+    pub max_message_bytes: usize,
+
+    /// Kernel ring buffer size in MiB (a power of two).
+    #[arg(long, default_value_t = 64, value_name = "MIB", value_parser = parse_ring_mib)]
+    pub ring_buffer_mib: u32,
+
+    /// Seconds without an answer after which a request ends as `timeout`.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    pub request_timeout: u64,
+
+    /// Most distinct values per metric label (tool, client, server, method);
+    /// further values are reported as "other".
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub max_label_values: usize,
+
+    /// Events buffered for the event stream before new ones are dropped (and counted).
+    #[arg(long, default_value_t = 65536, value_name = "N")]
+    pub event_queue: usize,
+
+    /// Log level of the agent's own logs (stderr): error, warn, info, debug, trace.
+    /// RUST_LOG overrides it.
+    #[arg(long, default_value = "info", value_name = "LEVEL")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsAddr {
+    Off,
+    On(SocketAddr),
+}
+
+fn parse_metrics_addr(s: &str) -> Result<MetricsAddr, String> {
+    if s == "off" {
+        return Ok(MetricsAddr::Off);
+    }
+    s.parse()
+        .map(MetricsAddr::On)
+        .map_err(|_| format!("`{s}` is not an address like 127.0.0.1:9464 (or `off`)"))
+}
+
+fn parse_ring_mib(s: &str) -> Result<u32, String> {
+    let mib: u32 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if mib == 0 || !mib.is_power_of_two() || mib > 2048 {
+        return Err(format!(
+            "{mib} MiB: the ring buffer size must be a power of two between 1 and 2048"
+        ));
+    }
+    Ok(mib)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_and_errors() {
+        let cli = Cli::try_parse_from(["mcptap", "run"]).unwrap();
+        let Command::Run(args) = cli.command;
+        assert_eq!(
+            args.metrics_addr,
+            MetricsAddr::On("127.0.0.1:9464".parse().unwrap())
+        );
+        assert!(!args.capture_payloads);
+        assert!(Cli::try_parse_from(["mcptap", "run", "--bogus"]).is_err());
+        assert!(Cli::try_parse_from(["mcptap", "run", "--ring-buffer-mib", "3"]).is_err());
+        assert!(Cli::try_parse_from(["mcptap", "run", "--metrics-addr", "nope"]).is_err());
+    }
+}

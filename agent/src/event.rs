@@ -1,0 +1,320 @@
+//! The event schema (docs/events.md): one JSON object per finished operation,
+//! notable notification, and session end. Attribute names follow the
+//! OpenTelemetry MCP conventions where they exist (`mcp.method.name`,
+//! `gen_ai.tool.name`, `jsonrpc.request.id`, `error.type`, ...).
+//!
+//! Versioned by `schema`: fields are only added within a version; a rename
+//! or removal makes a new version.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{
+    enrich::{ClientFoundBy, Clock, HostInfo, Peers, ProcessInfo},
+    mask,
+    protocol::jsonrpc::{Implementation, Payload},
+    session::{Notification, Operation, SessionInfo, Transport},
+};
+
+pub const SCHEMA: &str = "mcptap.event/v1";
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub enum EventType {
+    #[serde(rename = "mcp.operation")]
+    Operation,
+    #[serde(rename = "mcp.notification")]
+    Notification,
+    #[serde(rename = "mcp.session.end")]
+    SessionEnd,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub schema: &'static str,
+    #[serde(rename = "event.id")]
+    pub id: String,
+    #[serde(rename = "event.type")]
+    pub kind: EventType,
+    /// When it happened: the request (operations), the message
+    /// (notifications), the end (sessions). RFC 3339, UTC.
+    pub time: String,
+    pub host: Arc<HostInfo>,
+    /// Which end the agent watched: `server` (stdio is seen at the server).
+    pub observer: &'static str,
+    #[serde(rename = "network.transport")]
+    pub transport: &'static str,
+    #[serde(rename = "mcp.session.id")]
+    pub session_id: String,
+    #[serde(
+        rename = "mcp.protocol.version",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub protocol_version: Option<String>,
+    #[serde(rename = "mcp.method.name", skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(rename = "gen_ai.tool.name", skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    #[serde(rename = "gen_ai.prompt.name", skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    #[serde(rename = "mcp.resource.uri", skip_serializing_if = "Option::is_none")]
+    pub resource_uri: Option<String>,
+    #[serde(rename = "jsonrpc.request.id", skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direction: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<&'static str>,
+    #[serde(rename = "error.type", skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<String>,
+    #[serde(
+        rename = "rpc.jsonrpc.error_code",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub error_code: Option<i64>,
+    /// Only with payload capture: messages can echo secrets.
+    #[serde(
+        rename = "rpc.jsonrpc.error_message",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub error_message: Option<String>,
+    #[serde(rename = "mcp.result.type", skip_serializing_if = "Option::is_none")]
+    pub result_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<MessageFacts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<MessageFacts>,
+    pub server: Side,
+    pub client: Side,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notification: Option<NotificationFacts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<PayloadOut>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MessageFacts {
+    pub time: String,
+    pub bytes: usize,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+/// One end of the session: its self-description and its process.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Side {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessInfo>,
+    /// How the client process was identified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub found_by: Option<ClientFoundBy>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct NotificationFacts {
+    pub bytes: usize,
+    #[serde(
+        rename = "cancelled_request_id",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cancelled_request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct PayloadOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub params: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Value>,
+}
+
+/// What events are built with besides the stage outputs.
+pub struct EventContext<'a> {
+    pub host: &'a Arc<HostInfo>,
+    pub clock: &'a Clock,
+    /// `Some(max bytes per value)` when payloads are captured.
+    pub payloads: Option<usize>,
+}
+
+fn transport_str(t: Transport) -> &'static str {
+    t.as_str()
+}
+
+fn side(
+    info: Option<&Implementation>,
+    process: Option<&ProcessInfo>,
+    found_by: Option<ClientFoundBy>,
+) -> Side {
+    Side {
+        name: info.map(|i| i.name.clone()),
+        version: info.and_then(|i| i.version.clone()),
+        process: process.cloned(),
+        found_by,
+    }
+}
+
+fn payload_out(p: Option<&Payload>, max: usize) -> Option<PayloadOut> {
+    let p = p?;
+    let prep = |v: &Option<Value>| {
+        v.clone().map(|mut v| {
+            mask::mask_json(&mut v);
+            mask::cap_json(v, max)
+        })
+    };
+    Some(PayloadOut {
+        params: prep(&p.params),
+        result: prep(&p.result),
+        error: prep(&p.error),
+    })
+}
+
+fn base(
+    ctx: &EventContext<'_>,
+    kind: EventType,
+    time_ns: u64,
+    transport: Transport,
+    session: &SessionInfo,
+    peers: &Peers,
+) -> Event {
+    Event {
+        schema: SCHEMA,
+        id: uuid::Uuid::new_v4().to_string(),
+        kind,
+        time: ctx.clock.rfc3339(time_ns),
+        host: ctx.host.clone(),
+        observer: "server",
+        transport: transport_str(transport),
+        session_id: session.id.clone(),
+        protocol_version: session.protocol_version.clone(),
+        method: None,
+        tool: None,
+        prompt: None,
+        resource_uri: None,
+        request_id: None,
+        direction: None,
+        status: None,
+        error_type: None,
+        error_code: None,
+        error_message: None,
+        result_type: None,
+        duration_s: None,
+        request: None,
+        response: None,
+        server: side(session.server.as_ref(), peers.server.as_ref(), None),
+        client: side(
+            session.client.as_ref(),
+            peers.client.as_ref(),
+            peers.client_found_by,
+        ),
+        notification: None,
+        payload: None,
+    }
+}
+
+pub fn from_operation(ctx: &EventContext<'_>, op: &Operation, peers: &Peers) -> Event {
+    let mut e = base(
+        ctx,
+        EventType::Operation,
+        op.request_ts_ns,
+        op.transport,
+        &op.session,
+        peers,
+    );
+    if let Some(client) = &op.request_client {
+        e.client.name = Some(client.name.clone());
+        e.client.version = client.version.clone();
+    }
+    e.tool = (op.method == "tools/call")
+        .then(|| op.name.clone())
+        .flatten();
+    e.prompt = (op.method == "prompts/get")
+        .then(|| op.name.clone())
+        .flatten();
+    e.resource_uri = op.uri.as_deref().map(|u| mask::mask_text(u).into_owned());
+    e.method = Some(op.method.clone());
+    e.request_id = Some(op.request_id.display());
+    e.direction = Some(op.direction.as_str());
+    e.status = Some(op.status.as_str());
+    e.error_type = op.error_type();
+    e.error_code = op.error_code;
+    e.result_type = op.result_type.clone();
+    e.duration_s = op.duration_s();
+    e.request = Some(MessageFacts {
+        time: ctx.clock.rfc3339(op.request_ts_ns),
+        bytes: op.request_bytes,
+        truncated: op.request_truncated,
+    });
+    e.response = match (op.end_ts_ns, op.response_bytes) {
+        (Some(end), Some(bytes)) => Some(MessageFacts {
+            time: ctx.clock.rfc3339(end),
+            bytes,
+            truncated: op.response_truncated,
+        }),
+        _ => None,
+    };
+    if let Some(max) = ctx.payloads {
+        e.error_message = op
+            .error_message
+            .as_deref()
+            .map(|m| mask::mask_text(m).into_owned());
+        let request = payload_out(op.request_payload.as_ref(), max);
+        let response = payload_out(op.response_payload.as_ref(), max);
+        if request.is_some() || response.is_some() {
+            e.payload = Some(PayloadOut {
+                params: request.and_then(|p| p.params),
+                result: response.as_ref().and_then(|p| p.result.clone()),
+                error: response.and_then(|p| p.error),
+            });
+        }
+    }
+    e
+}
+
+pub fn from_notification(ctx: &EventContext<'_>, n: &Notification, peers: &Peers) -> Event {
+    let mut e = base(
+        ctx,
+        EventType::Notification,
+        n.ts_ns,
+        n.transport,
+        &n.session,
+        peers,
+    );
+    e.method = Some(n.method.clone());
+    e.direction = Some(n.direction.as_str());
+    e.notification = Some(NotificationFacts {
+        bytes: n.bytes,
+        cancelled_request_id: n.facts.cancelled_id.as_ref().map(|id| id.display()),
+        progress_token: n.facts.progress.as_ref().and_then(|p| p.token.clone()),
+        progress: n.facts.progress.as_ref().and_then(|p| p.progress),
+        total: n.facts.progress.as_ref().and_then(|p| p.total),
+    });
+    if let Some(max) = ctx.payloads {
+        e.payload = payload_out(n.payload.as_ref(), max);
+    }
+    e
+}
+
+pub fn session_end(
+    ctx: &EventContext<'_>,
+    transport: Transport,
+    session: &SessionInfo,
+    ts_ns: u64,
+    peers: &Peers,
+) -> Event {
+    base(ctx, EventType::SessionEnd, ts_ns, transport, session, peers)
+}

@@ -1,0 +1,61 @@
+//! mcptap: an eBPF host agent that shows what AI agents do through MCP
+//! servers, without touching server or client code.
+//!
+//! The agent is a pipeline; read the stages in this order:
+//! `capture` (kernel programs, ring buffer records) → `reassembly` (bytes
+//! per stream, gaps) → `protocol` (framing, JSON-RPC) → `session`
+//! (discovery, correlation into operations) → `enrich` (processes, host) →
+//! `event` + `sinks` (JSON Lines, Prometheus). `pipeline` wires them;
+//! `run` drives it.
+
+mod capture;
+mod cli;
+mod enrich;
+mod event;
+mod mask;
+mod pipeline;
+mod protocol;
+mod reassembly;
+mod run;
+mod session;
+mod sinks;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    match cli.command {
+        cli::Command::Run(args) => {
+            init_logging(&args.log_level);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(err) => {
+                    eprintln!("mcptap: cannot start the runtime: {err}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run::run(args)) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("mcptap: {err:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("mcptap={level},warn")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,325 @@
+//! Secret masking: the one place that decides what looks like a secret.
+//!
+//! Used on everything that can hold one before it leaves the agent: command
+//! lines, resource URIs, error messages and captured payloads. Two rules:
+//! values under secret-looking names (flags, JSON keys, `KEY=value`) are
+//! replaced whole, and known secret shapes (bearer tokens, provider API
+//! keys, JWTs, private keys, URL credentials) are replaced wherever they
+//! appear.
+
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde_json::Value;
+
+pub const REDACTED: &str = "[REDACTED]";
+
+/// Known secret shapes, with the label they are replaced by.
+static SHAPES: LazyLock<Vec<(&'static str, Regex)>> = LazyLock::new(|| {
+    let shapes: &[(&str, &str)] = &[
+        (
+            "private_key",
+            r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\z)",
+        ),
+        (
+            "jwt",
+            r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",
+        ),
+        ("bearer", r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]{8,}=*"),
+        ("basic_auth", r"(?i)\bbasic\s+[A-Za-z0-9+/]{12,}=*"),
+        ("anthropic_key", r"\bsk-ant-[A-Za-z0-9_-]{16,}"),
+        (
+            "openai_key",
+            r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}",
+        ),
+        (
+            "github_token",
+            r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}",
+        ),
+        ("github_token", r"\bgithub_pat_[A-Za-z0-9_]{22,}"),
+        ("gitlab_token", r"\bglpat-[A-Za-z0-9_-]{20,}"),
+        ("slack_token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
+        ("aws_access_key", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
+        ("google_api_key", r"\bAIza[0-9A-Za-z_-]{35}"),
+        ("stripe_key", r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}"),
+        ("huggingface_token", r"\bhf_[A-Za-z0-9]{30,}"),
+        ("npm_token", r"\bnpm_[A-Za-z0-9]{36}"),
+    ];
+    shapes
+        .iter()
+        .map(|(label, re)| (*label, Regex::new(re).expect("valid built-in pattern")))
+        .collect()
+});
+
+/// `scheme://user:password@` → password masked.
+static URL_CREDENTIALS: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]+:)[^/\s@]+@").expect("valid built-in pattern")
+});
+
+/// `password=...`, `api_key: ...` inside free text or query strings.
+static INLINE_ASSIGNMENT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r#"(?i)\b((?:[a-z0-9]+[_-])*(?:password|passwd|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|client[_-]?secret|credentials?)\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s&'",;]+)"#,
+    )
+    .expect("valid built-in pattern")
+});
+
+/// True for names whose values are secrets (JSON keys, flags, env vars).
+pub fn is_secret_name(name: &str) -> bool {
+    let n: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if n.is_empty() {
+        return false;
+    }
+    // Counts of tokens (max_tokens, total_tokens) are not secrets.
+    if n.ends_with("tokens") {
+        return false;
+    }
+    const WORDS: &[&str] = &[
+        "password",
+        "passwd",
+        "passphrase",
+        "secret",
+        "token",
+        "apikey",
+        "accesskey",
+        "privatekey",
+        "credential",
+        "authorization",
+        "cookie",
+        "sessionid",
+        "bearer",
+        "signature",
+    ];
+    matches!(n.as_str(), "pwd" | "pass" | "auth" | "key") || WORDS.iter().any(|w| n.contains(w))
+}
+
+/// Masks known secret shapes and inline assignments in free text.
+pub fn mask_text(s: &str) -> Cow<'_, str> {
+    let mut out: Cow<'_, str> = Cow::Borrowed(s);
+    for (label, re) in SHAPES.iter() {
+        if re.is_match(&out) {
+            out = Cow::Owned(
+                re.replace_all(&out, format!("[REDACTED:{label}]").as_str())
+                    .into_owned(),
+            );
+        }
+    }
+    if URL_CREDENTIALS.is_match(&out) {
+        out = Cow::Owned(
+            URL_CREDENTIALS
+                .replace_all(&out, format!("${{1}}{REDACTED}@").as_str())
+                .into_owned(),
+        );
+    }
+    if INLINE_ASSIGNMENT.is_match(&out) {
+        out = Cow::Owned(
+            INLINE_ASSIGNMENT
+                .replace_all(&out, format!("${{1}}{REDACTED}").as_str())
+                .into_owned(),
+        );
+    }
+    out
+}
+
+/// Masks a command line: values of secret-named flags (`--token x`,
+/// `--api-key=x`), secret-named `KEY=value` words, and secret shapes.
+pub fn mask_cmdline(args: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut mask_next = false;
+    for arg in args {
+        if mask_next {
+            out.push(REDACTED.to_string());
+            mask_next = false;
+            continue;
+        }
+        if let Some(flag) = arg
+            .strip_prefix("--")
+            .or_else(|| arg.strip_prefix('-'))
+            .filter(|f| !f.is_empty())
+        {
+            if let Some((name, _)) = flag.split_once('=') {
+                if is_secret_name(name) {
+                    out.push(format!(
+                        "{}={REDACTED}",
+                        &arg[..arg.len() - flag.len() + name.len()]
+                    ));
+                    continue;
+                }
+            } else if is_secret_name(flag) {
+                out.push(arg.clone());
+                mask_next = true;
+                continue;
+            }
+        } else if let Some((name, _)) = arg.split_once('=') {
+            if !name.is_empty() && !name.contains(char::is_whitespace) && is_secret_name(name) {
+                out.push(format!("{name}={REDACTED}"));
+                continue;
+            }
+        }
+        out.push(mask_text(arg).into_owned());
+    }
+    out
+}
+
+/// Masks a JSON value in place: values under secret-named keys are
+/// replaced whole; every string is checked for secret shapes.
+pub fn mask_json(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                if is_secret_name(key) && !value.is_null() {
+                    *value = Value::String(REDACTED.into());
+                } else {
+                    mask_json(value);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(mask_json),
+        Value::String(s) => {
+            if let Cow::Owned(masked) = mask_text(s) {
+                *s = masked;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Caps a JSON value's serialized size: a larger value is replaced by a
+/// marker stating its size, so events stay bounded.
+pub fn cap_json(v: Value, max_bytes: usize) -> Value {
+    let len = serde_json::to_string(&v).map_or(usize::MAX, |s| s.len());
+    if len <= max_bytes {
+        v
+    } else {
+        serde_json::json!({ "mcptap.truncated": true, "bytes": len })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn masked(s: &str) -> String {
+        mask_text(s).into_owned()
+    }
+
+    #[test]
+    fn known_shapes_are_masked() {
+        let cases = [
+            ("Authorization: Bearer abc.def-ghi_jkl", "Bearer"),
+            (
+                "key sk-proj-abcdefghijklmnopqrstuvwxyz012345",
+                "sk-proj-abc",
+            ),
+            ("sk-ant-api03-abcdefghijklmnopqrstuvwxyz", "sk-ant-api03"),
+            ("ghp_abcdefghijklmnopqrstuvwxyz0123456789", "ghp_abc"),
+            (
+                "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz",
+                "github_pat_11",
+            ),
+            ("glpat-abcdefghijklmnopqrst", "glpat-abc"),
+            ("xoxb-123456789012-abcdefghijkl", "xoxb-1234"),
+            ("AKIAIOSFODNN7EXAMPLE", "AKIAIOSF"),
+            ("AIzaSyA-abcdefghijklmnopqrstuvwxyz012345", "AIzaSyA"),
+            ("sk_live_abcdefghijklmnop1234", "sk_live_abc"),
+            ("hf_abcdefghijklmnopqrstuvwxyzABCDEF", "hf_abcdef"),
+            (
+                "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+                "eyJhbGci",
+            ),
+            (
+                "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----",
+                "MIIEow",
+            ),
+            ("postgres://admin:hunter2@db:5432/app", "hunter2"),
+            ("url?api_key=abc123&x=1", "abc123"),
+            ("password: 's3cr3t!'", "s3cr3t"),
+        ];
+        for (input, secret) in cases {
+            let out = masked(input);
+            assert!(!out.contains(secret), "{input:?} -> {out:?}");
+            assert!(out.contains("REDACTED"), "{input:?} -> {out:?}");
+        }
+    }
+
+    #[test]
+    fn ordinary_text_is_untouched() {
+        for s in [
+            "hello world",
+            "tools/call add",
+            "max_tokens=100",
+            "https://example.com/path?q=1",
+            "sk-short",
+            "task-1234",
+        ] {
+            assert_eq!(masked(s), s);
+        }
+    }
+
+    #[test]
+    fn cmdline_flags_and_env_words() {
+        let args: Vec<String> = [
+            "node",
+            "server.js",
+            "--token",
+            "abc",
+            "--api-key=xyz",
+            "-p",
+            "8080",
+            "GITHUB_TOKEN=ghx",
+            "--db",
+            "postgres://u:pw@h/db",
+            "--name=x",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let out = mask_cmdline(&args);
+        assert_eq!(
+            out,
+            vec![
+                "node",
+                "server.js",
+                "--token",
+                REDACTED,
+                "--api-key=[REDACTED]",
+                "-p",
+                "8080",
+                "GITHUB_TOKEN=[REDACTED]",
+                "--db",
+                "postgres://u:[REDACTED]@h/db",
+                "--name=x"
+            ]
+        );
+    }
+
+    #[test]
+    fn json_keys_and_values() {
+        let mut v = serde_json::json!({
+            "query": "select 1",
+            "password": "p",
+            "headers": {"Authorization": "Bearer abcdefghijkl", "X-Trace": "1"},
+            "max_tokens": 100,
+            "list": ["ghp_abcdefghijklmnopqrstuvwxyz0123456789"],
+        });
+        mask_json(&mut v);
+        assert_eq!(v["query"], "select 1");
+        assert_eq!(v["password"], REDACTED);
+        assert_eq!(v["headers"]["Authorization"], REDACTED);
+        assert_eq!(v["headers"]["X-Trace"], "1");
+        assert_eq!(v["max_tokens"], 100);
+        assert!(v["list"][0].as_str().unwrap().contains("REDACTED"));
+    }
+
+    #[test]
+    fn capped_values_say_their_size() {
+        let v = serde_json::json!({"a": "x".repeat(100)});
+        assert_eq!(cap_json(v.clone(), 1000), v);
+        assert_eq!(cap_json(v, 10)["mcptap.truncated"], true);
+    }
+}

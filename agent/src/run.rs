@@ -1,0 +1,122 @@
+//! `mcptap run`: start the sinks, load the kernel programs, feed the
+//! pipeline until SIGINT/SIGTERM, then drain and flush.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    capture::{Capture, CaptureOptions},
+    cli::{MetricsAddr, RunArgs},
+    enrich::Clock,
+    pipeline::{Pipeline, PipelineConfig},
+    session::SessionConfig,
+    sinks::{
+        jsonl::{Destination, JsonlSink},
+        metrics::{self, Metrics},
+    },
+};
+
+/// Records handled before the loop looks at signals and timers again.
+const BATCH: usize = 4096;
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+
+    // Fail on a taken port or an unwritable file before touching the kernel.
+    let listener = match args.metrics_addr {
+        MetricsAddr::On(addr) => Some(metrics::bind(addr).await?),
+        MetricsAddr::Off => None,
+    };
+    let (sink, writer) = JsonlSink::spawn(
+        &Destination::parse(&args.events),
+        args.event_queue,
+        metrics.clone(),
+    )
+    .await?;
+
+    let capture_opts = CaptureOptions {
+        capture_cap: args.max_message_bytes as u64,
+        discovery: !args.no_discovery,
+        ring_buffer_bytes: args.ring_buffer_mib << 20,
+        select_pids: args.pids.clone(),
+        select_exes: args.exes.clone(),
+        exclude_pids: args.exclude_pids.clone(),
+        exclude_exes: args.exclude_exes.clone(),
+    };
+    let mut capture = Capture::start(&capture_opts)?;
+
+    if let Some(listener) = listener {
+        let addr = listener.local_addr()?;
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(err) = metrics::serve(listener, metrics).await {
+                tracing::error!("metrics endpoint stopped: {err}");
+            }
+        });
+        tracing::info!(%addr, "serving /metrics");
+    }
+
+    let mut pipeline = Pipeline::new(
+        PipelineConfig {
+            max_message_bytes: args.max_message_bytes,
+            payloads: args.capture_payloads.then_some(args.payload_max_bytes),
+            sessions: SessionConfig {
+                request_timeout_ns: args.request_timeout.saturating_mul(1_000_000_000),
+                ..SessionConfig::default()
+            },
+            max_label_values: args.max_label_values,
+            proc_root: "/proc".into(),
+        },
+        metrics.clone(),
+        Box::new(sink),
+    );
+
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut kernel_counters_seen = [0u64; mcptap_common::counter::COUNT as usize];
+    tracing::info!("mcptap is running");
+
+    loop {
+        tokio::select! {
+            ready = capture.readable() => {
+                ready?;
+                // Drain in batches, giving timers and signals a turn between.
+                while capture.drain(BATCH, |control, raw| pipeline.on_raw(raw, control)) == BATCH {
+                    tokio::task::yield_now().await;
+                }
+            }
+            _ = tick.tick() => {
+                // Also drains: a wakeup the kernel skipped must not strand records.
+                capture.drain(usize::MAX, |control, raw| pipeline.on_raw(raw, control));
+                pipeline.tick(Clock::monotonic_now_ns(), &mut capture.selection);
+                metrics.kernel_counters(&capture.kernel_counters(), &mut kernel_counters_seen);
+                metrics.tracked_processes.set(capture.selection.tracked_count() as i64);
+            }
+            _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break; }
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+        }
+    }
+
+    // What the kernel already captured still becomes events.
+    capture.drain(usize::MAX, |control, raw| pipeline.on_raw(raw, control));
+    metrics.kernel_counters(&capture.kernel_counters(), &mut kernel_counters_seen);
+    let active = pipeline.active_sessions();
+    let in_flight = pipeline.finish();
+    drop(pipeline); // closes the event queue: the writer flushes and ends
+    drop(capture); // detaches the kernel programs
+    match tokio::time::timeout(Duration::from_secs(10), writer).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(err))) => tracing::error!("writing events failed: {err}"),
+        Ok(Err(err)) => tracing::error!("event writer failed: {err}"),
+        Err(_) => tracing::error!("event writer did not finish flushing within 10 s"),
+    }
+    tracing::info!(
+        active_sessions = active,
+        requests_in_flight = in_flight,
+        "mcptap stopped"
+    );
+    Ok(())
+}

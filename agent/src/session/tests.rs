@@ -1,0 +1,277 @@
+use super::*;
+use crate::protocol::jsonrpc::parse;
+
+const S1: ConnKey = ConnKey::Stdio { tgid: 100 };
+const S2: ConnKey = ConnKey::Stdio { tgid: 200 };
+const C2S: Direction = Direction::ClientToServer;
+const S2C: Direction = Direction::ServerToClient;
+
+fn msg(s: &str) -> Message {
+    let mut p = parse(s.as_bytes(), false);
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    p.messages.remove(0)
+}
+
+fn table() -> SessionTable {
+    let mut t = SessionTable::new(SessionConfig {
+        request_timeout_ns: 1_000,
+        ..SessionConfig::default()
+    });
+    let mut out = Vec::new();
+    t.open(S1, Transport::Pipe, Origin::Selected, 0, &mut out);
+    t
+}
+
+fn ops(out: &[Output]) -> Vec<&Operation> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Operation(op) => Some(&**op),
+            _ => None,
+        })
+        .collect()
+}
+
+fn call(id: u32, tool: &str) -> Message {
+    msg(&format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{{}}}}}}"#
+    ))
+}
+
+fn result(id: u32, is_error: bool) -> Message {
+    msg(&format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"result":{{"content":[],"isError":{is_error}}}}}"#
+    ))
+}
+
+#[test]
+fn correlates_request_and_response_with_latency() {
+    let mut t = table();
+    let mut out = Vec::new();
+    t.on_message(S1, C2S, 1_000, call(1, "add"), &mut out);
+    t.on_message(S1, S2C, 4_000, result(1, false), &mut out);
+    let ops = ops(&out);
+    assert_eq!(ops.len(), 1);
+    let op = ops[0];
+    assert_eq!(
+        (op.method.as_str(), op.name.as_deref(), op.status),
+        ("tools/call", Some("add"), Status::Ok)
+    );
+    assert_eq!(op.end_ts_ns.unwrap() - op.request_ts_ns, 3_000);
+    assert_eq!(op.error_type(), None);
+    assert!(op.response_bytes.unwrap() > 0);
+}
+
+#[test]
+fn tool_error_and_jsonrpc_error() {
+    let mut t = table();
+    let mut out = Vec::new();
+    t.on_message(S1, C2S, 1, call(1, "fails"), &mut out);
+    t.on_message(S1, S2C, 2, result(1, true), &mut out);
+    t.on_message(S1, C2S, 3, call(2, "nope"), &mut out);
+    t.on_message(
+        S1,
+        S2C,
+        4,
+        msg(r#"{"jsonrpc":"2.0","id":2,"error":{"code":-32602,"message":"Unknown tool"}}"#),
+        &mut out,
+    );
+    let ops = ops(&out);
+    assert_eq!(ops[0].status, Status::ToolError);
+    assert_eq!(ops[0].error_type().as_deref(), Some("tool_error"));
+    assert_eq!(ops[1].status, Status::Error);
+    assert_eq!(ops[1].error_type().as_deref(), Some("-32602"));
+}
+
+#[test]
+fn same_ids_in_two_sessions_do_not_mix() {
+    let mut t = table();
+    let mut out = Vec::new();
+    t.open(S2, Transport::Pipe, Origin::Selected, 0, &mut out);
+    t.on_message(S1, C2S, 10, call(1, "a"), &mut out);
+    t.on_message(S2, C2S, 20, call(1, "b"), &mut out);
+    t.on_message(S2, S2C, 25, result(1, true), &mut out);
+    t.on_message(S1, S2C, 40, result(1, false), &mut out);
+    let ops = ops(&out);
+    assert_eq!(
+        (ops[0].name.as_deref(), ops[0].status, ops[0].conn),
+        (Some("b"), Status::ToolError, S2)
+    );
+    assert_eq!(
+        (ops[1].name.as_deref(), ops[1].status, ops[1].conn),
+        (Some("a"), Status::Ok, S1)
+    );
+    assert_eq!(ops[1].end_ts_ns.unwrap() - ops[1].request_ts_ns, 30);
+}
+
+#[test]
+fn same_id_in_both_directions_of_one_session() {
+    // Client request 0 and a server sampling request 0 are in flight at once.
+    let mut t = table();
+    let mut out = Vec::new();
+    t.on_message(S1, C2S, 1, call(0, "ask"), &mut out);
+    t.on_message(S1, S2C, 2, msg(r#"{"jsonrpc":"2.0","id":0,"method":"sampling/createMessage","params":{"messages":[]}}"#), &mut out);
+    t.on_message(S1, C2S, 3, msg(r#"{"jsonrpc":"2.0","id":0,"result":{"role":"assistant","content":{"type":"text","text":"hi"}}}"#), &mut out);
+    t.on_message(S1, S2C, 9, result(0, false), &mut out);
+    let ops = ops(&out);
+    assert_eq!(ops.len(), 2);
+    assert_eq!(
+        (ops[0].method.as_str(), ops[0].direction),
+        ("sampling/createMessage", S2C)
+    );
+    assert_eq!(
+        (ops[1].method.as_str(), ops[1].direction),
+        ("tools/call", C2S)
+    );
+    assert_eq!(ops[1].end_ts_ns.unwrap() - ops[1].request_ts_ns, 8);
+}
+
+#[test]
+fn cancellation_ends_the_request_and_a_late_answer_is_unmatched() {
+    let mut t = table();
+    let mut out = Vec::new();
+    t.on_message(S1, C2S, 1, call(7, "slow"), &mut out);
+    t.on_message(
+        S1,
+        C2S,
+        5,
+        msg(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":7}}"#),
+        &mut out,
+    );
+    t.on_message(S1, S2C, 9, result(7, false), &mut out);
+    let ops = ops(&out);
+    assert_eq!(ops.len(), 1);
+    assert_eq!(
+        (ops[0].status, ops[0].end_ts_ns),
+        (Status::Cancelled, Some(5))
+    );
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Notification(n) if n.method == "notifications/cancelled"))
+    );
+    assert!(out.iter().any(|o| matches!(o, Output::Unmatched { .. })));
+}
+
+#[test]
+fn timeouts_and_server_exit() {
+    let mut t = table();
+    let mut out = Vec::new();
+    t.on_message(S1, C2S, 100, call(1, "hang"), &mut out);
+    t.on_message(S1, C2S, 900, call(2, "later"), &mut out);
+    t.expire(1_500, &mut out);
+    let timed_out = ops(&out);
+    assert_eq!(timed_out.len(), 1);
+    assert_eq!(
+        (
+            timed_out[0].name.as_deref(),
+            timed_out[0].status,
+            timed_out[0].end_ts_ns
+        ),
+        (Some("hang"), Status::Timeout, None)
+    );
+    out.clear();
+    t.close(S1, 1_600, &mut out);
+    let exited = ops(&out);
+    assert_eq!(
+        (exited[0].name.as_deref(), exited[0].status),
+        (Some("later"), Status::ServerExited)
+    );
+    assert!(matches!(out.last(), Some(Output::SessionEnded { .. })));
+    assert!(!t.contains(S1));
+}
+
+#[test]
+fn discovery_confirms_mcp_and_replays_held_server_messages() {
+    let mut t = SessionTable::new(SessionConfig::default());
+    let mut out = Vec::new();
+    t.open(S2, Transport::Pipe, Origin::Discovered, 0, &mut out);
+    assert!(out.is_empty());
+    // The server's log notification is written before the client's first line parses.
+    t.on_message(
+        S2,
+        S2C,
+        1,
+        msg(r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#),
+        &mut out,
+    );
+    assert!(out.is_empty());
+    t.on_message(
+        S2,
+        C2S,
+        2,
+        msg(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"cli","version":"9"}}}"#),
+        &mut out,
+    );
+    assert!(matches!(out[0], Output::Confirm(S2)));
+    assert!(matches!(out[1], Output::SessionStarted { .. }));
+    assert!(out.iter().any(
+        |o| matches!(o, Output::Notification(n) if n.method == "notifications/tools/list_changed")
+    ));
+    out.clear();
+    t.on_message(S2, S2C, 3, msg(r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"srv","version":"1.2"}}}"#), &mut out);
+    let op = ops(&out)[0];
+    assert_eq!(op.method, "initialize");
+    assert_eq!(op.session.client.as_ref().unwrap().name, "cli");
+    assert_eq!(op.session.server.as_ref().unwrap().name, "srv");
+    assert_eq!(op.session.protocol_version.as_deref(), Some("2025-06-18"));
+}
+
+#[test]
+fn discovery_rejects_other_json() {
+    let mut t = SessionTable::new(SessionConfig::default());
+    let mut out = Vec::new();
+    t.open(S2, Transport::Pipe, Origin::Discovered, 0, &mut out);
+    t.on_message(
+        S2,
+        C2S,
+        1,
+        msg(r#"{"jsonrpc":"2.0","id":1,"method":"textDocument/hover"}"#),
+        &mut out,
+    );
+    assert_eq!(out, vec![Output::Reject(S2)]);
+    assert!(!t.contains(S2));
+    let mut out = Vec::new();
+    t.open(S2, Transport::Pipe, Origin::Discovered, 0, &mut out);
+    t.on_malformed(S2, C2S, &mut out);
+    assert_eq!(out, vec![Output::Reject(S2)]);
+}
+
+#[test]
+fn stateless_requests_carry_their_own_client() {
+    let mut t = table();
+    let mut out = Vec::new();
+    t.on_message(
+        S1,
+        C2S,
+        1,
+        msg(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"modern","version":"2"}}}}"#),
+        &mut out,
+    );
+    t.on_message(S1, S2C, 2, msg(r#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"complete","content":[],"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"srv26","version":"3"}}}}"#), &mut out);
+    let op = ops(&out)[0];
+    assert_eq!(op.request_client.as_ref().unwrap().name, "modern");
+    assert_eq!(op.session.protocol_version.as_deref(), Some("2026-07-28"));
+    assert_eq!(op.session.server.as_ref().unwrap().name, "srv26");
+    assert_eq!(op.result_type.as_deref(), Some("complete"));
+}
+
+#[test]
+fn duplicate_ids_and_bounded_pending() {
+    let mut t = SessionTable::new(SessionConfig {
+        max_pending: 2,
+        ..SessionConfig::default()
+    });
+    let mut out = Vec::new();
+    t.open(S1, Transport::Pipe, Origin::Selected, 0, &mut out);
+    t.on_message(S1, C2S, 1, call(1, "a"), &mut out);
+    t.on_message(S1, C2S, 2, call(1, "b"), &mut out);
+    assert!(out.iter().any(|o| matches!(o, Output::DuplicateId { .. })));
+    t.on_message(S1, C2S, 3, call(2, "c"), &mut out);
+    t.on_message(S1, C2S, 4, call(3, "d"), &mut out);
+    out.clear();
+    t.close(S1, 5, &mut out);
+    assert_eq!(
+        ops(&out).len(),
+        2,
+        "the oldest request was dropped at the bound"
+    );
+}

@@ -1,0 +1,375 @@
+//! Prometheus metrics (docs/metrics.md), named after the OpenTelemetry MCP
+//! conventions, and the HTTP endpoint that serves them.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    sync::Arc,
+};
+
+use mcptap_common::counter;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::session::{Direction, Operation, Transport};
+
+/// Latency buckets (seconds): the OpenTelemetry MCP recommendation, with
+/// finer steps below 10 ms where local stdio tools live.
+const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0,
+];
+
+const OP_LABELS: &[&str] = &[
+    "mcp_method_name",
+    "gen_ai_tool_name",
+    "error_type",
+    "network_transport",
+    "mcp_client_name",
+    "mcp_server_name",
+];
+
+pub struct Metrics {
+    pub registry: Registry,
+    server_duration: HistogramVec,
+    server_operations: IntCounterVec,
+    notifications: IntCounterVec,
+    active_sessions: IntGaugeVec,
+    messages: IntCounterVec,
+    message_bytes: IntCounterVec,
+    truncated_messages: IntCounter,
+    pub parse_errors: IntCounterVec,
+    capture_lost: IntCounterVec,
+    capture_lost_bytes: IntCounterVec,
+    capture_chunks: IntCounter,
+    capture_bytes: IntCounter,
+    capture_gaps: IntCounter,
+    pub record_decode_errors: IntCounter,
+    pub discovery: IntCounterVec,
+    pub unmatched_responses: IntCounter,
+    pub duplicate_request_ids: IntCounter,
+    pub events: IntCounterVec,
+    pub events_dropped: IntCounterVec,
+    label_overflow: IntCounterVec,
+    pub tracked_processes: IntGauge,
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique and valid");
+    metric
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            register(
+                &r,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let counter = |name: &str, help: &str| {
+            register(&r, IntCounter::new(name, help).expect("valid metric"))
+        };
+        let m = Metrics {
+            server_duration: register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "mcp_server_operation_duration_seconds",
+                        "MCP request duration observed at the server: request read to response written",
+                    )
+                    .buckets(DURATION_BUCKETS.to_vec()),
+                    OP_LABELS,
+                )
+                .expect("valid metric"),
+            ),
+            server_operations: counter_vec(
+                "mcp_server_operations_total",
+                "MCP requests observed at the server, by how they ended",
+                &[OP_LABELS, &["status"]].concat(),
+            ),
+            notifications: counter_vec(
+                "mcp_notifications_total",
+                "MCP notifications",
+                &["mcp_method_name", "network_transport", "direction"],
+            ),
+            active_sessions: register(
+                &r,
+                IntGaugeVec::new(Opts::new("mcp_active_sessions", "MCP sessions being watched"), &["network_transport"])
+                    .expect("valid metric"),
+            ),
+            messages: counter_vec("mcptap_messages_total", "JSON-RPC messages parsed", &["network_transport", "direction"]),
+            message_bytes: counter_vec(
+                "mcptap_message_bytes_total",
+                "Bytes of JSON-RPC messages parsed",
+                &["network_transport", "direction"],
+            ),
+            truncated_messages: counter(
+                "mcptap_truncated_messages_total",
+                "Messages longer than --max-message-bytes (kept prefix used)",
+            ),
+            parse_errors: counter_vec(
+                "mcptap_parse_errors_total",
+                "Frames that were not usable JSON-RPC, and bytes cut by capture gaps or process exits",
+                &["kind"],
+            ),
+            capture_lost: counter_vec(
+                "mcptap_capture_lost_total",
+                "Kernel-side losses: ring buffer full (records), failed copies and truncated calls (calls)",
+                &["reason"],
+            ),
+            capture_lost_bytes: counter_vec("mcptap_capture_lost_bytes_total", "Bytes the kernel did not deliver", &["reason"]),
+            capture_chunks: counter("mcptap_capture_chunks_total", "Chunk records the kernel delivered"),
+            capture_bytes: counter("mcptap_capture_bytes_total", "Payload bytes the kernel delivered"),
+            capture_gaps: counter("mcptap_capture_gaps_total", "Places in streams where bytes were missing"),
+            record_decode_errors: counter("mcptap_record_decode_errors_total", "Ring buffer records that did not decode"),
+            discovery: counter_vec("mcptap_discovery_total", "Processes discovered by their first bytes", &["outcome"]),
+            unmatched_responses: counter(
+                "mcptap_unmatched_responses_total",
+                "Responses with no request in flight (late after cancel, or request unseen)",
+            ),
+            duplicate_request_ids: counter(
+                "mcptap_duplicate_request_ids_total",
+                "Requests reusing the id of one still in flight",
+            ),
+            events: counter_vec("mcptap_events_total", "Events delivered to a sink", &["sink"]),
+            events_dropped: counter_vec("mcptap_events_dropped_total", "Events a sink could not take (queue full)", &["sink"]),
+            label_overflow: counter_vec(
+                "mcptap_label_overflow_total",
+                "Label values folded into \"other\" by --max-label-values",
+                &["label"],
+            ),
+            tracked_processes: register(&r, IntGauge::new("mcptap_tracked_processes", "Processes the kernel tracks").expect("valid metric")),
+            registry: r,
+        };
+        let build = register(
+            &m.registry,
+            IntGaugeVec::new(
+                Opts::new("mcptap_build_info", "mcptap version"),
+                &["version"],
+            )
+            .expect("valid metric"),
+        );
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        m
+    }
+
+    pub fn session_started(&self, t: Transport) {
+        self.active_sessions.with_label_values(&[t.as_str()]).inc();
+    }
+
+    pub fn session_ended(&self, t: Transport) {
+        self.active_sessions.with_label_values(&[t.as_str()]).dec();
+    }
+
+    pub fn message(
+        &self,
+        t: Transport,
+        d: Direction,
+        bytes: usize,
+        notification: Option<&str>,
+        labels: &mut LabelLimiter,
+    ) {
+        self.messages
+            .with_label_values(&[t.as_str(), d.as_str()])
+            .inc();
+        self.message_bytes
+            .with_label_values(&[t.as_str(), d.as_str()])
+            .inc_by(bytes as u64);
+        if let Some(method) = notification {
+            let method = labels.bound(self, "mcp_method_name", method);
+            self.notifications
+                .with_label_values(&[&method, t.as_str(), d.as_str()])
+                .inc();
+        }
+    }
+
+    pub fn truncated_message(&self) {
+        self.truncated_messages.inc();
+    }
+
+    pub fn gap(&self) {
+        self.capture_gaps.inc();
+    }
+
+    pub fn operation(&self, op: &Operation, client: &str, server: &str, labels: &mut LabelLimiter) {
+        let tool = if op.method == "tools/call" {
+            op.name.as_deref().unwrap_or("")
+        } else {
+            ""
+        };
+        let values = [
+            labels.bound(self, "mcp_method_name", &op.method),
+            labels.bound(self, "gen_ai_tool_name", tool),
+            op.error_type().unwrap_or_default(),
+            op.transport.as_str().to_string(),
+            labels.bound(self, "mcp_client_name", client),
+            labels.bound(self, "mcp_server_name", server),
+        ];
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        if let Some(d) = op.duration_s() {
+            self.server_duration.with_label_values(&refs).observe(d);
+        }
+        let mut with_status = refs.clone();
+        with_status.push(op.status.as_str());
+        self.server_operations.with_label_values(&with_status).inc();
+    }
+
+    /// Exports the kernel's counters (absolute, summed over CPUs) as deltas.
+    pub fn kernel_counters(
+        &self,
+        now: &[u64; counter::COUNT as usize],
+        last: &mut [u64; counter::COUNT as usize],
+    ) {
+        let delta = |i: u32, last: &mut [u64; counter::COUNT as usize]| {
+            let i = i as usize;
+            let d = now[i].saturating_sub(last[i]);
+            last[i] = now[i];
+            d
+        };
+        self.capture_chunks
+            .inc_by(delta(counter::CHUNKS_SENT, last));
+        self.capture_bytes.inc_by(delta(counter::BYTES_SENT, last));
+        let lost = [
+            ("ringbuf_full", counter::RINGBUF_FULL_CHUNKS),
+            ("copy_failed", counter::COPY_FAILED),
+            ("truncated", counter::TRUNCATED_CALLS),
+            ("stash_missing", counter::STASH_MISSING),
+            ("ringbuf_full_process_record", counter::RINGBUF_FULL_PROCESS),
+        ];
+        for (reason, index) in lost {
+            self.capture_lost
+                .with_label_values(&[reason])
+                .inc_by(delta(index, last));
+        }
+        for (reason, index) in [
+            ("ringbuf_full", counter::RINGBUF_FULL_BYTES),
+            ("truncated", counter::TRUNCATED_BYTES),
+        ] {
+            self.capture_lost_bytes
+                .with_label_values(&[reason])
+                .inc_by(delta(index, last));
+        }
+        let _ = delta(counter::DISCOVERY_SNIFFS, last);
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!("encoding metrics failed: {err}");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Keeps label cardinality bounded: past `max` distinct values a label's
+/// new values are reported as `other` (and counted).
+#[derive(Debug)]
+pub struct LabelLimiter {
+    max: usize,
+    seen: HashMap<&'static str, HashSet<String>>,
+}
+
+pub const OVERFLOW_VALUE: &str = "other";
+
+impl LabelLimiter {
+    pub fn new(max: usize) -> Self {
+        LabelLimiter {
+            max,
+            seen: HashMap::new(),
+        }
+    }
+
+    pub fn bound(&mut self, metrics: &Metrics, label: &'static str, value: &str) -> String {
+        let seen = self.seen.entry(label).or_default();
+        if seen.contains(value) {
+            return value.to_string();
+        }
+        if seen.len() < self.max {
+            seen.insert(value.to_string());
+            return value.to_string();
+        }
+        metrics.label_overflow.with_label_values(&[label]).inc();
+        OVERFLOW_VALUE.to_string()
+    }
+}
+
+/// Serves `/metrics` and `/healthz` on an already bound listener.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<()> {
+    use axum::{Router, http::header, routing::get};
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        metrics.render(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }));
+    axum::serve(listener, app).await
+}
+
+/// Binds the metrics address, with an error that says what to do.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|err| {
+        if err.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!("cannot serve metrics on {addr}: the address is in use; pick another with --metrics-addr")
+        } else {
+            anyhow::anyhow!("cannot serve metrics on {addr}: {err}")
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_fold_into_other_past_the_bound() {
+        let m = Metrics::new();
+        let mut l = LabelLimiter::new(2);
+        assert_eq!(l.bound(&m, "gen_ai_tool_name", "a"), "a");
+        assert_eq!(l.bound(&m, "gen_ai_tool_name", "b"), "b");
+        assert_eq!(l.bound(&m, "gen_ai_tool_name", "c"), OVERFLOW_VALUE);
+        assert_eq!(l.bound(&m, "gen_ai_tool_name", "a"), "a");
+        assert_eq!(l.bound(&m, "mcp_client_name", "c"), "c");
+        assert!(
+            m.render()
+                .contains("mcptap_label_overflow_total{label=\"gen_ai_tool_name\"} 1")
+        );
+    }
+
+    #[test]
+    fn renders_the_documented_names() {
+        let m = Metrics::new();
+        m.session_started(Transport::Pipe);
+        let text = m.render();
+        for name in [
+            "mcp_active_sessions",
+            "mcptap_build_info",
+            "mcptap_capture_chunks_total",
+            "mcptap_tracked_processes",
+        ] {
+            assert!(text.contains(name), "{name} missing");
+        }
+    }
+}
