@@ -19,6 +19,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the agent: capture MCP traffic, emit events and metrics.
     Run(RunArgs),
+    /// Check that this host can run the agent: privileges, tracefs, tracepoints,
+    /// and loading and attaching the eBPF programs. Exits 0 when it can.
+    Check,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -130,11 +133,10 @@ mod tests {
     #[test]
     fn defaults_and_errors() {
         let cli = Cli::try_parse_from(["mcptap", "run"]).unwrap();
-        let Command::Run(args) = cli.command;
-        assert_eq!(
-            args.metrics_addr,
-            MetricsAddr::On("127.0.0.1:9464".parse().unwrap())
-        );
+        let Command::Run(args) = cli.command else {
+            panic!("run expected")
+        };
+        assert_eq!(args.metrics_addr, MetricsAddr::On("127.0.0.1:9464".parse().unwrap()));
         assert!(!args.capture_payloads);
         assert!(Cli::try_parse_from(["mcptap", "run", "--bogus"]).is_err());
         assert!(Cli::try_parse_from(["mcptap", "run", "--ring-buffer-mib", "3"]).is_err());

@@ -47,10 +47,7 @@ pub struct Event {
     pub transport: &'static str,
     #[serde(rename = "mcp.session.id")]
     pub session_id: String,
-    #[serde(
-        rename = "mcp.protocol.version",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "mcp.protocol.version", skip_serializing_if = "Option::is_none")]
     pub protocol_version: Option<String>,
     #[serde(rename = "mcp.method.name", skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
@@ -68,16 +65,10 @@ pub struct Event {
     pub status: Option<&'static str>,
     #[serde(rename = "error.type", skip_serializing_if = "Option::is_none")]
     pub error_type: Option<String>,
-    #[serde(
-        rename = "rpc.jsonrpc.error_code",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "rpc.jsonrpc.error_code", skip_serializing_if = "Option::is_none")]
     pub error_code: Option<i64>,
     /// Only with payload capture: messages can echo secrets.
-    #[serde(
-        rename = "rpc.jsonrpc.error_message",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "rpc.jsonrpc.error_message", skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
     #[serde(rename = "mcp.result.type", skip_serializing_if = "Option::is_none")]
     pub result_type: Option<String>,
@@ -120,10 +111,7 @@ pub struct Side {
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct NotificationFacts {
     pub bytes: usize,
-    #[serde(
-        rename = "cancelled_request_id",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "cancelled_request_id", skip_serializing_if = "Option::is_none")]
     pub cancelled_request_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress_token: Option<String>,
@@ -155,11 +143,7 @@ fn transport_str(t: Transport) -> &'static str {
     t.as_str()
 }
 
-fn side(
-    info: Option<&Implementation>,
-    process: Option<&ProcessInfo>,
-    found_by: Option<ClientFoundBy>,
-) -> Side {
+fn side(info: Option<&Implementation>, process: Option<&ProcessInfo>, found_by: Option<ClientFoundBy>) -> Side {
     Side {
         name: info.map(|i| i.name.clone()),
         version: info.and_then(|i| i.version.clone()),
@@ -216,11 +200,7 @@ fn base(
         request: None,
         response: None,
         server: side(session.server.as_ref(), peers.server.as_ref(), None),
-        client: side(
-            session.client.as_ref(),
-            peers.client.as_ref(),
-            peers.client_found_by,
-        ),
+        client: side(session.client.as_ref(), peers.client.as_ref(), peers.client_found_by),
         notification: None,
         payload: None,
     }
@@ -239,12 +219,8 @@ pub fn from_operation(ctx: &EventContext<'_>, op: &Operation, peers: &Peers) -> 
         e.client.name = Some(client.name.clone());
         e.client.version = client.version.clone();
     }
-    e.tool = (op.method == "tools/call")
-        .then(|| op.name.clone())
-        .flatten();
-    e.prompt = (op.method == "prompts/get")
-        .then(|| op.name.clone())
-        .flatten();
+    e.tool = (op.method == "tools/call").then(|| op.name.clone()).flatten();
+    e.prompt = (op.method == "prompts/get").then(|| op.name.clone()).flatten();
     e.resource_uri = op.uri.as_deref().map(|u| mask::mask_text(u).into_owned());
     e.method = Some(op.method.clone());
     e.request_id = Some(op.request_id.display());
@@ -268,10 +244,7 @@ pub fn from_operation(ctx: &EventContext<'_>, op: &Operation, peers: &Peers) -> 
         _ => None,
     };
     if let Some(max) = ctx.payloads {
-        e.error_message = op
-            .error_message
-            .as_deref()
-            .map(|m| mask::mask_text(m).into_owned());
+        e.error_message = op.error_message.as_deref().map(|m| mask::mask_text(m).into_owned());
         let request = payload_out(op.request_payload.as_ref(), max);
         let response = payload_out(op.response_payload.as_ref(), max);
         if request.is_some() || response.is_some() {
@@ -286,14 +259,7 @@ pub fn from_operation(ctx: &EventContext<'_>, op: &Operation, peers: &Peers) -> 
 }
 
 pub fn from_notification(ctx: &EventContext<'_>, n: &Notification, peers: &Peers) -> Event {
-    let mut e = base(
-        ctx,
-        EventType::Notification,
-        n.ts_ns,
-        n.transport,
-        &n.session,
-        peers,
-    );
+    let mut e = base(ctx, EventType::Notification, n.ts_ns, n.transport, &n.session, peers);
     e.method = Some(n.method.clone());
     e.direction = Some(n.direction.as_str());
     e.notification = Some(NotificationFacts {

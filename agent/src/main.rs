@@ -25,34 +25,38 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    match cli.command {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("mcptap: cannot start the runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
         cli::Command::Run(args) => {
             init_logging(&args.log_level);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(err) => {
-                    eprintln!("mcptap: cannot start the runtime: {err}");
-                    return std::process::ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(run::run(args)) {
-                Ok(()) => std::process::ExitCode::SUCCESS,
-                Err(err) => {
-                    eprintln!("mcptap: {err:#}");
-                    std::process::ExitCode::FAILURE
-                }
-            }
+            runtime.block_on(run::run(args))
+        }
+        cli::Command::Check => {
+            init_logging("warn");
+            runtime.block_on(run::check())
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("mcptap: {err:#}");
+            std::process::ExitCode::FAILURE
         }
     }
 }
 
 fn init_logging(level: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("mcptap={level},warn")));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("mcptap={level},warn")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -22,21 +22,12 @@ static SHAPES: LazyLock<Vec<(&'static str, Regex)>> = LazyLock::new(|| {
             "private_key",
             r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\z)",
         ),
-        (
-            "jwt",
-            r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",
-        ),
+        ("jwt", r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"),
         ("bearer", r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]{8,}=*"),
         ("basic_auth", r"(?i)\bbasic\s+[A-Za-z0-9+/]{12,}=*"),
         ("anthropic_key", r"\bsk-ant-[A-Za-z0-9_-]{16,}"),
-        (
-            "openai_key",
-            r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}",
-        ),
-        (
-            "github_token",
-            r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}",
-        ),
+        ("openai_key", r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
+        ("github_token", r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}"),
         ("github_token", r"\bgithub_pat_[A-Za-z0-9_]{22,}"),
         ("gitlab_token", r"\bglpat-[A-Za-z0-9_-]{20,}"),
         ("slack_token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
@@ -53,9 +44,8 @@ static SHAPES: LazyLock<Vec<(&'static str, Regex)>> = LazyLock::new(|| {
 });
 
 /// `scheme://user:password@` → password masked.
-static URL_CREDENTIALS: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]+:)[^/\s@]+@").expect("valid built-in pattern")
-});
+static URL_CREDENTIALS: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]+:)[^/\s@]+@").expect("valid built-in pattern"));
 
 /// `password=...`, `api_key: ...` inside free text or query strings.
 static INLINE_ASSIGNMENT: LazyLock<Regex> = LazyLock::new(|| {
@@ -144,10 +134,7 @@ pub fn mask_cmdline(args: &[String]) -> Vec<String> {
         {
             if let Some((name, _)) = flag.split_once('=') {
                 if is_secret_name(name) {
-                    out.push(format!(
-                        "{}={REDACTED}",
-                        &arg[..arg.len() - flag.len() + name.len()]
-                    ));
+                    out.push(format!("{}={REDACTED}", &arg[..arg.len() - flag.len() + name.len()]));
                     continue;
                 }
             } else if is_secret_name(flag) {
@@ -212,10 +199,7 @@ mod tests {
     fn known_shapes_are_masked() {
         let cases = [
             ("Authorization: Bearer abc.def-ghi_jkl", "Bearer"),
-            (
-                "key sk-proj-abcdefghijklmnopqrstuvwxyz012345",
-                "sk-proj-abc",
-            ),
+            ("key sk-proj-abcdefghijklmnopqrstuvwxyz012345", "sk-proj-abc"),
             ("sk-ant-api03-abcdefghijklmnopqrstuvwxyz", "sk-ant-api03"),
             ("ghp_abcdefghijklmnopqrstuvwxyz0123456789", "ghp_abc"),
             (

@@ -149,10 +149,7 @@ mod tests {
         let mut lost = chunk(0, 1, b"c");
         lost.loss_before = true;
         assert!(r.push(&lost).gap_before);
-        assert!(
-            r.push(&w).gap_before,
-            "the write stream learns of the loss too"
-        );
+        assert!(r.push(&w).gap_before, "the write stream learns of the loss too");
         assert!(!r.push(&w).gap_before);
     }
 }

@@ -29,12 +29,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         MetricsAddr::On(addr) => Some(metrics::bind(addr).await?),
         MetricsAddr::Off => None,
     };
-    let (sink, writer) = JsonlSink::spawn(
-        &Destination::parse(&args.events),
-        args.event_queue,
-        metrics.clone(),
-    )
-    .await?;
+    let (sink, writer) = JsonlSink::spawn(&Destination::parse(&args.events), args.event_queue, metrics.clone()).await?;
 
     let capture_opts = CaptureOptions {
         capture_cap: args.max_message_bytes as u64,
@@ -118,5 +113,28 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         requests_in_flight = in_flight,
         "mcptap stopped"
     );
+    Ok(())
+}
+
+/// `mcptap check`: everything `run` does to the kernel, then stop.
+pub async fn check() -> anyhow::Result<()> {
+    let opts = CaptureOptions {
+        capture_cap: 16 << 20,
+        discovery: true,
+        ring_buffer_bytes: 1 << 20,
+        select_pids: Vec::new(),
+        select_exes: Vec::new(),
+        exclude_pids: Vec::new(),
+        exclude_exes: Vec::new(),
+    };
+    let capture = Capture::start(&opts)?;
+    drop(capture);
+    let mut uname: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to a local.
+    unsafe { libc::uname(&mut uname) };
+    let release = unsafe { std::ffi::CStr::from_ptr(uname.release.as_ptr()) }
+        .to_string_lossy()
+        .into_owned();
+    println!("ok: this host can run mcptap (Linux {release}: eBPF programs loaded and attached, then detached)");
     Ok(())
 }

@@ -175,16 +175,13 @@ pub mod counter {
     /// Reads of untracked processes that looked like JSON and were sent
     /// to the agent for discovery.
     pub const DISCOVERY_SNIFFS: u32 = 7;
-    /// Syscall exits of a tracked process whose entry arguments were gone
-    /// (stash map evicted them): that call's data is lost.
-    pub const STASH_MISSING: u32 = 8;
     /// Process lifecycle records lost because the ring buffer was full.
-    pub const RINGBUF_FULL_PROCESS: u32 = 9;
+    pub const RINGBUF_FULL_PROCESS: u32 = 8;
     /// Duplicates of stdin/stdout landing on fd 64 or above (not followed).
-    pub const FD_BEYOND_BITMAP: u32 = 10;
+    pub const FD_BEYOND_BITMAP: u32 = 9;
     /// Process map full: a process could not be tracked.
-    pub const PROCS_FULL: u32 = 11;
-    pub const COUNT: u32 = 12;
+    pub const PROCS_FULL: u32 = 10;
+    pub const COUNT: u32 = 11;
 }
 
 #[cfg(feature = "user")]

@@ -74,12 +74,7 @@ pub fn emit(header: ChunkHeader, buf: u64, iov_cnt: u64, len: u64) -> bool {
             left: len,
             failed: false,
         };
-        bpf_loop(
-            MAX_STEPS,
-            emit_step as *mut c_void,
-            core::ptr::null_mut(),
-            0,
-        );
+        bpf_loop(MAX_STEPS, emit_step as *mut c_void, core::ptr::null_mut(), 0);
         !(*st).failed
     }
 }

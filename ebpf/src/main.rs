@@ -1,8 +1,11 @@
 //! mcptap's kernel programs.
 //!
-//! - `syscalls`: read/write/readv/writev tracepoints that copy the bytes MCP
-//!   processes exchange over their stdin/stdout, and that discover new MCP
-//!   processes by the first bytes they read;
+//! - `syscalls`: read/write/readv/writev exit tracepoints that copy the
+//!   bytes MCP processes exchange over their stdin/stdout, and that discover
+//!   new MCP processes by the first bytes they read;
+//! - `fds`: dup/dup2/dup3/fcntl/close tracepoints that follow stdin and
+//!   stdout when a process moves them to other descriptors;
+//! - `args`: a syscall's arguments, read at its exit;
 //! - `process`: exec/exit tracepoints that apply executable-name rules and
 //!   tell the agent when a tracked process ends;
 //! - `emit`: the shared chunk emitter (per-CPU scratch → ring buffer);
@@ -14,6 +17,7 @@
 #![no_std]
 #![no_main]
 
+mod args;
 mod config;
 mod emit;
 mod fds;

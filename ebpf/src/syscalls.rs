@@ -1,12 +1,11 @@
 //! Stdio capture: reads on a process's "in" descriptors (stdin and its
-//! duplicates) and writes on its "out" descriptors (stdout and its
-//! duplicates), see `fds` for how those are followed.
+//! copies) and writes on its "out" descriptors (stdout and its copies), see
+//! `fds` for how those are followed.
 //!
 //! A stdio MCP server reads its client's messages from stdin and writes its
 //! own to stdout, so both directions of the session are seen from the
-//! server alone. The entry tracepoint keeps the call's arguments (only for
-//! tracked processes and discovery candidates); the exit tracepoint knows
-//! how many bytes moved and copies them.
+//! server alone. Only the exit tracepoints are hooked: they know how many
+//! bytes moved, and `args` recovers where from.
 //!
 //! Discovery: an untracked process reading its stdin is a candidate. If the
 //! first byte it read is `{` or `[` (a JSON object or batch), it becomes
@@ -25,156 +24,115 @@ use aya_ebpf::{
 use mcptap_common::{ChunkHeader, ProcState, chunk_flags, counter, fds, op, proc_state, record};
 
 use crate::{
+    args::{syscall_arg0, syscall_args},
     config,
     emit::emit,
-    maps::{INFLIGHT, InflightCall, PROCS, count},
+    maps::{PROCS, count},
 };
 
-/// Offsets in the syscalls:sys_enter_* / sys_exit_* records (checked by the
-/// agent against tracefs before loading).
-pub const ARG0: usize = 16;
-pub const ARG1: usize = 24;
-pub const ARG2: usize = 32;
-pub const RET: usize = 16;
+/// Offset of `ret` in the syscalls:sys_exit_* records, and of the first
+/// argument in sys_enter_* records (checked by the agent against tracefs).
+pub const EXIT_RET: usize = 16;
+pub const ENTER_ARG0: usize = 16;
 
 #[inline(always)]
-pub fn arg(ctx: &TracePointContext, offset: usize) -> u64 {
+pub fn ctx_u64(ctx: &TracePointContext, offset: usize) -> u64 {
     // Tracepoint records are directly readable context memory.
     unsafe { *(ctx.as_ptr().add(offset) as *const u64) }
 }
 
 #[tracepoint]
-pub fn enter_read(ctx: TracePointContext) -> u32 {
-    stash_read(arg(&ctx, ARG0), arg(&ctx, ARG1), 0);
+pub fn exit_read(ctx: TracePointContext) -> u32 {
+    on_exit(&ctx, op::READ, false);
     0
 }
 
 #[tracepoint]
-pub fn enter_readv(ctx: TracePointContext) -> u32 {
-    stash_read(arg(&ctx, ARG0), arg(&ctx, ARG1), arg(&ctx, ARG2));
+pub fn exit_readv(ctx: TracePointContext) -> u32 {
+    on_exit(&ctx, op::READ, true);
     0
 }
 
 #[tracepoint]
-pub fn enter_write(ctx: TracePointContext) -> u32 {
-    stash_write(arg(&ctx, ARG0), arg(&ctx, ARG1), 0);
+pub fn exit_write(ctx: TracePointContext) -> u32 {
+    on_exit(&ctx, op::WRITE, false);
     0
 }
 
 #[tracepoint]
-pub fn enter_writev(ctx: TracePointContext) -> u32 {
-    stash_write(arg(&ctx, ARG0), arg(&ctx, ARG1), arg(&ctx, ARG2));
-    0
-}
-
-/// Shared by all four exit tracepoints: the stash says what the call was.
-#[tracepoint]
-pub fn exit_rw(ctx: TracePointContext) -> u32 {
-    on_exit(arg(&ctx, RET) as i64);
+pub fn exit_writev(ctx: TracePointContext) -> u32 {
+    on_exit(&ctx, op::WRITE, true);
     0
 }
 
 #[inline(always)]
-fn stash_read(fd: u64, buf: u64, iov_cnt: u64) {
+fn on_exit(ctx: &TracePointContext, op: u8, vectored: bool) {
+    let ret = ctx_u64(ctx, EXIT_RET) as i64;
+    if ret <= 0 {
+        return;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    let flags = match unsafe { PROCS.get(&tgid) } {
+
+    // Who is this, and does this call concern us? One map lookup.
+    let (watched, mut flags) = match unsafe { PROCS.get(&tgid) } {
         Some(p) => {
-            if p.state & proc_state::EXCLUDED != 0 || !fds::has(p.in_fds, fd) {
+            if p.state & proc_state::EXCLUDED != 0 {
                 return;
             }
             if p.state & proc_state::TRACKED != 0 {
-                0
-            } else if p.state & proc_state::CANDIDATE != 0 && config::discovery() {
-                chunk_flags::DISCOVERY
+                (if op == op::READ { p.in_fds } else { p.out_fds }, 0)
+            } else if op == op::READ && p.state & proc_state::CANDIDATE != 0 && config::discovery() {
+                (p.in_fds, chunk_flags::DISCOVERY)
             } else {
                 return;
             }
         }
-        // A plain process: only its stdin is worth a look.
+        // A plain process: only what it reads on stdin is worth a look.
         None => {
-            if fd != 0 || !config::discovery() || tgid == config::agent_tgid() {
+            if op != op::READ || !config::discovery() || tgid == config::agent_tgid() {
                 return;
             }
-            chunk_flags::DISCOVERY
+            (fds::DEFAULT_IN, chunk_flags::DISCOVERY)
         }
     };
-    let call = InflightCall {
-        buf,
-        iov_cnt,
-        fd: fd as i32,
-        op: op::READ,
-        flags,
-        _pad: [0; 2],
-    };
-    let _ = INFLIGHT.insert(&pid_tgid, &call, 0);
-}
+    // Cheap test of the descriptor before reading all the arguments.
+    let Some(fd) = syscall_arg0() else { return };
+    if !fds::has(watched, fd) {
+        return;
+    }
+    let Some([_, buf, vlen]) = syscall_args() else { return };
+    let iov_cnt = if vectored { vlen } else { 0 };
 
-#[inline(always)]
-fn stash_write(fd: u64, buf: u64, iov_cnt: u64) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    match unsafe { PROCS.get(&tgid) } {
-        Some(p) if p.state & proc_state::TRACKED != 0 && fds::has(p.out_fds, fd) => {}
-        _ => return,
-    }
-    let call = InflightCall {
-        buf,
-        iov_cnt,
-        fd: fd as i32,
-        op: op::WRITE,
-        flags: 0,
-        _pad: [0; 2],
-    };
-    let _ = INFLIGHT.insert(&pid_tgid, &call, 0);
-}
-
-#[inline(always)]
-fn on_exit(ret: i64) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(call) = (unsafe { INFLIGHT.get(&pid_tgid) }).copied() else {
-        return;
-    };
-    let _ = INFLIGHT.remove(&pid_tgid);
-    if call.op != op::READ && call.op != op::WRITE {
-        return;
-    }
-    if ret <= 0 {
-        return;
-    }
-    let tgid = (pid_tgid >> 32) as u32;
-    let mut flags = 0u8;
-    if call.flags & chunk_flags::DISCOVERY != 0 {
-        if !looks_like_json(&call) {
+    if flags & chunk_flags::DISCOVERY != 0 {
+        if !looks_like_json(buf, iov_cnt) {
             // This descriptor does not carry JSON: stop sniffing it (a fresh
             // MCP peer's first read always starts a message).
             if let Some(p) = PROCS.get_ptr_mut(&tgid) {
-                unsafe { (*p).in_fds &= !(1u64 << (call.fd as u64 & 63)) };
+                unsafe { (*p).in_fds &= !(1u64 << (fd & 63)) };
             }
             return;
         }
         match PROCS.get_ptr_mut(&tgid) {
             Some(p) => unsafe { (*p).state |= proc_state::PROVISIONAL },
             None => {
-                let provisional = ProcState::with_state(proc_state::PROVISIONAL);
                 if PROCS
-                    .insert(&tgid, &provisional, BPF_NOEXIST as u64)
+                    .insert(
+                        &tgid,
+                        &ProcState::with_state(proc_state::PROVISIONAL),
+                        BPF_NOEXIST as u64,
+                    )
                     .is_err()
                 {
                     count(counter::PROCS_FULL, 1);
+                    return;
                 }
             }
         }
         count(counter::DISCOVERY_SNIFFS, 1);
-        flags |= chunk_flags::DISCOVERY;
     }
-    let Some(p) = PROCS.get_ptr_mut(&tgid) else {
-        return; // untracked between entry and exit (exited or map full)
-    };
+    let Some(p) = PROCS.get_ptr_mut(&tgid) else { return };
     unsafe {
-        if (*p).state & proc_state::TRACKED == 0 {
-            return; // rejected between entry and exit
-        }
         if (*p).lost != 0 {
             flags |= chunk_flags::LOSS_BEFORE;
             (*p).lost = 0;
@@ -197,22 +155,22 @@ fn on_exit(ret: i64) {
         pid_tgid,
         call_len,
         offset: 0,
-        fd: call.fd,
-        op: call.op,
+        fd: fd as i32,
+        op,
         flags,
         _reserved: [0; 2],
     };
-    if !emit(header, call.buf, call.iov_cnt, len) {
+    if !emit(header, buf, iov_cnt, len) {
         unsafe { (*p).lost = 1 };
     }
 }
 
-/// True when the first byte the call read opens a JSON object or array.
+/// True when the first byte the call moved opens a JSON object or array.
 #[inline(always)]
-fn looks_like_json(call: &InflightCall) -> bool {
-    let mut first = call.buf;
-    if call.iov_cnt != 0 {
-        match unsafe { bpf_probe_read_user(call.buf as *const u64) } {
+fn looks_like_json(buf: u64, iov_cnt: u64) -> bool {
+    let mut first = buf;
+    if iov_cnt != 0 {
+        match unsafe { bpf_probe_read_user(buf as *const u64) } {
             Ok(base) => first = base,
             Err(_) => return false,
         }

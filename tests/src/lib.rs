@@ -1,1 +1,309 @@
+//! Harness of the end-to-end tests: start the real agent (which loads the
+//! real eBPF programs), drive real MCP peers, read back the agent's events
+//! and metrics.
+//!
+//! Run through `cargo xtask test`, which installs the peers, builds the
+//! agent, checks the host can run it, and passes their paths in `MCPTAP_*`
+//! variables. Run alone, every test stops at once and says so.
 
+use std::{
+    fs,
+    io::{BufRead, BufReader},
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// Paths the tests need, from `cargo xtask test`.
+pub struct Env {
+    pub agent: PathBuf,
+    pub peers: PathBuf,
+    pub python: PathBuf,
+    pub artifacts: PathBuf,
+}
+
+pub fn env() -> Env {
+    let var = |name: &str| {
+        std::env::var_os(name).map(PathBuf::from).unwrap_or_else(|| {
+            panic!("{name} is not set: run the end-to-end tests with `cargo xtask test`, which sets up the peers and the agent")
+        })
+    };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("the end-to-end tests load eBPF programs and need root; run `sudo cargo xtask test`");
+    }
+    Env {
+        agent: var("MCPTAP_BIN"),
+        peers: var("MCPTAP_PEERS"),
+        python: var("MCPTAP_PYTHON"),
+        artifacts: var("MCPTAP_ARTIFACTS"),
+    }
+}
+
+impl Env {
+    /// The tests' own FastMCP stdio server, reporting itself as `name`.
+    pub fn test_server(&self) -> Vec<String> {
+        vec![
+            self.python.display().to_string(),
+            self.peers.join("stdio_server.py").display().to_string(),
+        ]
+    }
+
+    /// `@modelcontextprotocol/server-everything` over stdio.
+    pub fn server_everything(&self) -> Vec<String> {
+        vec![
+            "node".into(),
+            self.peers
+                .join("node_modules/@modelcontextprotocol/server-everything/dist/index.js")
+                .display()
+                .to_string(),
+            "stdio".into(),
+        ]
+    }
+
+    /// Runs the scenario driver (tests/peers/drive.py) and returns its report.
+    pub fn drive(&self, plan: &Value) -> Value {
+        let out = self.drive_command(plan).output().expect("start drive.py");
+        parse_report("drive.py", &out)
+    }
+
+    pub fn drive_command(&self, plan: &Value) -> Command {
+        let mut c = Command::new(&self.python);
+        c.arg(self.peers.join("drive.py"))
+            .arg(plan.to_string())
+            .current_dir(&self.peers);
+        c
+    }
+
+    /// Runs a peer script (tests/peers/NAME) with arguments; returns its report.
+    pub fn run_peer(&self, script: &str, args: &[&str]) -> Value {
+        let out = Command::new(&self.python)
+            .arg(self.peers.join(script))
+            .args(args)
+            .current_dir(&self.peers)
+            .output()
+            .expect("start peer script");
+        parse_report(script, &out)
+    }
+}
+
+pub fn parse_report(what: &str, out: &std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{what} printed no JSON report ({e}): {stdout}"))
+}
+
+/// A running agent, stopped (SIGINT) on `stop` or drop.
+pub struct Agent {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub events_path: PathBuf,
+    pub metrics_addr: SocketAddr,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Agent {
+    /// Starts `mcptap run` with its events, log and metrics of its own, and
+    /// waits until it says it is running.
+    pub fn start(env: &Env, test: &str, extra: &[&str]) -> Agent {
+        let dir = env.artifacts.join(test);
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("artifacts dir");
+        let events_path = dir.join("events.jsonl");
+        let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let log = fs::File::create(dir.join("agent.log")).expect("agent log");
+        let child = Command::new(&env.agent)
+            .arg("run")
+            .arg("--events")
+            .arg(&events_path)
+            .arg("--metrics-addr")
+            .arg(metrics_addr.to_string())
+            .args(extra)
+            .env("RUST_LOG", "mcptap=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the agent");
+        let mut agent = Agent {
+            child: Some(child),
+            dir,
+            events_path,
+            metrics_addr,
+        };
+        agent.wait_running();
+        agent
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    fn wait_running(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if self.log_text().contains("mcptap is running") {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("the agent exited ({status}) before running:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the agent did not start within 60 s:\n{}", self.log_text());
+    }
+
+    /// The `/metrics` page, fetched over HTTP.
+    pub fn metrics(&self) -> Metrics {
+        let url = format!("http://{}/metrics", self.metrics_addr);
+        let body = ureq::get(&url)
+            .call()
+            .expect("GET /metrics")
+            .into_string()
+            .expect("metrics text");
+        Metrics(body)
+    }
+
+    /// Events written so far.
+    pub fn events(&self) -> Vec<Value> {
+        read_events(&self.events_path)
+    }
+
+    /// Waits until `pred` holds for the events written so far.
+    pub fn wait_events(&self, what: &str, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let events = self.events();
+            if pred(&events) {
+                return events;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; events so far:\n{}", summary(&events));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGINT, wait for the agent to flush and exit; returns all events.
+    pub fn stop(mut self) -> Vec<Value> {
+        self.shutdown(libc::SIGINT);
+        read_events(&self.events_path)
+    }
+
+    /// Sends `signal`, waits for a clean exit (panics on a dirty one).
+    pub fn shutdown(&mut self, signal: i32) {
+        let Some(mut child) = self.child.take() else { return };
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait agent") {
+                assert!(status.success(), "the agent exited with {status}:\n{}", self.log_text());
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the agent did not stop within 30 s of signal {signal}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn read_events(path: &Path) -> Vec<Value> {
+    let Ok(file) = fs::File::open(path) else {
+        return Vec::new();
+    };
+    BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("event is not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// One line per event, for failure messages.
+pub fn summary(events: &[Value]) -> String {
+    events
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} tool={} status={} server_pid={} client={}",
+                e["event.type"].as_str().unwrap_or("?"),
+                e["mcp.method.name"].as_str().unwrap_or("-"),
+                e["gen_ai.tool.name"].as_str().unwrap_or("-"),
+                e["status"].as_str().unwrap_or("-"),
+                e["server"]["process"]["pid"],
+                e["client"]["name"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Operation events of one server process.
+pub fn operations_of(events: &[Value], server_pid: u64) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e["event.type"] == "mcp.operation" && e["server"]["process"]["pid"].as_u64() == Some(server_pid))
+        .cloned()
+        .collect()
+}
+
+/// Operation events whose method (and tool, when given) and status match.
+pub fn count(ops: &[Value], method: &str, tool: Option<&str>, status: &str) -> usize {
+    ops.iter()
+        .filter(|e| {
+            e["mcp.method.name"] == method && tool.is_none_or(|t| e["gen_ai.tool.name"] == t) && e["status"] == status
+        })
+        .count()
+}
+
+/// A scraped `/metrics` page.
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// Sum of the samples of `name` whose labels include all of `labels`.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.0
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                let (metric, label_text) = match series.split_once('{') {
+                    Some((m, rest)) => (m, rest.trim_end_matches('}')),
+                    None => (series, ""),
+                };
+                if metric != name {
+                    return None;
+                }
+                let all = labels.iter().all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")));
+                all.then(|| value.parse::<f64>().ok()).flatten()
+            })
+            .sum()
+    }
+}

@@ -1,1 +1,100 @@
-fn main() {}
+//! Project tasks: `cargo xtask <task>`.
+//!
+//! - `setup`: install the toolchain (LLVM 22, nightly rust-src, bpf-linker)
+//!   and the test peers; idempotent.
+//! - `build`: setup, then build the release agent (kernel programs embedded).
+//! - `run`: build, then run the agent (as root) with the given arguments.
+//! - `test`: setup, then every test: unit tests, then the end-to-end tests
+//!   that load the real eBPF programs and drive real MCP peers.
+//! - `bench`: the benchmarks of docs/benchmarks.md, reported as ratios.
+
+mod bench;
+mod cmd;
+mod setup;
+mod test;
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (idempotent).
+    Setup {
+        /// Only the build toolchain, not the test peers.
+        #[arg(long)]
+        toolchain_only: bool,
+    },
+    /// Build the release agent.
+    Build,
+    /// Build, then run the agent: `cargo xtask run -- --events events.jsonl`.
+    Run {
+        /// Arguments for `mcptap run`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run every test (unit and end-to-end).
+    Test(test::TestArgs),
+    /// Run the benchmarks and print the report.
+    Bench(bench::BenchArgs),
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the repository")
+        .to_path_buf()
+}
+
+/// Builds the release agent; returns the binary's path.
+pub fn build_agent() -> Result<PathBuf> {
+    cmd::run(
+        Command::new("cargo")
+            .args(["build", "--release", "-p", "mcptap"])
+            .current_dir(repo_root()),
+    )?;
+    Ok(repo_root().join("target/release/mcptap"))
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup { toolchain_only } => setup::setup(setup::Needs {
+            toolchain: true,
+            peers: !toolchain_only,
+        }),
+        Task::Build => {
+            setup::setup(setup::Needs {
+                toolchain: true,
+                peers: false,
+            })?;
+            build_agent().map(|_| ())
+        }
+        Task::Run { args } => {
+            setup::setup(setup::Needs {
+                toolchain: true,
+                peers: false,
+            })?;
+            let agent = build_agent()?;
+            let mut c = if setup::is_root() {
+                Command::new(&agent)
+            } else {
+                eprintln!("xtask: mcptap needs root to load eBPF programs: running it with sudo");
+                let mut c = Command::new("sudo");
+                c.arg(&agent);
+                c
+            };
+            c.arg("run").args(&args);
+            cmd::run(&mut c)
+        }
+        Task::Test(args) => test::test(args),
+        Task::Bench(args) => bench::bench(args),
+    }
+}

@@ -68,25 +68,18 @@ pub enum CaptureError {
 }
 
 /// Program → tracepoint it is attached to, and whether the tracepoint may
-/// be absent (dup2 does not exist on every architecture).
+/// be absent (dup2 does not exist on every architecture). Only syscall
+/// exits are hooked (arguments are read from the saved registers), except
+/// close.
 const ATTACHMENTS: &[(&str, &str, &str, bool)] = &[
-    // Exits first: an entry's stash is only useful once its exit can run.
-    ("exit_rw", "syscalls", "sys_exit_read", false),
-    ("exit_rw", "syscalls", "sys_exit_readv", false),
-    ("exit_rw", "syscalls", "sys_exit_write", false),
-    ("exit_rw", "syscalls", "sys_exit_writev", false),
+    ("exit_read", "syscalls", "sys_exit_read", false),
+    ("exit_readv", "syscalls", "sys_exit_readv", false),
+    ("exit_write", "syscalls", "sys_exit_write", false),
+    ("exit_writev", "syscalls", "sys_exit_writev", false),
     ("exit_dup", "syscalls", "sys_exit_dup", false),
     ("exit_dup", "syscalls", "sys_exit_dup2", true),
     ("exit_dup", "syscalls", "sys_exit_dup3", false),
-    ("exit_dup", "syscalls", "sys_exit_fcntl", false),
-    ("enter_read", "syscalls", "sys_enter_read", false),
-    ("enter_readv", "syscalls", "sys_enter_readv", false),
-    ("enter_write", "syscalls", "sys_enter_write", false),
-    ("enter_writev", "syscalls", "sys_enter_writev", false),
-    ("enter_dup", "syscalls", "sys_enter_dup", false),
-    ("enter_dup2", "syscalls", "sys_enter_dup2", true),
-    ("enter_dup2", "syscalls", "sys_enter_dup3", false),
-    ("enter_fcntl", "syscalls", "sys_enter_fcntl", false),
+    ("exit_fcntl", "syscalls", "sys_exit_fcntl", false),
     ("enter_close", "syscalls", "sys_enter_close", false),
     ("sched_exec", "sched", "sched_process_exec", false),
     ("sched_exit", "sched", "sched_process_exit", false),
@@ -112,8 +105,7 @@ impl Capture {
 
         let agent_tgid = std::process::id();
         let discovery = u8::from(opts.discovery);
-        let has_comm_rules =
-            u8::from(!opts.select_exes.is_empty() || !opts.exclude_exes.is_empty());
+        let has_comm_rules = u8::from(!opts.select_exes.is_empty() || !opts.exclude_exes.is_empty());
         let mut ebpf = EbpfLoader::new()
             .override_global("AGENT_TGID", &agent_tgid, true)
             .override_global("CAPTURE_CAP", &opts.capture_cap, true)
@@ -151,28 +143,22 @@ impl Capture {
                     source,
                 })?;
             }
-            prog.attach(category, name)
-                .map_err(|source| CaptureError::Attach {
-                    program,
-                    category,
-                    name,
-                    source,
-                })?;
+            prog.attach(category, name).map_err(|source| CaptureError::Attach {
+                program,
+                category,
+                name,
+                source,
+            })?;
         }
 
-        let ring = ebpf
-            .take_map("EVENTS")
-            .ok_or(CaptureError::Missing("EVENTS"))?;
+        let ring = ebpf.take_map("EVENTS").ok_or(CaptureError::Missing("EVENTS"))?;
         let ring = RingBuf::try_from(ring).map_err(|e| CaptureError::Map("EVENTS", e))?;
         // SAFETY: the ring buffer owns its map fd and keeps it open for as
         // long as it lives, which is as long as the AsyncFd.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| CaptureError::Poll(e.into()))?;
-        let counters = ebpf
-            .take_map("COUNTERS")
-            .ok_or(CaptureError::Missing("COUNTERS"))?;
-        let counters =
-            PerCpuArray::try_from(counters).map_err(|e| CaptureError::Map("COUNTERS", e))?;
+        let counters = ebpf.take_map("COUNTERS").ok_or(CaptureError::Missing("COUNTERS"))?;
+        let counters = PerCpuArray::try_from(counters).map_err(|e| CaptureError::Map("COUNTERS", e))?;
         tracing::info!(
             ring_buffer_mib = opts.ring_buffer_bytes >> 20,
             discovery = opts.discovery,
@@ -226,9 +212,6 @@ fn raise_memlock_limit() {
     };
     // SAFETY: valid pointer to a local.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } != 0 {
-        tracing::debug!(
-            "could not raise RLIMIT_MEMLOCK: {}",
-            std::io::Error::last_os_error()
-        );
+        tracing::debug!("could not raise RLIMIT_MEMLOCK: {}", std::io::Error::last_os_error());
     }
 }

@@ -78,13 +78,12 @@ impl<'a> CaptureRecord<'a> {
 fn decode_chunk(bytes: &[u8]) -> Result<Chunk<'_>, DecodeError> {
     let header: ChunkHeader = read_pod(bytes)?;
     let said = header.len as usize;
-    let data =
-        bytes
-            .get(CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + said)
-            .ok_or(DecodeError::BadLength {
-                said,
-                held: bytes.len().saturating_sub(CHUNK_HEADER_LEN),
-            })?;
+    let data = bytes
+        .get(CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + said)
+        .ok_or(DecodeError::BadLength {
+            said,
+            held: bytes.len().saturating_sub(CHUNK_HEADER_LEN),
+        })?;
     let direction = match header.op {
         op::READ => Io::Read,
         op::WRITE => Io::Write,
@@ -119,15 +118,7 @@ pub mod tests {
     use super::*;
 
     /// Builds a chunk record as the kernel lays it out.
-    pub fn chunk_record(
-        tgid: u32,
-        fd: i32,
-        op: u8,
-        offset: u64,
-        call_len: u64,
-        flags: u8,
-        data: &[u8],
-    ) -> Vec<u8> {
+    pub fn chunk_record(tgid: u32, fd: i32, op: u8, offset: u64, call_len: u64, flags: u8, data: &[u8]) -> Vec<u8> {
         let header = ChunkHeader {
             kind: record::CHUNK,
             len: data.len() as u32,
@@ -153,10 +144,7 @@ pub mod tests {
         let CaptureRecord::Chunk(c) = CaptureRecord::decode(&bytes).unwrap() else {
             panic!()
         };
-        assert_eq!(
-            (c.tgid, c.fd, c.direction, c.data),
-            (7, 0, Io::Read, &b"{}\n"[..])
-        );
+        assert_eq!((c.tgid, c.fd, c.direction, c.data), (7, 0, Io::Read, &b"{}\n"[..]));
         assert!(c.discovery && !c.truncated && !c.loss_before);
     }
 

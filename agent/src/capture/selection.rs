@@ -17,10 +17,7 @@ pub struct Selection {
     comm_rules: HashMap<MapData, [u8; 16], u8>,
 }
 
-fn take<K: aya::Pod, V: aya::Pod>(
-    ebpf: &mut Ebpf,
-    name: &'static str,
-) -> Result<HashMap<MapData, K, V>, CaptureError> {
+fn take<K: aya::Pod, V: aya::Pod>(ebpf: &mut Ebpf, name: &'static str) -> Result<HashMap<MapData, K, V>, CaptureError> {
     let map = ebpf.take_map(name).ok_or(CaptureError::Missing(name))?;
     HashMap::try_from(map).map_err(|e| CaptureError::Map(name, e))
 }
@@ -54,9 +51,9 @@ impl Selection {
                 continue;
             }
             let named = |names: &[String]| {
-                names.iter().any(|n| {
-                    n.as_str() == proc.comm || Some(n.as_str()) == proc.exe_name.as_deref()
-                })
+                names
+                    .iter()
+                    .any(|n| n.as_str() == proc.comm || Some(n.as_str()) == proc.exe_name.as_deref())
             };
             if opts.exclude_pids.contains(&proc.pid) || named(&opts.exclude_exes) {
                 self.exclude(proc.pid);
@@ -154,11 +151,7 @@ fn running_processes(proc_root: &Path) -> Vec<RunningProcess> {
             let exe_name = fs::read_link(entry.path().join("exe"))
                 .ok()
                 .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-            Some(RunningProcess {
-                pid,
-                comm,
-                exe_name,
-            })
+            Some(RunningProcess { pid, comm, exe_name })
         })
         .collect()
 }
@@ -176,8 +169,10 @@ fn unix_socket_inodes(proc_root: &Path) -> HashSet<u64> {
 
 /// Where a running process may read and write its stdio: pipe read ends
 /// and Unix sockets among fds 0..63 are "in", pipe write ends and Unix
-/// sockets are "out". A descriptor that turns out not to carry JSON stops
-/// being sniffed at its first read.
+/// sockets are "out". Stderr is logs, never the wire: fd 2, and any other
+/// descriptor pointing where fd 2 points (a server that diverted stdout to
+/// stderr), is left out. A descriptor that turns out not to carry JSON
+/// stops being sniffed at its first read.
 fn stdio_copies(proc_root: &Path, pid: u32, unix_sockets: &HashSet<u64>) -> (u64, u64) {
     let dir = proc_root.join(pid.to_string());
     let Ok(entries) = fs::read_dir(dir.join("fd")) else {
@@ -185,11 +180,7 @@ fn stdio_copies(proc_root: &Path, pid: u32, unix_sockets: &HashSet<u64>) -> (u64
     };
     let (mut in_fds, mut out_fds) = (0u64, 0u64);
     for entry in entries.flatten() {
-        let Some(fd) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u64>().ok())
-        else {
+        let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) else {
             continue;
         };
         if fd >= fds::MAX {

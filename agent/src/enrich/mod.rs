@@ -42,9 +42,7 @@ impl Enricher {
             .entry(conn)
             .or_insert_with(|| {
                 let server = process::read(proc_root, conn.tgid());
-                let client = server
-                    .as_ref()
-                    .and_then(|s| process::find_client(proc_root, s, in_fd));
+                let client = server.as_ref().and_then(|s| process::find_client(proc_root, s, in_fd));
                 Arc::new(Peers {
                     client_found_by: client.as_ref().map(|(_, how)| *how),
                     client: client.map(|(c, _)| c),

@@ -47,10 +47,7 @@ pub fn read(proc_root: &std::path::Path, pid: u32) -> Option<ProcessInfo> {
         .map(|p| p.to_string_lossy().into_owned());
     let uid = fs::read_to_string(dir.join("status"))
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:").map(str::to_string))
-        })
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:").map(str::to_string)))
         .and_then(|l| l.split_whitespace().next().and_then(|u| u.parse().ok()));
     Some(ProcessInfo {
         pid,
@@ -104,17 +101,14 @@ fn start_time_rfc3339(ticks: u64) -> Option<String> {
     let hz = if hz > 0 { hz as u64 } else { 100 };
     let boot = (*BOOT_TIME_S)?;
     let nanos = boot as i64 * 1_000_000_000 + (ticks as i64 * 1_000_000_000 / hz as i64);
-    Some(
-        chrono::DateTime::from_timestamp_nanos(nanos)
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-    )
+    Some(chrono::DateTime::from_timestamp_nanos(nanos).to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
 /// Programs that start a server on a client's behalf without being the
 /// client (`npx some-server`, `uv run`, shells, `env`).
 const LAUNCHERS: &[&str] = &[
-    "npx", "npm", "npm exec", "uv", "uvx", "pipx", "sh", "bash", "dash", "zsh", "env", "timeout",
-    "setsid", "nohup", "sudo", "docker",
+    "npx", "npm", "npm exec", "uv", "uvx", "pipx", "sh", "bash", "dash", "zsh", "env", "timeout", "setsid", "nohup",
+    "sudo", "docker",
 ];
 
 /// How the client of a stdio server was found.
@@ -208,10 +202,8 @@ mod tests {
 
     #[test]
     fn stat_with_odd_comm() {
-        let (comm, f) = parse_stat(
-            "123 (my (odd) prog) S 1 123 123 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 555 0",
-        )
-        .unwrap();
+        let (comm, f) =
+            parse_stat("123 (my (odd) prog) S 1 123 123 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 555 0").unwrap();
         assert_eq!(comm, "my (odd) prog");
         assert_eq!(f[1], "1");
         assert_eq!(f[19], "555");
@@ -238,10 +230,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(100));
         let server = read(std::path::Path::new("/proc"), child.id()).unwrap();
         let (client, how) = find_client(std::path::Path::new("/proc"), &server, 0).unwrap();
-        assert_eq!(
-            (client.pid, how),
-            (std::process::id(), ClientFoundBy::PipePeer)
-        );
+        assert_eq!((client.pid, how), (std::process::id(), ClientFoundBy::PipePeer));
         child.kill().unwrap();
         let _ = child.wait();
     }

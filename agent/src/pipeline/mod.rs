@@ -94,11 +94,7 @@ fn stdio_direction(io: Io) -> Direction {
 }
 
 impl Pipeline {
-    pub fn new(
-        cfg: PipelineConfig,
-        metrics: Arc<Metrics>,
-        sink: Box<dyn EventSink + Send>,
-    ) -> Pipeline {
+    pub fn new(cfg: PipelineConfig, metrics: Arc<Metrics>, sink: Box<dyn EventSink + Send>) -> Pipeline {
         Pipeline {
             reassembler: Reassembler::default(),
             framers: HashMap::new(),
@@ -132,9 +128,7 @@ impl Pipeline {
         match record {
             CaptureRecord::Chunk(chunk) => self.on_chunk(&chunk, control),
             CaptureRecord::ProcessExit { tgid, ts_ns } => self.on_exit(tgid, ts_ns, control),
-            CaptureRecord::ProcessExec { tgid, .. } => {
-                self.enricher.refresh(ConnKey::Stdio { tgid })
-            }
+            CaptureRecord::ProcessExec { tgid, .. } => self.enricher.refresh(ConnKey::Stdio { tgid }),
         }
     }
 
@@ -153,23 +147,15 @@ impl Pipeline {
             } else {
                 Origin::Discovered
             };
-            self.sessions.open(
-                conn,
-                Transport::Pipe,
-                origin,
-                chunk.ts_ns,
-                &mut self.outputs,
-            );
+            self.sessions
+                .open(conn, Transport::Pipe, origin, chunk.ts_ns, &mut self.outputs);
         }
         let bytes = self.reassembler.push(chunk);
         if bytes.gap_before {
             self.metrics.gap();
         }
         let max = self.cfg.max_message_bytes;
-        let framer = self
-            .framers
-            .entry(bytes.stream)
-            .or_insert_with(|| LineFramer::new(max));
+        let framer = self.framers.entry(bytes.stream).or_insert_with(|| LineFramer::new(max));
         framer.push(&bytes, &mut self.framed);
 
         let framed = std::mem::take(&mut self.framed);
@@ -198,38 +184,22 @@ impl Pipeline {
                             .inc();
                     }
                     for err in &parsed.errors {
-                        self.metrics
-                            .parse_errors
-                            .with_label_values(&[err.kind()])
-                            .inc();
+                        self.metrics.parse_errors.with_label_values(&[err.kind()]).inc();
                         tracing::debug!(
                             pid = conn.tgid(),
                             direction = direction.as_str(),
                             "dropped a frame: {err}"
                         );
-                        self.sessions
-                            .on_malformed(conn, direction, &mut self.outputs);
+                        self.sessions.on_malformed(conn, direction, &mut self.outputs);
                     }
                     for msg in parsed.messages {
-                        self.sessions.on_message(
-                            conn,
-                            direction,
-                            frame.ts_ns,
-                            msg,
-                            &mut self.outputs,
-                        );
+                        self.sessions
+                            .on_message(conn, direction, frame.ts_ns, msg, &mut self.outputs);
                     }
                 }
                 FramerOutput::Dropped(Dropped::Gap { bytes }) => {
-                    self.metrics
-                        .parse_errors
-                        .with_label_values(&["capture_gap"])
-                        .inc();
-                    tracing::debug!(
-                        pid = conn.tgid(),
-                        bytes,
-                        "dropped bytes cut by a capture gap"
-                    );
+                    self.metrics.parse_errors.with_label_values(&["capture_gap"]).inc();
+                    tracing::debug!(pid = conn.tgid(), bytes, "dropped bytes cut by a capture gap");
                 }
             }
         }
@@ -281,10 +251,7 @@ impl Pipeline {
             match out {
                 Output::Confirm(conn) => {
                     control.confirm(conn.tgid());
-                    self.metrics
-                        .discovery
-                        .with_label_values(&["confirmed"])
-                        .inc();
+                    self.metrics.discovery.with_label_values(&["confirmed"]).inc();
                     tracing::info!(pid = conn.tgid(), "discovered an MCP server");
                 }
                 Output::Reject(conn) => {
@@ -294,15 +261,10 @@ impl Pipeline {
                     self.in_fds.remove(&tgid);
                     self.framers.retain(|id, _| id.tgid != tgid);
                     self.reassembler.forget_process(tgid);
-                    self.metrics
-                        .discovery
-                        .with_label_values(&["rejected"])
-                        .inc();
+                    self.metrics.discovery.with_label_values(&["rejected"]).inc();
                     tracing::debug!(pid = tgid, "not an MCP peer: stopped tracking it");
                 }
-                Output::SessionStarted {
-                    conn, transport, ..
-                } => {
+                Output::SessionStarted { conn, transport, .. } => {
                     self.metrics.session_started(transport);
                     // Read the processes now, while they surely exist.
                     let in_fd = self.in_fds.get(&conn.tgid()).copied().unwrap_or(0);
@@ -326,13 +288,8 @@ impl Pipeline {
                     notification,
                     ..
                 } => {
-                    self.metrics.message(
-                        transport,
-                        direction,
-                        bytes,
-                        notification.as_deref(),
-                        &mut self.labels,
-                    );
+                    self.metrics
+                        .message(transport, direction, bytes, notification.as_deref(), &mut self.labels);
                 }
                 Output::Operation(op) => {
                     let peers = self.enricher.known_peers(op.conn);
@@ -342,12 +299,8 @@ impl Pipeline {
                         .or(op.session.client.as_ref())
                         .map(|c| c.name.as_str());
                     let server = op.session.server.as_ref().map(|s| s.name.as_str());
-                    self.metrics.operation(
-                        &op,
-                        client.unwrap_or(""),
-                        server.unwrap_or(""),
-                        &mut self.labels,
-                    );
+                    self.metrics
+                        .operation(&op, client.unwrap_or(""), server.unwrap_or(""), &mut self.labels);
                     let e = event::from_operation(&self.ctx(), &op, &peers);
                     self.sink.send(&e);
                 }

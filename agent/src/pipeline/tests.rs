@@ -13,10 +13,7 @@ struct Recorded(Arc<Mutex<Vec<serde_json::Value>>>);
 
 impl EventSink for Recorded {
     fn send(&mut self, event: &Event) {
-        self.0
-            .lock()
-            .unwrap()
-            .push(serde_json::to_value(event).unwrap());
+        self.0.lock().unwrap().push(serde_json::to_value(event).unwrap());
     }
 }
 
@@ -70,15 +67,7 @@ impl Harness {
     }
 
     fn read(&mut self, tgid: u32, flags: u8, data: &str) {
-        let rec = chunk_record(
-            tgid,
-            0,
-            op::READ,
-            0,
-            data.len() as u64,
-            flags,
-            data.as_bytes(),
-        );
+        let rec = chunk_record(tgid, 0, op::READ, 0, data.len() as u64, flags, data.as_bytes());
         self.feed(&rec);
     }
 
@@ -159,14 +148,20 @@ fn bad_lines_are_counted_and_good_ones_around_them_kept() {
     h.read(12, 0, &format!("{INIT}\n"));
     h.read(12, 0, "this is not json\n");
     h.feed(&chunk_record(12, 0, op::READ, 0, 4, 0, b"\xff\xfe\x00{\n"));
-    h.read(12, 0, &format!("{{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{{\"name\":\"big\",\"x\":\"{}\"}}}}\n", "y".repeat(5000)));
     h.read(
         12,
         0,
-        "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"ping\"}\n",
+        &format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{{\"name\":\"big\",\"x\":\"{}\"}}}}\n",
+            "y".repeat(5000)
+        ),
     );
+    h.read(12, 0, "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"ping\"}\n");
     h.write(12, &format!("{INIT_OK}\n"));
-    h.write(12, "{\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"content\":[]}}\n{\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{}}\n");
+    h.write(
+        12,
+        "{\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"content\":[]}}\n{\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{}}\n",
+    );
     let ops = h.ops();
     let methods: Vec<_> = ops
         .iter()
@@ -181,10 +176,7 @@ fn bad_lines_are_counted_and_good_ones_around_them_kept() {
     assert!(h.metric("mcptap_parse_errors_total{kind=\"invalid_json\"} 1"));
     assert!(h.metric("mcptap_parse_errors_total{kind=\"invalid_utf8\"} 1"));
     assert!(h.metric("mcptap_truncated_messages_total 1"));
-    assert!(
-        h.control.rejected.is_empty(),
-        "selected processes are never rejected"
-    );
+    assert!(h.control.rejected.is_empty(), "selected processes are never rejected");
 }
 
 #[test]

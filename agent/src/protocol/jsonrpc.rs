@@ -279,11 +279,8 @@ fn parse_one(bytes: &[u8], in_batch: bool, capture_payloads: bool) -> Result<Mes
     }
     let id = match wire.id {
         Some(raw) => {
-            let v: Value = serde_json::from_str(raw.get())
-                .map_err(|e| ParseError::InvalidJson(e.to_string()))?;
-            Some(RequestId::from_value(&v).ok_or(ParseError::NotJsonRpc(
-                "id is neither string, number nor null",
-            ))?)
+            let v: Value = serde_json::from_str(raw.get()).map_err(|e| ParseError::InvalidJson(e.to_string()))?;
+            Some(RequestId::from_value(&v).ok_or(ParseError::NotJsonRpc("id is neither string, number nor null"))?)
         }
         None => None,
     };
@@ -299,8 +296,8 @@ fn parse_one(bytes: &[u8], in_batch: bool, capture_payloads: bool) -> Result<Mes
         },
         (None, Some(id)) => {
             let outcome = if let Some(err) = wire.error {
-                let err: ErrorSkim = serde_json::from_str(err.get())
-                    .map_err(|e| ParseError::InvalidJson(e.to_string()))?;
+                let err: ErrorSkim =
+                    serde_json::from_str(err.get()).map_err(|e| ParseError::InvalidJson(e.to_string()))?;
                 let code = err
                     .code
                     .as_ref()
@@ -317,16 +314,8 @@ fn parse_one(bytes: &[u8], in_batch: bool, capture_payloads: bool) -> Result<Mes
                 let skim: ResultSkim = serde_json::from_str(result.get()).unwrap_or_default();
                 facts_of_result(&skim, &mut facts);
                 Outcome::Result {
-                    is_error: skim
-                        .is_error
-                        .as_ref()
-                        .and_then(Value::as_bool)
-                        .unwrap_or(false),
-                    result_type: skim
-                        .result_type
-                        .as_ref()
-                        .and_then(Value::as_str)
-                        .map(str::to_string),
+                    is_error: skim.is_error.as_ref().and_then(Value::as_bool).unwrap_or(false),
+                    result_type: skim.result_type.as_ref().and_then(Value::as_str).map(str::to_string),
                 }
             } else {
                 return Err(ParseError::NotJsonRpc("response without result or error"));
@@ -337,8 +326,7 @@ fn parse_one(bytes: &[u8], in_batch: bool, capture_payloads: bool) -> Result<Mes
     };
     // The full trees are only built when the operator asked for payloads.
     let payload = capture_payloads.then(|| {
-        let full =
-            |raw: Option<&RawValue>| raw.and_then(|r| serde_json::from_str::<Value>(r.get()).ok());
+        let full = |raw: Option<&RawValue>| raw.and_then(|r| serde_json::from_str::<Value>(r.get()).ok());
         Payload {
             params: full(wire.params),
             result: full(wire.result),
@@ -411,16 +399,8 @@ fn facts_of_params(params: &RawValue) -> Facts {
     let meta = skim.meta.as_ref();
     let meta_str = |key: &str| meta.and_then(|m| m.get(key));
     Facts {
-        name: skim
-            .name
-            .as_ref()
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        uri: skim
-            .uri
-            .as_ref()
-            .and_then(Value::as_str)
-            .map(str::to_string),
+        name: skim.name.as_ref().and_then(Value::as_str).map(str::to_string),
+        uri: skim.uri.as_ref().and_then(Value::as_str).map(str::to_string),
         client_info: skim
             .client_info
             .as_ref()
@@ -495,9 +475,7 @@ mod tests {
 
     #[test]
     fn request_with_tool_name() {
-        let m = one(
-            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"add","arguments":{"a":1}}}"#,
-        );
+        let m = one(r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"add","arguments":{"a":1}}}"#);
         assert_eq!(
             m.body,
             Body::Request {
@@ -568,8 +546,7 @@ mod tests {
                 ..
             }
         ));
-        let err =
-            one(r#"{"jsonrpc":"2.0","id":3,"error":{"code":-32601,"message":"Method not found"}}"#);
+        let err = one(r#"{"jsonrpc":"2.0","id":3,"error":{"code":-32601,"message":"Method not found"}}"#);
         assert!(matches!(
             err.body,
             Body::Response {
@@ -577,8 +554,7 @@ mod tests {
                 ..
             }
         ));
-        let null_id =
-            one(r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}}"#);
+        let null_id = one(r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}}"#);
         assert!(matches!(
             null_id.body,
             Body::Response {
@@ -618,9 +594,7 @@ mod tests {
 
     #[test]
     fn notifications_cancelled_and_progress() {
-        let c = one(
-            r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":7,"reason":"user"}}"#,
-        );
+        let c = one(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":7,"reason":"user"}}"#);
         assert_eq!(c.facts.cancelled_id, Some(RequestId::Number("7".into())));
         let p = one(
             r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"t","progress":5,"total":10}}"#,
@@ -640,10 +614,7 @@ mod tests {
         let p = parse(br#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"nope":1},{"jsonrpc":"2.0","method":"notifications/initialized"}]"#, false);
         assert_eq!(p.messages.len(), 2);
         assert!(p.messages.iter().all(|m| m.in_batch));
-        assert_eq!(
-            p.errors,
-            vec![ParseError::NotJsonRpc("no \"jsonrpc\": \"2.0\"")]
-        );
+        assert_eq!(p.errors, vec![ParseError::NotJsonRpc("no \"jsonrpc\": \"2.0\"")]);
         assert_eq!(parse(b"[]", false).errors, vec![ParseError::EmptyBatch]);
     }
 
@@ -683,14 +654,22 @@ mod tests {
 
     #[test]
     fn payloads_only_when_asked() {
-        let p = parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"k":"v"}}}"#, true);
+        let p = parse(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"k":"v"}}}"#,
+            true,
+        );
         let payload = p.messages[0].payload.as_ref().unwrap();
         assert_eq!(payload.params.as_ref().unwrap()["arguments"]["k"], "v");
     }
 
     #[test]
     fn truncated_request_and_response_still_correlate() {
-        let req = parse_truncated(br#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"big","arguments":{"blob":"xxxx"#, b"xxx\"}}}", 20 << 20).unwrap();
+        let req = parse_truncated(
+            br#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"big","arguments":{"blob":"xxxx"#,
+            b"xxx\"}}}",
+            20 << 20,
+        )
+        .unwrap();
         assert_eq!(
             req.body,
             Body::Request {

@@ -55,11 +55,7 @@ pub fn scan(prefix: &[u8], tail: &[u8]) -> Found {
                         if key == b"code" {
                             let start = s.i;
                             s.skip_value()?;
-                            found.error_code = std::str::from_utf8(&s.b[start..s.i])
-                                .ok()?
-                                .trim()
-                                .parse()
-                                .ok();
+                            found.error_code = std::str::from_utf8(&s.b[start..s.i]).ok()?.trim().parse().ok();
                             Some(())
                         } else {
                             s.skip_value()

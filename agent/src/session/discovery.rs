@@ -83,9 +83,7 @@ mod tests {
         assert!(!looks_like_mcp(&first(
             r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"rootUri":null}}"#
         )));
-        assert!(!looks_like_mcp(&first(
-            r#"{"jsonrpc":"2.0","id":1,"result":{}}"#
-        )));
+        assert!(!looks_like_mcp(&first(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#)));
         // A client reading its server's progress is not a server.
         assert!(!looks_like_mcp(&first(
             r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}"#

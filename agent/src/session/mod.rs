@@ -157,10 +157,7 @@ impl Operation {
     pub fn error_type(&self) -> Option<String> {
         match self.status {
             Status::Ok => None,
-            Status::Error => Some(
-                self.error_code
-                    .map_or_else(|| "error".into(), |c| c.to_string()),
-            ),
+            Status::Error => Some(self.error_code.map_or_else(|| "error".into(), |c| c.to_string())),
             other => Some(other.as_str().to_string()),
         }
     }
@@ -308,14 +305,7 @@ impl SessionTable {
     }
 
     /// Starts watching a connection. Selected ones start confirmed.
-    pub fn open(
-        &mut self,
-        conn: ConnKey,
-        transport: Transport,
-        origin: Origin,
-        ts_ns: u64,
-        out: &mut Vec<Output>,
-    ) {
+    pub fn open(&mut self, conn: ConnKey, transport: Transport, origin: Origin, ts_ns: u64, out: &mut Vec<Output>) {
         if self.sessions.contains_key(&conn) {
             return;
         }
@@ -352,22 +342,13 @@ impl SessionTable {
         let Some(session) = self.sessions.get(&conn) else {
             return;
         };
-        if matches!(session.state, State::Undecided { .. })
-            && direction == Direction::ClientToServer
-        {
+        if matches!(session.state, State::Undecided { .. }) && direction == Direction::ClientToServer {
             self.sessions.remove(&conn);
             out.push(Output::Reject(conn));
         }
     }
 
-    pub fn on_message(
-        &mut self,
-        conn: ConnKey,
-        direction: Direction,
-        ts_ns: u64,
-        msg: Message,
-        out: &mut Vec<Output>,
-    ) {
+    pub fn on_message(&mut self, conn: ConnKey, direction: Direction, ts_ns: u64, msg: Message, out: &mut Vec<Output>) {
         let max_held = self.config.max_held;
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
@@ -385,8 +366,7 @@ impl SessionTable {
                 out.push(Output::Reject(conn));
                 return;
             }
-            let State::Undecided { held } = std::mem::replace(&mut session.state, State::Confirmed)
-            else {
+            let State::Undecided { held } = std::mem::replace(&mut session.state, State::Confirmed) else {
                 unreachable!("matched above")
             };
             out.push(Output::Confirm(conn));
@@ -405,14 +385,7 @@ impl SessionTable {
         self.handle(conn, direction, ts_ns, msg, out);
     }
 
-    fn handle(
-        &mut self,
-        conn: ConnKey,
-        direction: Direction,
-        ts_ns: u64,
-        msg: Message,
-        out: &mut Vec<Output>,
-    ) {
+    fn handle(&mut self, conn: ConnKey, direction: Direction, ts_ns: u64, msg: Message, out: &mut Vec<Output>) {
         let max_pending = self.config.max_pending;
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
@@ -464,15 +437,7 @@ impl SessionTable {
                     if let Some(id) = msg.facts.cancelled_id.clone() {
                         // The requester cancels its own request: same direction.
                         if let Some(p) = session.pending.remove(&(direction, id.clone())) {
-                            let op = finish(
-                                conn,
-                                session,
-                                direction,
-                                id,
-                                p,
-                                Some(ts_ns),
-                                Status::Cancelled,
-                            );
+                            let op = finish(conn, session, direction, id, p, Some(ts_ns), Status::Cancelled);
                             out.push(Output::Operation(Box::new(op)));
                         }
                     }
@@ -498,9 +463,7 @@ impl SessionTable {
                     return;
                 };
                 let (status, code, message, result_type) = match outcome {
-                    Outcome::Error { code, message } => {
-                        (Status::Error, Some(code), Some(message), None)
-                    }
+                    Outcome::Error { code, message } => (Status::Error, Some(code), Some(message), None),
                     Outcome::Result {
                         is_error: true,
                         result_type,

@@ -109,8 +109,20 @@ fn same_id_in_both_directions_of_one_session() {
     let mut t = table();
     let mut out = Vec::new();
     t.on_message(S1, C2S, 1, call(0, "ask"), &mut out);
-    t.on_message(S1, S2C, 2, msg(r#"{"jsonrpc":"2.0","id":0,"method":"sampling/createMessage","params":{"messages":[]}}"#), &mut out);
-    t.on_message(S1, C2S, 3, msg(r#"{"jsonrpc":"2.0","id":0,"result":{"role":"assistant","content":{"type":"text","text":"hi"}}}"#), &mut out);
+    t.on_message(
+        S1,
+        S2C,
+        2,
+        msg(r#"{"jsonrpc":"2.0","id":0,"method":"sampling/createMessage","params":{"messages":[]}}"#),
+        &mut out,
+    );
+    t.on_message(
+        S1,
+        C2S,
+        3,
+        msg(r#"{"jsonrpc":"2.0","id":0,"result":{"role":"assistant","content":{"type":"text","text":"hi"}}}"#),
+        &mut out,
+    );
     t.on_message(S1, S2C, 9, result(0, false), &mut out);
     let ops = ops(&out);
     assert_eq!(ops.len(), 2);
@@ -118,10 +130,7 @@ fn same_id_in_both_directions_of_one_session() {
         (ops[0].method.as_str(), ops[0].direction),
         ("sampling/createMessage", S2C)
     );
-    assert_eq!(
-        (ops[1].method.as_str(), ops[1].direction),
-        ("tools/call", C2S)
-    );
+    assert_eq!((ops[1].method.as_str(), ops[1].direction), ("tools/call", C2S));
     assert_eq!(ops[1].end_ts_ns.unwrap() - ops[1].request_ts_ns, 8);
 }
 
@@ -140,10 +149,7 @@ fn cancellation_ends_the_request_and_a_late_answer_is_unmatched() {
     t.on_message(S1, S2C, 9, result(7, false), &mut out);
     let ops = ops(&out);
     assert_eq!(ops.len(), 1);
-    assert_eq!(
-        (ops[0].status, ops[0].end_ts_ns),
-        (Status::Cancelled, Some(5))
-    );
+    assert_eq!((ops[0].status, ops[0].end_ts_ns), (Status::Cancelled, Some(5)));
     assert!(
         out.iter()
             .any(|o| matches!(o, Output::Notification(n) if n.method == "notifications/cancelled"))
@@ -203,9 +209,10 @@ fn discovery_confirms_mcp_and_replays_held_server_messages() {
     );
     assert!(matches!(out[0], Output::Confirm(S2)));
     assert!(matches!(out[1], Output::SessionStarted { .. }));
-    assert!(out.iter().any(
-        |o| matches!(o, Output::Notification(n) if n.method == "notifications/tools/list_changed")
-    ));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Notification(n) if n.method == "notifications/tools/list_changed"))
+    );
     out.clear();
     t.on_message(S2, S2C, 3, msg(r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"srv","version":"1.2"}}}"#), &mut out);
     let op = ops(&out)[0];
@@ -269,9 +276,5 @@ fn duplicate_ids_and_bounded_pending() {
     t.on_message(S1, C2S, 4, call(3, "d"), &mut out);
     out.clear();
     t.close(S1, 5, &mut out);
-    assert_eq!(
-        ops(&out).len(),
-        2,
-        "the oldest request was dropped at the bound"
-    );
+    assert_eq!(ops(&out).len(), 2, "the oldest request was dropped at the bound");
 }

@@ -59,9 +59,7 @@ impl JsonlSink {
                     .append(true)
                     .open(path)
                     .await
-                    .map_err(|e| {
-                        anyhow::anyhow!("cannot open events file {}: {e}", path.display())
-                    })?;
+                    .map_err(|e| anyhow::anyhow!("cannot open events file {}: {e}", path.display()))?;
                 Box::new(file)
             }
         };
@@ -97,10 +95,7 @@ impl JsonlSink {
     }
 }
 
-async fn write_lines(
-    mut rx: mpsc::Receiver<String>,
-    out: Box<dyn AsyncWrite + Unpin + Send>,
-) -> std::io::Result<()> {
+async fn write_lines(mut rx: mpsc::Receiver<String>, out: Box<dyn AsyncWrite + Unpin + Send>) -> std::io::Result<()> {
     let mut out = BufWriter::new(out);
     while let Some(line) = rx.recv().await {
         out.write_all(line.as_bytes()).await?;

@@ -9,8 +9,7 @@ use std::{
 
 use mcptap_common::counter;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::session::{Direction, Operation, Transport};
@@ -18,8 +17,7 @@ use crate::session::{Direction, Operation, Transport};
 /// Latency buckets (seconds): the OpenTelemetry MCP recommendation, with
 /// finer steps below 10 ms where local stdio tools live.
 const DURATION_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
-    120.0, 300.0,
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 ];
 
 const OP_LABELS: &[&str] = &[
@@ -46,6 +44,8 @@ pub struct Metrics {
     capture_chunks: IntCounter,
     capture_bytes: IntCounter,
     capture_gaps: IntCounter,
+    discovery_sniffs: IntCounter,
+    fd_beyond_bitmap: IntCounter,
     pub record_decode_errors: IntCounter,
     pub discovery: IntCounterVec,
     pub unmatched_responses: IntCounter,
@@ -72,9 +72,7 @@ impl Metrics {
                 IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
             )
         };
-        let counter = |name: &str, help: &str| {
-            register(&r, IntCounter::new(name, help).expect("valid metric"))
-        };
+        let counter = |name: &str, help: &str| register(&r, IntCounter::new(name, help).expect("valid metric"));
         let m = Metrics {
             server_duration: register(
                 &r,
@@ -100,10 +98,17 @@ impl Metrics {
             ),
             active_sessions: register(
                 &r,
-                IntGaugeVec::new(Opts::new("mcp_active_sessions", "MCP sessions being watched"), &["network_transport"])
-                    .expect("valid metric"),
+                IntGaugeVec::new(
+                    Opts::new("mcp_active_sessions", "MCP sessions being watched"),
+                    &["network_transport"],
+                )
+                .expect("valid metric"),
             ),
-            messages: counter_vec("mcptap_messages_total", "JSON-RPC messages parsed", &["network_transport", "direction"]),
+            messages: counter_vec(
+                "mcptap_messages_total",
+                "JSON-RPC messages parsed",
+                &["network_transport", "direction"],
+            ),
             message_bytes: counter_vec(
                 "mcptap_message_bytes_total",
                 "Bytes of JSON-RPC messages parsed",
@@ -123,12 +128,34 @@ impl Metrics {
                 "Kernel-side losses: ring buffer full (records), failed copies and truncated calls (calls)",
                 &["reason"],
             ),
-            capture_lost_bytes: counter_vec("mcptap_capture_lost_bytes_total", "Bytes the kernel did not deliver", &["reason"]),
+            capture_lost_bytes: counter_vec(
+                "mcptap_capture_lost_bytes_total",
+                "Bytes the kernel did not deliver",
+                &["reason"],
+            ),
             capture_chunks: counter("mcptap_capture_chunks_total", "Chunk records the kernel delivered"),
             capture_bytes: counter("mcptap_capture_bytes_total", "Payload bytes the kernel delivered"),
-            capture_gaps: counter("mcptap_capture_gaps_total", "Places in streams where bytes were missing"),
-            record_decode_errors: counter("mcptap_record_decode_errors_total", "Ring buffer records that did not decode"),
-            discovery: counter_vec("mcptap_discovery_total", "Processes discovered by their first bytes", &["outcome"]),
+            capture_gaps: counter(
+                "mcptap_capture_gaps_total",
+                "Places in streams where bytes were missing",
+            ),
+            discovery_sniffs: counter(
+                "mcptap_discovery_sniffs_total",
+                "Reads of untracked processes that looked like JSON and went to the agent",
+            ),
+            fd_beyond_bitmap: counter(
+                "mcptap_stdio_copies_not_followed_total",
+                "Copies of stdin/stdout onto fd 64 or above, which the kernel side cannot follow",
+            ),
+            record_decode_errors: counter(
+                "mcptap_record_decode_errors_total",
+                "Ring buffer records that did not decode",
+            ),
+            discovery: counter_vec(
+                "mcptap_discovery_total",
+                "Processes discovered by their first bytes",
+                &["outcome"],
+            ),
             unmatched_responses: counter(
                 "mcptap_unmatched_responses_total",
                 "Responses with no request in flight (late after cancel, or request unseen)",
@@ -138,22 +165,25 @@ impl Metrics {
                 "Requests reusing the id of one still in flight",
             ),
             events: counter_vec("mcptap_events_total", "Events delivered to a sink", &["sink"]),
-            events_dropped: counter_vec("mcptap_events_dropped_total", "Events a sink could not take (queue full)", &["sink"]),
+            events_dropped: counter_vec(
+                "mcptap_events_dropped_total",
+                "Events a sink could not take (queue full)",
+                &["sink"],
+            ),
             label_overflow: counter_vec(
                 "mcptap_label_overflow_total",
                 "Label values folded into \"other\" by --max-label-values",
                 &["label"],
             ),
-            tracked_processes: register(&r, IntGauge::new("mcptap_tracked_processes", "Processes the kernel tracks").expect("valid metric")),
+            tracked_processes: register(
+                &r,
+                IntGauge::new("mcptap_tracked_processes", "Processes the kernel tracks").expect("valid metric"),
+            ),
             registry: r,
         };
         let build = register(
             &m.registry,
-            IntGaugeVec::new(
-                Opts::new("mcptap_build_info", "mcptap version"),
-                &["version"],
-            )
-            .expect("valid metric"),
+            IntGaugeVec::new(Opts::new("mcptap_build_info", "mcptap version"), &["version"]).expect("valid metric"),
         );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         m
@@ -175,9 +205,7 @@ impl Metrics {
         notification: Option<&str>,
         labels: &mut LabelLimiter,
     ) {
-        self.messages
-            .with_label_values(&[t.as_str(), d.as_str()])
-            .inc();
+        self.messages.with_label_values(&[t.as_str(), d.as_str()]).inc();
         self.message_bytes
             .with_label_values(&[t.as_str(), d.as_str()])
             .inc_by(bytes as u64);
@@ -221,25 +249,20 @@ impl Metrics {
     }
 
     /// Exports the kernel's counters (absolute, summed over CPUs) as deltas.
-    pub fn kernel_counters(
-        &self,
-        now: &[u64; counter::COUNT as usize],
-        last: &mut [u64; counter::COUNT as usize],
-    ) {
+    pub fn kernel_counters(&self, now: &[u64; counter::COUNT as usize], last: &mut [u64; counter::COUNT as usize]) {
         let delta = |i: u32, last: &mut [u64; counter::COUNT as usize]| {
             let i = i as usize;
             let d = now[i].saturating_sub(last[i]);
             last[i] = now[i];
             d
         };
-        self.capture_chunks
-            .inc_by(delta(counter::CHUNKS_SENT, last));
+        self.capture_chunks.inc_by(delta(counter::CHUNKS_SENT, last));
         self.capture_bytes.inc_by(delta(counter::BYTES_SENT, last));
         let lost = [
             ("ringbuf_full", counter::RINGBUF_FULL_CHUNKS),
             ("copy_failed", counter::COPY_FAILED),
             ("truncated", counter::TRUNCATED_CALLS),
-            ("stash_missing", counter::STASH_MISSING),
+            ("process_map_full", counter::PROCS_FULL),
             ("ringbuf_full_process_record", counter::RINGBUF_FULL_PROCESS),
         ];
         for (reason, index) in lost {
@@ -255,7 +278,8 @@ impl Metrics {
                 .with_label_values(&[reason])
                 .inc_by(delta(index, last));
         }
-        let _ = delta(counter::DISCOVERY_SNIFFS, last);
+        self.discovery_sniffs.inc_by(delta(counter::DISCOVERY_SNIFFS, last));
+        self.fd_beyond_bitmap.inc_by(delta(counter::FD_BEYOND_BITMAP, last));
     }
 
     pub fn render(&self) -> String {
@@ -306,22 +330,14 @@ impl LabelLimiter {
 }
 
 /// Serves `/metrics` and `/healthz` on an already bound listener.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-) -> std::io::Result<()> {
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) -> std::io::Result<()> {
     use axum::{Router, http::header, routing::get};
     let app = Router::new()
         .route(
             "/metrics",
             get(move || {
                 let metrics = metrics.clone();
-                async move {
-                    (
-                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                        metrics.render(),
-                    )
-                }
+                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.render()) }
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }));

@@ -1,0 +1,236 @@
+//! `cargo xtask setup`: installs what building and testing need, once.
+//!
+//! Every step first checks whether its result is already there, so a second
+//! run does nothing and takes a second. A step that fails stops everything
+//! with a message naming the step and what to do.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{cmd, repo_root};
+
+/// The LLVM major version bpf-linker is built against; it must match the
+/// nightly rustc's LLVM (docs/toolchain.md).
+const LLVM_MAJOR: &str = "22";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+fn llvm_prefix() -> PathBuf {
+    PathBuf::from(format!("/usr/lib/llvm-{LLVM_MAJOR}"))
+}
+
+/// What to set up.
+#[derive(Debug, Clone, Copy)]
+pub struct Needs {
+    /// LLVM, the nightly toolchain with rust-src, bpf-linker.
+    pub toolchain: bool,
+    /// The MCP peers of the end-to-end tests (Python venv, npm packages).
+    pub peers: bool,
+}
+
+pub fn setup(needs: Needs) -> Result<()> {
+    if needs.toolchain {
+        step("LLVM 22 development files", ensure_llvm)?;
+        step("nightly Rust with rust-src", ensure_nightly)?;
+        step("bpf-linker", ensure_bpf_linker)?;
+    }
+    if needs.peers {
+        step("Python MCP peers (tests/peers/requirements.txt)", ensure_python_peers)?;
+        step("Node MCP peers (tests/peers/package-lock.json)", ensure_node_peers)?;
+    }
+    Ok(())
+}
+
+fn step(name: &str, f: impl FnOnce() -> Result<Option<String>>) -> Result<()> {
+    match f() {
+        Ok(None) => {
+            eprintln!("setup: {name}: present");
+            Ok(())
+        }
+        Ok(Some(done)) => {
+            eprintln!("setup: {name}: {done}");
+            Ok(())
+        }
+        Err(err) => Err(err.context(format!("setup step `{name}` failed"))),
+    }
+}
+
+pub fn is_root() -> bool {
+    // `id -u` avoids a libc dependency for one call.
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+/// Runs a command as root: directly when root, else through sudo.
+fn as_root(program: &str, args: &[&str]) -> Command {
+    if is_root() {
+        let mut c = Command::new(program);
+        c.args(args);
+        c
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg("-E").arg(program).args(args);
+        c
+    }
+}
+
+fn ensure_llvm() -> Result<Option<String>> {
+    if llvm_prefix().join("bin/llvm-config").exists() {
+        return Ok(None);
+    }
+    let package = format!("llvm-{LLVM_MAJOR}-dev");
+    cmd::run(as_root("apt-get", &["update"]).env("DEBIAN_FRONTEND", "noninteractive"))
+        .context("apt-get update failed (is this a Debian/Ubuntu host with network access?)")?;
+    cmd::run(
+        as_root("apt-get", &["install", "-y", "--no-install-recommends", &package])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+    .with_context(|| format!("apt-get install {package} failed; install LLVM {LLVM_MAJOR} by hand"))?;
+    if !llvm_prefix().join("bin/llvm-config").exists() {
+        bail!(
+            "{package} is installed but {} is missing",
+            llvm_prefix().join("bin/llvm-config").display()
+        );
+    }
+    Ok(Some(format!("installed {package}")))
+}
+
+fn ensure_nightly() -> Result<Option<String>> {
+    let mut did = Vec::new();
+    let installed = Command::new("rustup")
+        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .output();
+    let installed = match installed {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        _ => {
+            cmd::run(Command::new("rustup").args([
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+                "--component",
+                "rust-src",
+            ]))
+            .context("installing the nightly toolchain failed")?;
+            did.push("installed the nightly toolchain");
+            String::from("rust-src")
+        }
+    };
+    if !installed.lines().any(|l| l.starts_with("rust-src")) {
+        cmd::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+            .context("rustup could not add rust-src to the nightly toolchain (needed for -Z build-std=core)")?;
+        did.push("added rust-src");
+    }
+    // bpf-linker and the nightly's LLVM must agree on the major version.
+    let version = cmd::output(Command::new("rustc").args(["+nightly", "-vV"]))?;
+    let llvm = version
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .unwrap_or("?");
+    if !llvm.starts_with(&format!("{LLVM_MAJOR}.")) {
+        bail!(
+            "the nightly toolchain uses LLVM {llvm}, but bpf-linker is built against LLVM {LLVM_MAJOR}; see docs/toolchain.md"
+        );
+    }
+    Ok((!did.is_empty()).then(|| did.join(", ")))
+}
+
+fn bpf_linker_path() -> PathBuf {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"));
+    home.join("bin/bpf-linker")
+}
+
+fn ensure_bpf_linker() -> Result<Option<String>> {
+    let linker = bpf_linker_path();
+    if linker.exists()
+        && Command::new(&linker)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    {
+        return Ok(None);
+    }
+    let path = format!(
+        "{}:{}",
+        llvm_prefix().join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    cmd::run(
+        Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--no-default-features",
+                "--features",
+            ])
+            .arg(format!("llvm-{LLVM_MAJOR}"))
+            .env("PATH", path)
+            .env("LLVM_PREFIX", llvm_prefix()),
+    )
+    .context("building bpf-linker failed (it needs llvm-22-dev; see docs/toolchain.md)")?;
+    Ok(Some(format!("installed bpf-linker {BPF_LINKER_VERSION}")))
+}
+
+pub fn peers_dir() -> PathBuf {
+    repo_root().join("tests/peers")
+}
+
+pub fn venv_python() -> PathBuf {
+    peers_dir().join(".venv/bin/python")
+}
+
+/// Whether `stamp` holds exactly the contents of `source` (what was
+/// installed last time).
+fn up_to_date(stamp: &Path, source: &Path) -> Result<bool> {
+    let want = fs::read(source).with_context(|| format!("cannot read {}", source.display()))?;
+    Ok(fs::read(stamp).is_ok_and(|have| have == want))
+}
+
+fn ensure_python_peers() -> Result<Option<String>> {
+    let dir = peers_dir();
+    let requirements = dir.join("requirements.txt");
+    let stamp = dir.join(".venv/.mcptap-installed");
+    if venv_python().exists() && up_to_date(&stamp, &requirements)? {
+        return Ok(None);
+    }
+    if !venv_python().exists() {
+        cmd::run(Command::new("python3").args(["-m", "venv"]).arg(dir.join(".venv")))
+            .context("python3 -m venv failed: install Python 3.10+ with venv support")?;
+    }
+    cmd::run(
+        Command::new(venv_python())
+            .args(["-m", "pip", "install", "--disable-pip-version-check", "-q", "-r"])
+            .arg(&requirements),
+    )
+    .context("pip could not install the Python peers")?;
+    fs::copy(&requirements, &stamp)?;
+    Ok(Some("installed into tests/peers/.venv".into()))
+}
+
+fn ensure_node_peers() -> Result<Option<String>> {
+    let dir = peers_dir();
+    let lock = dir.join("package-lock.json");
+    let stamp = dir.join("node_modules/.mcptap-installed");
+    if up_to_date(&stamp, &lock)? {
+        return Ok(None);
+    }
+    cmd::run(
+        Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&dir),
+    )
+    .context("npm ci failed: install Node.js 18+ and npm")?;
+    fs::copy(&lock, &stamp)?;
+    Ok(Some("installed into tests/peers/node_modules".into()))
+}
