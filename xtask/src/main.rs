@@ -45,6 +45,9 @@ enum Task {
     Test(test::TestArgs),
     /// Run the benchmarks and print the report.
     Bench(bench::BenchArgs),
+    /// Processes the benchmark runs (not for direct use).
+    #[command(hide = true, subcommand)]
+    BenchPeer(bench::Peer),
 }
 
 pub fn repo_root() -> PathBuf {
@@ -96,5 +99,6 @@ fn main() -> Result<()> {
         }
         Task::Test(args) => test::test(args),
         Task::Bench(args) => bench::bench(args),
+        Task::BenchPeer(peer) => bench::peer(peer),
     }
 }
