@@ -44,6 +44,11 @@ pub struct RunArgs {
     #[arg(long = "exe", value_name = "NAME")]
     pub exes: Vec<String>,
 
+    /// Track processes that serve on this TCP port, and processes that connect to
+    /// it (repeatable).
+    #[arg(long = "port", value_name = "PORT")]
+    pub ports: Vec<u16>,
+
     /// Never track this process (repeatable).
     #[arg(long = "exclude-pid", value_name = "PID")]
     pub exclude_pids: Vec<u32>,
@@ -52,10 +57,18 @@ pub struct RunArgs {
     #[arg(long = "exclude-exe", value_name = "NAME")]
     pub exclude_exes: Vec<String>,
 
-    /// Only track selected processes: do not discover MCP servers by the first
-    /// bytes they read.
+    /// Only track selected processes: do not discover MCP peers by what they read
+    /// on stdin or send and receive over HTTP.
     #[arg(long)]
     pub no_discovery: bool,
+
+    /// Do not capture TCP connections (stdio only).
+    #[arg(long)]
+    pub no_network: bool,
+
+    /// Do not probe OpenSSL for TLS plaintext (plain TCP and stdio only).
+    #[arg(long)]
+    pub no_tls: bool,
 
     /// Record tool arguments, results and error messages in events (secrets are
     /// still masked). Off by default: payloads can hold anything.
@@ -79,6 +92,10 @@ pub struct RunArgs {
     /// Seconds without an answer after which a request ends as `timeout`.
     #[arg(long, default_value_t = 300, value_name = "SECS")]
     pub request_timeout: u64,
+
+    /// Seconds without a message after which an HTTP session is considered over.
+    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    pub session_idle_timeout: u64,
 
     /// Most distinct values per metric label (tool, client, server, method);
     /// further values are reported as "other".

@@ -15,7 +15,7 @@ use crate::{
     enrich::{ClientFoundBy, Clock, HostInfo, Peers, ProcessInfo},
     mask,
     protocol::jsonrpc::{Implementation, Payload},
-    session::{Notification, Operation, SessionInfo, Transport},
+    session::{Notification, Observer, Operation, SessionInfo, SessionKey, Via},
 };
 
 pub const SCHEMA: &str = "mcptap.event/v1";
@@ -41,10 +41,31 @@ pub struct Event {
     /// (notifications), the end (sessions). RFC 3339, UTC.
     pub time: String,
     pub host: Arc<HostInfo>,
-    /// Which end the agent watched: `server` (stdio is seen at the server).
+    /// Which end the agent watched: `server` or `client`.
     pub observer: &'static str,
     #[serde(rename = "network.transport")]
     pub transport: &'static str,
+    /// `http` for TCP sessions.
+    #[serde(rename = "network.protocol.name", skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<&'static str>,
+    /// Whether the connection was TLS (TCP sessions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<bool>,
+    #[serde(rename = "server.address", skip_serializing_if = "Option::is_none")]
+    pub server_address: Option<String>,
+    #[serde(rename = "server.port", skip_serializing_if = "Option::is_none")]
+    pub server_port: Option<u16>,
+    #[serde(rename = "client.address", skip_serializing_if = "Option::is_none")]
+    pub client_address: Option<String>,
+    #[serde(rename = "client.port", skip_serializing_if = "Option::is_none")]
+    pub client_port: Option<u16>,
+    #[serde(rename = "http.request.method", skip_serializing_if = "Option::is_none")]
+    pub http_method: Option<Arc<str>>,
+    /// The path only: query strings can carry session ids and tokens.
+    #[serde(rename = "url.path", skip_serializing_if = "Option::is_none")]
+    pub url_path: Option<Arc<str>>,
+    #[serde(rename = "http.response.status_code", skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
     #[serde(rename = "mcp.session.id")]
     pub session_id: String,
     #[serde(rename = "mcp.protocol.version", skip_serializing_if = "Option::is_none")]
@@ -102,7 +123,7 @@ pub struct Side {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub process: Option<ProcessInfo>,
+    pub process: Option<Arc<ProcessInfo>>,
     /// How the client process was identified.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub found_by: Option<ClientFoundBy>,
@@ -139,11 +160,7 @@ pub struct EventContext<'a> {
     pub payloads: Option<usize>,
 }
 
-fn transport_str(t: Transport) -> &'static str {
-    t.as_str()
-}
-
-fn side(info: Option<&Implementation>, process: Option<&ProcessInfo>, found_by: Option<ClientFoundBy>) -> Side {
+fn side(info: Option<&Implementation>, process: Option<&Arc<ProcessInfo>>, found_by: Option<ClientFoundBy>) -> Side {
     Side {
         name: info.map(|i| i.name.clone()),
         version: info.and_then(|i| i.version.clone()),
@@ -171,7 +188,7 @@ fn base(
     ctx: &EventContext<'_>,
     kind: EventType,
     time_ns: u64,
-    transport: Transport,
+    key: &SessionKey,
     session: &SessionInfo,
     peers: &Peers,
 ) -> Event {
@@ -181,8 +198,17 @@ fn base(
         kind,
         time: ctx.clock.rfc3339(time_ns),
         host: ctx.host.clone(),
-        observer: "server",
-        transport: transport_str(transport),
+        observer: key.observer().as_str(),
+        transport: key.transport().as_str(),
+        protocol: None,
+        tls: None,
+        server_address: None,
+        server_port: None,
+        client_address: None,
+        client_port: None,
+        http_method: None,
+        url_path: None,
+        http_status: None,
         session_id: session.id.clone(),
         protocol_version: session.protocol_version.clone(),
         method: None,
@@ -206,15 +232,36 @@ fn base(
     }
 }
 
+/// Connection facts (TCP sessions): addresses by role, TLS, HTTP.
+fn network(e: &mut Event, key: &SessionKey, request: Option<&Via>, response: Option<&Via>) {
+    let Some(via) = request.or(response) else {
+        return;
+    };
+    e.protocol = Some("http");
+    e.tls = Some(via.conn.tls);
+    let addrs = via
+        .conn
+        .addrs
+        .get()
+        .or_else(|| response.and_then(|r| r.conn.addrs.get()));
+    if let Some((local, peer)) = addrs {
+        let (server, client) = match key.observer() {
+            Observer::Server => (local, peer),
+            Observer::Client => (peer, local),
+        };
+        e.server_address = Some(server.ip().to_string());
+        e.server_port = Some(server.port());
+        e.client_address = Some(client.ip().to_string());
+        e.client_port = Some(client.port());
+    }
+    e.http_method.clone_from(&via.http_method);
+    e.url_path.clone_from(&via.path);
+    e.http_status = response.and_then(|r| r.status).or(via.status);
+}
+
 pub fn from_operation(ctx: &EventContext<'_>, op: &Operation, peers: &Peers) -> Event {
-    let mut e = base(
-        ctx,
-        EventType::Operation,
-        op.request_ts_ns,
-        op.transport,
-        &op.session,
-        peers,
-    );
+    let mut e = base(ctx, EventType::Operation, op.request_ts_ns, &op.key, &op.session, peers);
+    network(&mut e, &op.key, op.request_via.as_ref(), op.response_via.as_ref());
     if let Some(client) = &op.request_client {
         e.client.name = Some(client.name.clone());
         e.client.version = client.version.clone();
@@ -259,7 +306,8 @@ pub fn from_operation(ctx: &EventContext<'_>, op: &Operation, peers: &Peers) -> 
 }
 
 pub fn from_notification(ctx: &EventContext<'_>, n: &Notification, peers: &Peers) -> Event {
-    let mut e = base(ctx, EventType::Notification, n.ts_ns, n.transport, &n.session, peers);
+    let mut e = base(ctx, EventType::Notification, n.ts_ns, &n.key, &n.session, peers);
+    network(&mut e, &n.key, n.via.as_ref(), None);
     e.method = Some(n.method.clone());
     e.direction = Some(n.direction.as_str());
     e.notification = Some(NotificationFacts {
@@ -277,10 +325,16 @@ pub fn from_notification(ctx: &EventContext<'_>, n: &Notification, peers: &Peers
 
 pub fn session_end(
     ctx: &EventContext<'_>,
-    transport: Transport,
+    key: &SessionKey,
     session: &SessionInfo,
     ts_ns: u64,
+    via: Option<&Via>,
     peers: &Peers,
 ) -> Event {
-    base(ctx, EventType::SessionEnd, ts_ns, transport, session, peers)
+    let mut e = base(ctx, EventType::SessionEnd, ts_ns, key, session, peers);
+    network(&mut e, key, via, None);
+    e.http_method = None;
+    e.url_path = None;
+    e.http_status = None;
+    e
 }

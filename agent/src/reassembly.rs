@@ -10,13 +10,14 @@
 
 use std::collections::HashMap;
 
-use crate::capture::{Chunk, Io};
+use crate::capture::{Channel, Chunk, Io};
 
-/// One direction of one file descriptor of one process.
+/// One direction of one channel (stdio descriptor, socket, TLS session) of
+/// one process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StreamId {
     pub tgid: u32,
-    pub fd: i32,
+    pub channel: Channel,
     pub io: Io,
 }
 
@@ -55,7 +56,7 @@ impl Reassembler {
     pub fn push<'a>(&mut self, chunk: &Chunk<'a>) -> StreamBytes<'a> {
         let stream = StreamId {
             tgid: chunk.tgid,
-            fd: chunk.fd,
+            channel: chunk.channel,
             io: chunk.direction,
         };
         let epoch = self.loss_epochs.entry(chunk.tgid).or_default();
@@ -94,6 +95,13 @@ impl Reassembler {
         self.streams.retain(|id, _| id.tgid != tgid);
         self.loss_epochs.remove(&tgid);
     }
+
+    /// Forgets both directions of one channel (a connection closed).
+    pub fn forget_channel(&mut self, tgid: u32, channel: Channel) {
+        for io in [Io::Read, Io::Write] {
+            self.streams.remove(&StreamId { tgid, channel, io });
+        }
+    }
 }
 
 #[cfg(test)]
@@ -104,6 +112,7 @@ mod tests {
         Chunk {
             tgid: 1,
             tid: 1,
+            channel: Channel::Stdio(0),
             fd: 0,
             direction: Io::Read,
             ts_ns: 0,
@@ -144,7 +153,7 @@ mod tests {
         r.push(&chunk(0, 1, b"a"));
         let mut w = chunk(0, 1, b"b");
         w.direction = Io::Write;
-        w.fd = 1;
+        w.channel = Channel::Stdio(1);
         r.push(&w);
         let mut lost = chunk(0, 1, b"c");
         lost.loss_before = true;

@@ -21,6 +21,11 @@ use crate::{
 /// Records handled before the loop looks at signals and timers again.
 const BATCH: usize = 4096;
 
+/// How often the ring buffer is drained. The kernel wakes the agent only
+/// when the buffer fills up: a wakeup per message would cost the traced
+/// processes a context switch each (docs/benchmarks.md).
+const DRAIN_EVERY: Duration = Duration::from_millis(10);
+
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
 
@@ -34,11 +39,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let capture_opts = CaptureOptions {
         capture_cap: args.max_message_bytes as u64,
         discovery: !args.no_discovery,
-        ring_buffer_bytes: args.ring_buffer_mib << 20,
+        capture_sockets: !args.no_network,
+        capture_tls: !args.no_network && !args.no_tls,
         select_pids: args.pids.clone(),
         select_exes: args.exes.clone(),
+        select_ports: args.ports.clone(),
         exclude_pids: args.exclude_pids.clone(),
         exclude_exes: args.exclude_exes.clone(),
+        ..CaptureOptions::new(args.ring_buffer_mib << 20)
     };
     let mut capture = Capture::start(&capture_opts)?;
 
@@ -59,6 +67,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             payloads: args.capture_payloads.then_some(args.payload_max_bytes),
             sessions: SessionConfig {
                 request_timeout_ns: args.request_timeout.saturating_mul(1_000_000_000),
+                idle_timeout_ns: args.session_idle_timeout.saturating_mul(1_000_000_000),
                 ..SessionConfig::default()
             },
             max_label_values: args.max_label_values,
@@ -70,25 +79,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut drain = tokio::time::interval(DRAIN_EVERY);
+    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut kernel_counters_seen = [0u64; mcptap_common::counter::COUNT as usize];
+    publish_capture_state(&capture, &metrics);
     tracing::info!("mcptap is running");
 
     loop {
         tokio::select! {
             ready = capture.readable() => {
                 ready?;
-                // Drain in batches, giving timers and signals a turn between.
-                while capture.drain(BATCH, |control, raw| pipeline.on_raw(raw, control)) == BATCH {
-                    tokio::task::yield_now().await;
-                }
+                drain_all(&mut capture, &mut pipeline).await;
             }
+            _ = drain.tick() => drain_all(&mut capture, &mut pipeline).await,
             _ = tick.tick() => {
-                // Also drains: a wakeup the kernel skipped must not strand records.
-                capture.drain(usize::MAX, |control, raw| pipeline.on_raw(raw, control));
+                drain_all(&mut capture, &mut pipeline).await;
                 pipeline.tick(Clock::monotonic_now_ns(), &mut capture.selection);
+                capture.tick();
                 metrics.kernel_counters(&capture.kernel_counters(), &mut kernel_counters_seen);
-                metrics.tracked_processes.set(capture.selection.tracked_count() as i64);
+                publish_capture_state(&capture, &metrics);
             }
             _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break; }
@@ -116,18 +126,30 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Drains in batches, giving timers and signals a turn between.
+async fn drain_all(capture: &mut Capture, pipeline: &mut Pipeline) {
+    while capture.drain(BATCH, |control, raw| pipeline.on_raw(raw, control)) == BATCH {
+        tokio::task::yield_now().await;
+    }
+}
+
+fn publish_capture_state(capture: &Capture, metrics: &Metrics) {
+    metrics.tracked_processes.set(capture.selection.tracked().len() as i64);
+    for (kind, n) in capture.tls_hooked() {
+        metrics.tls_hooked_files.with_label_values(&[kind]).set(n as i64);
+    }
+    if let Some(tls) = &capture.tls {
+        metrics.tls_hook_errors.set(tls.errors as i64);
+    }
+    metrics
+        .discovery_budget_exhausted
+        .set(capture.selection.budget_exhausted as i64);
+}
+
 /// `mcptap check`: everything `run` does to the kernel, then stop.
 pub async fn check() -> anyhow::Result<()> {
-    let opts = CaptureOptions {
-        capture_cap: 16 << 20,
-        discovery: true,
-        ring_buffer_bytes: 1 << 20,
-        select_pids: Vec::new(),
-        select_exes: Vec::new(),
-        exclude_pids: Vec::new(),
-        exclude_exes: Vec::new(),
-    };
-    let capture = Capture::start(&opts)?;
+    let capture = Capture::start(&CaptureOptions::new(1 << 20))?;
+    let hooked: usize = capture.tls_hooked().iter().map(|(_, n)| n).sum();
     drop(capture);
     let mut uname: libc::utsname = unsafe { std::mem::zeroed() };
     // SAFETY: valid pointer to a local.
@@ -135,6 +157,8 @@ pub async fn check() -> anyhow::Result<()> {
     let release = unsafe { std::ffi::CStr::from_ptr(uname.release.as_ptr()) }
         .to_string_lossy()
         .into_owned();
-    println!("ok: this host can run mcptap (Linux {release}: eBPF programs loaded and attached, then detached)");
+    println!(
+        "ok: this host can run mcptap (Linux {release}: eBPF programs loaded and attached, OpenSSL probed in {hooked} files, then detached)"
+    );
     Ok(())
 }

@@ -5,17 +5,34 @@
 #[unsafe(no_mangle)]
 static AGENT_TGID: u32 = 0;
 
-/// Most bytes sent per syscall; the rest is counted as truncated.
+/// Most bytes sent per call; the rest is counted as truncated.
 #[unsafe(no_mangle)]
 static CAPTURE_CAP: u64 = 16 << 20;
 
-/// 1 when untracked processes' stdin reads are sniffed for JSON-RPC.
+/// 1 when untracked processes are sniffed for MCP (stdin, HTTP, TLS).
 #[unsafe(no_mangle)]
 static DISCOVERY: u8 = 1;
+
+/// 1 when TCP sockets of tracked processes are captured.
+#[unsafe(no_mangle)]
+static CAPTURE_SOCKETS: u8 = 1;
 
 /// 1 when the executable-name rules map has entries.
 #[unsafe(no_mangle)]
 static HAS_COMM_RULES: u8 = 0;
+
+/// 1 when the port rules map has entries.
+#[unsafe(no_mangle)]
+static HAS_PORT_RULES: u8 = 0;
+
+/// 1 when the agent wants to hear of every exec (to find TLS libraries).
+#[unsafe(no_mangle)]
+static SEND_EXECS: u8 = 0;
+
+/// Wake the agent once this many bytes wait in the ring buffer; below it
+/// the agent drains on its own timer (no wakeup per message).
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 1 << 20;
 
 /// Offset of `group_dead` in the sched_process_exit record, 0 when this
 /// kernel's record has no such field (then the leader's exit ends the group).
@@ -44,8 +61,28 @@ pub fn discovery() -> bool {
 }
 
 #[inline(always)]
+pub fn capture_sockets() -> bool {
+    read(&CAPTURE_SOCKETS) != 0
+}
+
+#[inline(always)]
 pub fn has_comm_rules() -> bool {
     read(&HAS_COMM_RULES) != 0
+}
+
+#[inline(always)]
+pub fn has_port_rules() -> bool {
+    read(&HAS_PORT_RULES) != 0
+}
+
+#[inline(always)]
+pub fn send_execs() -> bool {
+    read(&SEND_EXECS) != 0
+}
+
+#[inline(always)]
+pub fn wakeup_bytes() -> u64 {
+    read(&WAKEUP_BYTES)
 }
 
 #[inline(always)]

@@ -9,6 +9,9 @@
 //! verifier does not track map contents, so every step looks the same to it
 //! and its state exploration converges at once (with stack state, each step
 //! has different known bounds and verification runs out of budget).
+//!
+//! Every capture path (stdio, sockets, TLS) ends here, so chunk headers,
+//! loss accounting and the capture cap behave the same for all of them.
 
 use core::ffi::c_void;
 
@@ -20,7 +23,10 @@ use mcptap_common::{CHUNK_DATA_MAX, CHUNK_HEADER_LEN, ChunkHeader, chunk_flags, 
 
 use aya_ebpf::{macros::map, maps::PerCpuArray};
 
-use crate::maps::{EVENTS, SCRATCH, count};
+use crate::{
+    config,
+    maps::{EVENTS, SCRATCH, count, wakeup_flags},
+};
 
 /// Progress of the copy in flight on this CPU.
 #[map]
@@ -124,8 +130,7 @@ extern "C" fn emit_step(_index: u64, _ctx: *mut c_void) -> i64 {
             return fail(st, true);
         }
         let record = core::slice::from_raw_parts(chunk as *const u8, CHUNK_HEADER_LEN + n as usize);
-        // Flags 0: the kernel wakes the agent only when it had caught up.
-        if EVENTS.output::<[u8]>(record, 0).is_err() {
+        if EVENTS.output::<[u8]>(record, wakeup_flags()).is_err() {
             count(counter::RINGBUF_FULL_CHUNKS, 1);
             count(counter::RINGBUF_FULL_BYTES, st.left);
             st.left = 0;
@@ -163,4 +168,53 @@ fn clamp_chunk_len(n: u64) -> u64 {
     } else {
         n
     }
+}
+
+/// Sends the `ret` bytes of one call made by a tracked (or sniffed)
+/// process, applying the capture cap and the process's loss flag. `lost`
+/// is the process's "data lost since the last chunk" flag: consumed here,
+/// and set again when this call could not be sent whole.
+#[inline(always)]
+pub fn emit_call(mut header: ChunkHeader, buf: u64, iov_cnt: u64, ret: u64, lost: Option<*mut u32>) {
+    if let Some(lost) = lost {
+        unsafe {
+            if *lost != 0 {
+                header.flags |= chunk_flags::LOSS_BEFORE;
+                *lost = 0;
+            }
+        }
+    }
+    header.call_len = ret;
+    let mut len = ret;
+    let cap = config::capture_cap();
+    if len > cap {
+        len = cap;
+        header.flags |= chunk_flags::TRUNCATED;
+        count(counter::TRUNCATED_CALLS, 1);
+        count(counter::TRUNCATED_BYTES, ret - cap);
+    }
+    if !emit(header, buf, iov_cnt, len) {
+        if let Some(lost) = lost {
+            unsafe { *lost = 1 };
+        }
+    }
+}
+
+/// The first four bytes a call moved (from a plain buffer, or the first
+/// iovec), or `None` when it moved fewer or they cannot be read.
+#[inline(always)]
+pub fn first4(buf: u64, iov_cnt: u64, ret: u64) -> Option<[u8; 4]> {
+    if ret < 4 {
+        return None;
+    }
+    let mut first = buf;
+    if iov_cnt != 0 {
+        // struct iovec { void *iov_base; size_t iov_len; }
+        let iov = unsafe { bpf_probe_read_user(buf as *const [u64; 2]) }.ok()?;
+        if iov[1] < 4 {
+            return None;
+        }
+        first = iov[0];
+    }
+    unsafe { bpf_probe_read_user(first as *const [u8; 4]) }.ok()
 }

@@ -1,4 +1,4 @@
-//! Process lifecycle: executable-name rules at exec, and the end of tracked
+//! Process lifecycle: executable-name rules at exec, and the end of watched
 //! processes at exit (the agent closes their sessions: pending requests end
 //! as `server_exited`, partial messages are counted as lost).
 
@@ -7,20 +7,24 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use mcptap_common::{ProcState, ProcessRecord, comm_rule, counter, proc_state, record};
+use mcptap_common::{ProcessRecord, comm_rule, proc_state, record};
 
 use crate::{
     config,
-    maps::{COMM_RULES, EVENTS, PROCS, count},
+    maps::{COMM_RULES, PROCS, clear_watched, send, watch_process},
 };
 
 #[tracepoint]
 pub fn sched_exec(_ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if config::send_execs() && tgid != config::agent_tgid() {
+        // A new program may bring a TLS library the agent has not hooked.
+        send_process(record::EXEC_ANY, tgid);
+    }
     if let Some(p) = unsafe { PROCS.get(&tgid) } {
         if p.state & proc_state::TRACKED != 0 {
             // Same process, new program: the agent refreshes what it knows.
-            send(record::PROCESS_EXEC, tgid);
+            send_process(record::PROCESS_EXEC, tgid);
             return 0;
         }
     }
@@ -39,18 +43,18 @@ pub fn sched_exec(_ctx: TracePointContext) -> u32 {
         comm_rule::EXCLUDE => proc_state::EXCLUDED,
         _ => return 0,
     };
-    match PROCS.get_ptr_mut(&tgid) {
-        Some(p) => unsafe {
-            if (*p).state & proc_state::EXCLUDED == 0 {
-                (*p).state |= add;
+    if let Some(p) = PROCS.get_ptr_mut(&tgid) {
+        unsafe {
+            if (*p).state & proc_state::EXCLUDED != 0 {
+                return 0;
             }
-        },
-        None => {
-            if PROCS.insert(&tgid, &ProcState::with_state(add), 0).is_err() {
-                count(counter::PROCS_FULL, 1);
+            if add == proc_state::EXCLUDED {
+                (*p).state = proc_state::EXCLUDED;
+                return 0;
             }
         }
     }
+    let _ = watch_process(tgid, add);
     0
 }
 
@@ -67,25 +71,25 @@ pub fn sched_exit(ctx: TracePointContext) -> u32 {
     if !group_dead {
         return 0;
     }
-    let tracked = match unsafe { PROCS.get(&tgid) } {
-        Some(p) => p.state & proc_state::TRACKED != 0,
+    let state = match unsafe { PROCS.get(&tgid) } {
+        Some(p) => p.state,
         None => return 0,
     };
     let _ = PROCS.remove(&tgid);
-    if tracked {
-        send(record::PROCESS_EXIT, tgid);
+    clear_watched(tgid);
+    // The agent holds streams for tracked processes and for connections it
+    // is still deciding about.
+    if state & (proc_state::TRACKED | proc_state::NET_CANDIDATE) != 0 {
+        send_process(record::PROCESS_EXIT, tgid);
     }
     0
 }
 
 #[inline(always)]
-fn send(kind: u32, tgid: u32) {
-    let rec = ProcessRecord {
+fn send_process(kind: u32, tgid: u32) {
+    send(ProcessRecord {
         kind,
         tgid,
         ts_ns: unsafe { bpf_ktime_get_ns() },
-    };
-    if EVENTS.output::<ProcessRecord>(rec, 0).is_err() {
-        count(counter::RINGBUF_FULL_PROCESS, 1);
-    }
+    });
 }

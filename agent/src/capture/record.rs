@@ -1,6 +1,9 @@
 //! Decoding of the kernel's ring buffer records into typed values.
 
-use mcptap_common::{CHUNK_HEADER_LEN, ChunkHeader, ProcessRecord, chunk_flags, op, record};
+use mcptap_common::{
+    CHUNK_HEADER_LEN, ChunkHeader, ProcessRecord, SocketRecord, TlsCloseRecord, channel, chunk_flags, op, record,
+    sock_role,
+};
 use thiserror::Error;
 
 /// What the pipeline receives from the kernel, one ring buffer record each.
@@ -9,6 +12,33 @@ pub enum CaptureRecord<'a> {
     Chunk(Chunk<'a>),
     ProcessExit { tgid: u32, ts_ns: u64 },
     ProcessExec { tgid: u32, ts_ns: u64 },
+    /// Some process ran a new program (TLS library discovery).
+    ExecAny { tgid: u32 },
+    SocketOpen(SocketOpen),
+    SocketClose { tgid: u32, fd: i32, ts_ns: u64 },
+    TlsClose { tgid: u32, ssl: u64, ts_ns: u64 },
+}
+
+/// A watched process accepted (`server`) or connected (`!server`) a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketOpen {
+    pub tgid: u32,
+    pub fd: i32,
+    pub ts_ns: u64,
+    pub server: bool,
+    /// The peer's address as the syscall saw it, when it did.
+    pub peer: Option<std::net::SocketAddr>,
+}
+
+/// Where a chunk's bytes travelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Channel {
+    /// A stdio descriptor (stdin/stdout or a copy).
+    Stdio(i32),
+    /// A TCP socket.
+    Socket(i32),
+    /// A TLS session (`SSL*`); `Chunk::fd` is its socket when known.
+    Tls(u64),
 }
 
 /// Bytes a traced process read or wrote in one syscall (or part of them).
@@ -16,6 +46,9 @@ pub enum CaptureRecord<'a> {
 pub struct Chunk<'a> {
     pub tgid: u32,
     pub tid: u32,
+    pub channel: Channel,
+    /// The descriptor of the call; for TLS the socket this thread last
+    /// moved ciphertext on, or -1.
     pub fd: i32,
     pub direction: Io,
     pub ts_ns: u64,
@@ -46,6 +79,8 @@ pub enum DecodeError {
     BadLength { said: usize, held: usize },
     #[error("unknown chunk op {0}")]
     UnknownOp(u8),
+    #[error("unknown chunk channel {0}")]
+    UnknownChannel(u8),
 }
 
 impl<'a> CaptureRecord<'a> {
@@ -70,6 +105,36 @@ impl<'a> CaptureRecord<'a> {
                     }
                 })
             }
+            record::EXEC_ANY => {
+                let rec: ProcessRecord = read_pod(bytes)?;
+                Ok(CaptureRecord::ExecAny { tgid: rec.tgid })
+            }
+            record::SOCKET_OPEN => {
+                let rec: SocketRecord = read_pod(bytes)?;
+                Ok(CaptureRecord::SocketOpen(SocketOpen {
+                    tgid: rec.tgid,
+                    fd: rec.fd,
+                    ts_ns: rec.ts_ns,
+                    server: rec.role == sock_role::SERVER,
+                    peer: peer_addr(&rec),
+                }))
+            }
+            record::SOCKET_CLOSE => {
+                let rec: SocketRecord = read_pod(bytes)?;
+                Ok(CaptureRecord::SocketClose {
+                    tgid: rec.tgid,
+                    fd: rec.fd,
+                    ts_ns: rec.ts_ns,
+                })
+            }
+            record::TLS_CLOSE => {
+                let rec: TlsCloseRecord = read_pod(bytes)?;
+                Ok(CaptureRecord::TlsClose {
+                    tgid: rec.tgid,
+                    ssl: rec.ssl,
+                    ts_ns: rec.ts_ns,
+                })
+            }
             other => Err(DecodeError::UnknownKind(other)),
         }
     }
@@ -89,9 +154,16 @@ fn decode_chunk(bytes: &[u8]) -> Result<Chunk<'_>, DecodeError> {
         op::WRITE => Io::Write,
         other => return Err(DecodeError::UnknownOp(other)),
     };
+    let channel = match header.channel {
+        channel::STDIO => Channel::Stdio(header.fd),
+        channel::SOCKET => Channel::Socket(header.fd),
+        channel::TLS => Channel::Tls(header.ssl),
+        other => return Err(DecodeError::UnknownChannel(other)),
+    };
     Ok(Chunk {
         tgid: (header.pid_tgid >> 32) as u32,
         tid: header.pid_tgid as u32,
+        channel,
         fd: header.fd,
         direction,
         ts_ns: header.ts_ns,
@@ -102,6 +174,17 @@ fn decode_chunk(bytes: &[u8]) -> Result<Chunk<'_>, DecodeError> {
         loss_before: header.flags & chunk_flags::LOSS_BEFORE != 0,
         data,
     })
+}
+
+fn peer_addr(rec: &SocketRecord) -> Option<std::net::SocketAddr> {
+    const AF_INET: u16 = 2;
+    const AF_INET6: u16 = 10;
+    let ip: std::net::IpAddr = match rec.family {
+        AF_INET => std::net::Ipv4Addr::new(rec.addr[0], rec.addr[1], rec.addr[2], rec.addr[3]).into(),
+        AF_INET6 => std::net::Ipv6Addr::from(rec.addr).into(),
+        _ => return None,
+    };
+    Some(std::net::SocketAddr::new(ip, rec.port))
 }
 
 /// Reads a plain `#[repr(C)]` value from the start of `bytes`.
@@ -119,6 +202,22 @@ pub mod tests {
 
     /// Builds a chunk record as the kernel lays it out.
     pub fn chunk_record(tgid: u32, fd: i32, op: u8, offset: u64, call_len: u64, flags: u8, data: &[u8]) -> Vec<u8> {
+        chunk_record_on(channel::STDIO, 0, tgid, fd, op, offset, call_len, flags, data)
+    }
+
+    /// A chunk record of any channel.
+    #[allow(clippy::too_many_arguments)]
+    pub fn chunk_record_on(
+        chan: u8,
+        ssl: u64,
+        tgid: u32,
+        fd: i32,
+        op: u8,
+        offset: u64,
+        call_len: u64,
+        flags: u8,
+        data: &[u8],
+    ) -> Vec<u8> {
         let header = ChunkHeader {
             kind: record::CHUNK,
             len: data.len() as u32,
@@ -126,10 +225,12 @@ pub mod tests {
             pid_tgid: (u64::from(tgid) << 32) | u64::from(tgid),
             call_len,
             offset,
+            ssl,
             fd,
             op,
             flags,
-            _reserved: [0; 2],
+            channel: chan,
+            _reserved: 0,
         };
         let mut out = vec![0u8; CHUNK_HEADER_LEN];
         // SAFETY: ChunkHeader is repr(C) plain data of CHUNK_HEADER_LEN bytes.
@@ -144,7 +245,7 @@ pub mod tests {
         let CaptureRecord::Chunk(c) = CaptureRecord::decode(&bytes).unwrap() else {
             panic!()
         };
-        assert_eq!((c.tgid, c.fd, c.direction, c.data), (7, 0, Io::Read, &b"{}\n"[..]));
+        assert_eq!((c.tgid, c.channel, c.direction, c.data), (7, Channel::Stdio(0), Io::Read, &b"{}\n"[..]));
         assert!(c.discovery && !c.truncated && !c.loss_before);
     }
 
@@ -175,6 +276,50 @@ pub mod tests {
         assert_eq!(
             CaptureRecord::decode(&bytes),
             Ok(CaptureRecord::ProcessExit { tgid: 5, ts_ns: 9 })
+        );
+    }
+}
+
+#[cfg(test)]
+mod socket_tests {
+    use super::*;
+
+    #[test]
+    fn decodes_socket_and_tls_records() {
+        let mut rec = SocketRecord {
+            kind: record::SOCKET_OPEN,
+            tgid: 9,
+            ts_ns: 1,
+            fd: 5,
+            family: 2,
+            port: 8080,
+            role: sock_role::CLIENT,
+            ..SocketRecord::default()
+        };
+        rec.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let mut bytes = vec![0u8; size_of::<SocketRecord>()];
+        unsafe { std::ptr::write_unaligned(bytes.as_mut_ptr().cast::<SocketRecord>(), rec) };
+        let CaptureRecord::SocketOpen(open) = CaptureRecord::decode(&bytes).unwrap() else {
+            panic!()
+        };
+        assert!(!open.server);
+        assert_eq!(open.peer, Some("127.0.0.1:8080".parse().unwrap()));
+
+        let tls = TlsCloseRecord {
+            kind: record::TLS_CLOSE,
+            tgid: 3,
+            ts_ns: 2,
+            ssl: 0xdead,
+        };
+        let mut bytes = vec![0u8; size_of::<TlsCloseRecord>()];
+        unsafe { std::ptr::write_unaligned(bytes.as_mut_ptr().cast::<TlsCloseRecord>(), tls) };
+        assert_eq!(
+            CaptureRecord::decode(&bytes),
+            Ok(CaptureRecord::TlsClose {
+                tgid: 3,
+                ssl: 0xdead,
+                ts_ns: 2
+            })
         );
     }
 }

@@ -1,38 +1,78 @@
-//! Which processes the kernel tracks: operator selection (pids, executable
-//! names, exclusions), the agent's discovery decisions, and where already
-//! running processes keep their stdio.
+//! Which processes and connections the kernel captures: operator selection
+//! (pids, executable names, ports, exclusions), the agent's discovery
+//! decisions, and what already-running processes have open.
 
-use std::{collections::HashSet, fs, path::Path};
+use std::{
+    collections::{HashMap, HashSet},
+    fs,
+    path::Path,
+};
 
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData},
+    maps::{Array, HashMap as BpfHashMap, MapData},
 };
-use mcptap_common::{ProcState, comm_rule, fds, proc_state};
+use mcptap_common::{ProcState, SockState, SslKey, comm_rule, fds, proc_state, sock_flags, sock_key, ssl_flags, watch};
 
-use super::{CaptureError, CaptureOptions};
+use super::{CaptureError, CaptureOptions, record::Channel};
+use crate::procnet;
+
+/// Connections of an untracked process released as "not MCP" before the
+/// agent stops sniffing the process altogether: a busy web server that is
+/// not an MCP server stops costing anything after this many requests.
+pub const DISCOVERY_BUDGET: u32 = 64;
+
+/// Most established connections seeded at start (the rest are picked up
+/// when they open).
+const MAX_SEEDED_SOCKETS: usize = 16384;
 
 pub struct Selection {
-    procs: HashMap<MapData, u32, ProcState>,
-    comm_rules: HashMap<MapData, [u8; 16], u8>,
+    procs: BpfHashMap<MapData, u32, ProcState>,
+    watch_user: Array<MapData, u64>,
+    /// Our copy of WATCH_USER (we are its only writer).
+    watch_words: HashMap<u32, u64>,
+    socks: BpfHashMap<MapData, u64, SockState>,
+    ssls: BpfHashMap<MapData, SslKey, u32>,
+    comm_rules: BpfHashMap<MapData, [u8; 16], u8>,
+    port_rules: BpfHashMap<MapData, u16, u8>,
+    select_ports: HashSet<u16>,
+    /// Released connections per untracked process (discovery budget).
+    released: HashMap<u32, u32>,
+    /// Processes excluded because discovery spent its budget on them.
+    pub budget_exhausted: u64,
 }
 
-fn take<K: aya::Pod, V: aya::Pod>(ebpf: &mut Ebpf, name: &'static str) -> Result<HashMap<MapData, K, V>, CaptureError> {
+fn take<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<BpfHashMap<MapData, K, V>, CaptureError> {
     let map = ebpf.take_map(name).ok_or(CaptureError::Missing(name))?;
-    HashMap::try_from(map).map_err(|e| CaptureError::Map(name, e))
+    BpfHashMap::try_from(map).map_err(|e| CaptureError::Map(name, e))
 }
 
 impl Selection {
     pub(super) fn new(ebpf: &mut Ebpf) -> Result<Self, CaptureError> {
+        let watch_user = ebpf
+            .take_map("WATCH_USER")
+            .ok_or(CaptureError::Missing("WATCH_USER"))?;
         Ok(Selection {
             procs: take(ebpf, "PROCS")?,
+            watch_user: Array::try_from(watch_user).map_err(|e| CaptureError::Map("WATCH_USER", e))?,
+            watch_words: HashMap::new(),
+            socks: take(ebpf, "SOCKS")?,
+            ssls: take(ebpf, "SSLS")?,
             comm_rules: take(ebpf, "COMM_RULES")?,
+            port_rules: take(ebpf, "PORT_RULES")?,
+            select_ports: HashSet::new(),
+            released: HashMap::new(),
+            budget_exhausted: 0,
         })
     }
 
     /// Installs the operator's rules, then looks at the processes already
-    /// running: which are selected or excluded, and where each keeps copies
-    /// of its stdin/stdout (new processes are followed by the kernel).
+    /// running: which are selected or excluded, where each keeps copies of
+    /// its stdin/stdout, and which connections each has open (new ones are
+    /// followed by the kernel).
     pub(super) fn apply_rules(&mut self, opts: &CaptureOptions) -> Result<(), CaptureError> {
         for (names, rule) in [
             (&opts.exclude_exes, comm_rule::EXCLUDE),
@@ -44,9 +84,19 @@ impl Selection {
                     .map_err(|e| CaptureError::Map("COMM_RULES", e))?;
             }
         }
+        for &port in &opts.select_ports {
+            self.port_rules
+                .insert(port, comm_rule::SELECT, 0)
+                .map_err(|e| CaptureError::Map("PORT_RULES", e))?;
+            self.select_ports.insert(port);
+        }
+        let proc_root = Path::new("/proc");
         let me = std::process::id();
-        let unix_sockets = unix_socket_inodes(Path::new("/proc"));
-        for proc in running_processes(Path::new("/proc")) {
+        let unix_sockets = unix_socket_inodes(proc_root);
+        let listening_on_selected: HashSet<u32> = self.port_listeners(proc_root).into_iter().collect();
+        let mut tables: HashMap<u64, Vec<procnet::TcpEntry>> = HashMap::new();
+        let mut seeded = 0usize;
+        for proc in running_processes(proc_root) {
             if proc.pid == me {
                 continue;
             }
@@ -59,31 +109,142 @@ impl Selection {
                 self.exclude(proc.pid);
                 continue;
             }
-            let selected = opts.select_pids.contains(&proc.pid) || named(&opts.select_exes);
-            let (in_fds, out_fds) = stdio_copies(Path::new("/proc"), proc.pid, &unix_sockets);
+            let selected = opts.select_pids.contains(&proc.pid)
+                || named(&opts.select_exes)
+                || listening_on_selected.contains(&proc.pid);
+            let (in_fds, out_fds) = stdio_copies(proc_root, proc.pid, &unix_sockets);
             let moved = in_fds != fds::DEFAULT_IN || out_fds != fds::DEFAULT_OUT;
-            if selected || (opts.discovery && moved && in_fds != 0) {
+            let mut state = 0;
+            if selected {
+                state |= proc_state::SELECTED;
+            } else if opts.discovery && moved && in_fds != 0 {
+                state |= proc_state::CANDIDATE;
+            }
+            // Open connections: seeded so that the next request on a
+            // keep-alive connection is seen.
+            if opts.capture_sockets && (selected || opts.discovery) && seeded < MAX_SEEDED_SOCKETS {
+                let n = self.seed_sockets(proc_root, proc.pid, &mut tables);
+                seeded += n;
+                if n > 0 && !selected {
+                    state |= proc_state::NET_CANDIDATE;
+                }
+            }
+            if state != 0 {
                 self.update(proc.pid, |p| {
-                    p.state |= if selected {
-                        proc_state::SELECTED
-                    } else {
-                        proc_state::CANDIDATE
-                    };
+                    p.state |= state;
                     p.in_fds = in_fds;
                     p.out_fds = out_fds;
                 });
             }
         }
+        if seeded >= MAX_SEEDED_SOCKETS {
+            tracing::warn!(
+                "more than {MAX_SEEDED_SOCKETS} connections were open at start: the others are seen when new ones open"
+            );
+        }
         // Selected pids that /proc did not list (gone already) are ignored.
         Ok(())
     }
 
-    /// Read-modify-write of a process's entry (created plain when absent).
+    /// Processes listening on a selected port.
+    fn port_listeners(&self, proc_root: &Path) -> Vec<u32> {
+        if self.select_ports.is_empty() {
+            return Vec::new();
+        }
+        procnet::listeners(proc_root)
+            .into_iter()
+            .filter(|(_, port)| self.select_ports.contains(port))
+            .map(|(pid, _)| pid)
+            .collect()
+    }
+
+    /// Selects processes that started listening on a selected port since
+    /// the last look (called every few seconds). Returns the new ones.
+    pub fn refresh_port_listeners(&mut self) -> Vec<u32> {
+        let proc_root = Path::new("/proc");
+        let mut new = Vec::new();
+        for pid in self.port_listeners(proc_root) {
+            let state = self.procs.get(&pid, 0).map(|p| p.state).unwrap_or(0);
+            if state & (proc_state::SELECTED | proc_state::EXCLUDED) != 0 {
+                continue;
+            }
+            let mut tables = HashMap::new();
+            self.seed_sockets(proc_root, pid, &mut tables);
+            self.update(pid, |p| p.state |= proc_state::SELECTED);
+            new.push(pid);
+        }
+        new
+    }
+
+    /// Enters a process's established TCP connections into the socket map.
+    fn seed_sockets(&mut self, proc_root: &Path, pid: u32, tables: &mut HashMap<u64, Vec<procnet::TcpEntry>>) -> usize {
+        let fds = procnet::socket_fds(proc_root, pid);
+        if fds.is_empty() {
+            return 0;
+        }
+        let Some(ns) = procnet::netns(proc_root, pid) else { return 0 };
+        let table = tables.entry(ns).or_insert_with(|| procnet::tcp_table(proc_root, pid));
+        let listening: HashSet<u16> = table
+            .iter()
+            .filter(|e| e.state == procnet::LISTEN)
+            .map(|e| e.local.port())
+            .collect();
+        let mut n = 0;
+        for (fd, ino) in fds {
+            let Some(e) = table.iter().find(|e| e.inode == ino && e.state == procnet::ESTABLISHED) else {
+                continue;
+            };
+            let role = if listening.contains(&e.local.port()) {
+                sock_flags::SERVER
+            } else {
+                sock_flags::CLIENT
+            };
+            let value = SockState {
+                flags: role | sock_flags::SEEDED,
+                unclassified: 0,
+            };
+            if self.socks.insert(sock_key(pid, fd as u32), value, 0).is_ok() {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Read-modify-write of a process's entry (created plain when absent),
+    /// marking it watched.
     fn update(&mut self, tgid: u32, f: impl FnOnce(&mut ProcState)) {
         let mut value = self.procs.get(&tgid, 0).unwrap_or(ProcState::with_state(0));
         f(&mut value);
         if let Err(err) = self.procs.insert(tgid, value, 0) {
             tracing::warn!(tgid, "cannot update the kernel's process map: {err}");
+            return;
+        }
+        self.set_watched(tgid);
+    }
+
+    fn set_watched(&mut self, tgid: u32) {
+        if tgid >= watch::MAX_TGID {
+            return; // such processes always take the hash lookup
+        }
+        let word = tgid >> 6;
+        let bits = self.watch_words.entry(word).or_insert(0);
+        let new = *bits | (1u64 << (tgid & 63));
+        if new != *bits {
+            *bits = new;
+            if let Err(err) = self.watch_user.set(word, new, 0) {
+                tracing::warn!(tgid, "cannot update the watch bitmap: {err}");
+            }
+        }
+    }
+
+    fn clear_watched(&mut self, tgid: u32) {
+        let word = tgid >> 6;
+        if let Some(bits) = self.watch_words.get_mut(&word) {
+            let new = *bits & !(1u64 << (tgid & 63));
+            if new != *bits {
+                *bits = new;
+                let _ = self.watch_user.set(word, new, 0);
+            }
         }
     }
 
@@ -94,15 +255,71 @@ impl Selection {
     /// The agent saw the process speak MCP.
     pub fn confirm(&mut self, tgid: u32) {
         if let Ok(mut value) = self.procs.get(&tgid, 0) {
-            value.state = (value.state & !proc_state::PROVISIONAL) | proc_state::CONFIRMED;
+            value.state = (value.state & !(proc_state::PROVISIONAL | proc_state::NET_CANDIDATE)) | proc_state::CONFIRMED;
             let _ = self.procs.insert(tgid, value, 0);
+        }
+        self.released.remove(&tgid);
+    }
+
+    /// The agent saw the process is not an MCP peer on its stdio: stop
+    /// capturing it and never sniff it again (until it exits).
+    pub fn reject(&mut self, tgid: u32) {
+        self.exclude(tgid);
+    }
+
+    /// An HTTP connection the kernel captured for discovery is not MCP:
+    /// capture it no more, and count it against the process's budget.
+    pub fn release(&mut self, tgid: u32, channel: Channel) {
+        if self.is_tracked(tgid) {
+            return;
+        }
+        self.forget_channel(tgid, channel, false);
+        let n = self.released.entry(tgid).or_default();
+        *n += 1;
+        if *n >= DISCOVERY_BUDGET {
+            self.released.remove(&tgid);
+            self.budget_exhausted += 1;
+            tracing::info!(
+                pid = tgid,
+                "{DISCOVERY_BUDGET} HTTP requests of this process were not MCP: no longer sniffing it"
+            );
+            self.exclude(tgid);
         }
     }
 
-    /// The agent saw the process is not an MCP peer: stop capturing it and
-    /// never sniff it again (until it exits).
-    pub fn reject(&mut self, tgid: u32) {
-        self.exclude(tgid);
+    /// Never capture this connection (HTTP/2, WebSocket).
+    pub fn ignore(&mut self, tgid: u32, channel: Channel) {
+        self.forget_channel(tgid, channel, true);
+    }
+
+    fn forget_channel(&mut self, tgid: u32, channel: Channel, ignore: bool) {
+        match channel {
+            Channel::Socket(fd) if fd >= 0 => {
+                let key = sock_key(tgid, fd as u32);
+                if let Ok(mut s) = self.socks.get(&key, 0) {
+                    s.flags &= !sock_flags::CAPTURE;
+                    if ignore {
+                        s.flags |= sock_flags::IGNORE;
+                    }
+                    let _ = self.socks.insert(key, s, 0);
+                }
+            }
+            Channel::Tls(ssl) => {
+                let key = SslKey { tgid, _pad: 0, ssl };
+                if ignore {
+                    let _ = self.ssls.insert(key, ssl_flags::IGNORE, 0);
+                } else {
+                    let _ = self.ssls.remove(&key);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A process ended: forget what the agent set for it.
+    pub fn forget_process(&mut self, tgid: u32) {
+        self.released.remove(&tgid);
+        self.clear_watched(tgid);
     }
 
     /// Whether the operator selected this process (never rejected then).
@@ -112,13 +329,21 @@ impl Selection {
             .is_ok_and(|v| v.state & proc_state::SELECTED != 0)
     }
 
-    /// Number of processes the kernel tracks now.
-    pub fn tracked_count(&self) -> usize {
+    /// Whether the kernel captures everything of this process.
+    pub fn is_tracked(&self, tgid: u32) -> bool {
+        self.procs
+            .get(&tgid, 0)
+            .is_ok_and(|v| v.state & proc_state::TRACKED != 0)
+    }
+
+    /// Processes the kernel tracks now.
+    pub fn tracked(&self) -> Vec<u32> {
         self.procs
             .iter()
             .filter_map(Result::ok)
             .filter(|(_, v)| v.state & proc_state::TRACKED != 0)
-            .count()
+            .map(|(k, _)| k)
+            .collect()
     }
 }
 
@@ -169,10 +394,9 @@ fn unix_socket_inodes(proc_root: &Path) -> HashSet<u64> {
 
 /// Where a running process may read and write its stdio: pipe read ends
 /// and Unix sockets among fds 0..63 are "in", pipe write ends and Unix
-/// sockets are "out". Stderr is logs, never the wire: fd 2, and any other
-/// descriptor pointing where fd 2 points (a server that diverted stdout to
-/// stderr), is left out. A descriptor that turns out not to carry JSON
-/// stops being sniffed at its first read.
+/// sockets are "out". Stderr is logs, never the wire: fd 2 is left out. A
+/// descriptor that turns out not to carry JSON stops being sniffed at its
+/// first read.
 fn stdio_copies(proc_root: &Path, pid: u32, unix_sockets: &HashSet<u64>) -> (u64, u64) {
     let dir = proc_root.join(pid.to_string());
     let Ok(entries) = fs::read_dir(dir.join("fd")) else {
@@ -183,7 +407,7 @@ fn stdio_copies(proc_root: &Path, pid: u32, unix_sockets: &HashSet<u64>) -> (u64
         let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) else {
             continue;
         };
-        if fd >= fds::MAX {
+        if fd >= fds::MAX || fd == 2 {
             continue;
         }
         let Ok(target) = fs::read_link(entry.path()) else {

@@ -1,69 +1,156 @@
-//! Enrichment stage: who is behind a session. Server and client processes
-//! are read from /proc once, when the session starts (the processes may be
-//! gone by the time their last operation ends), and cached per connection.
+//! Enrichment stage: who is behind a session. Processes are read from /proc
+//! once, when first needed (a process may be gone by the time its last
+//! operation ends), and cached by pid until it exits or runs a new program.
+//!
+//! - stdio: the server is the watched process; its client is the process
+//!   holding the other end of its stdin pipe;
+//! - TCP: the watched process is the server or the client, by the side of
+//!   the connection it is on; the other end, when it is on this host
+//!   (loopback), is found from the socket tables.
 
 pub mod host;
 pub mod process;
 
-use std::{collections::HashMap, path::PathBuf, sync::Arc};
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 pub use host::{Clock, HostInfo};
 pub use process::{ClientFoundBy, ProcessInfo};
 
-use crate::session::ConnKey;
+use crate::session::{ConnFacts, Observer, SessionKey, Via};
 
-/// The processes at both ends of a connection.
+/// The processes at both ends of a session.
 #[derive(Debug, Clone, Default)]
 pub struct Peers {
-    pub server: Option<ProcessInfo>,
-    pub client: Option<ProcessInfo>,
+    pub server: Option<Arc<ProcessInfo>>,
+    pub client: Option<Arc<ProcessInfo>>,
     pub client_found_by: Option<ClientFoundBy>,
 }
+
+/// Most /proc scans for loopback peers per second (each reads every
+/// process's descriptors).
+const PEER_SCANS_PER_SECOND: u32 = 20;
 
 #[derive(Debug)]
 pub struct Enricher {
     proc_root: PathBuf,
-    peers: HashMap<ConnKey, Arc<Peers>>,
+    processes: HashMap<u32, Option<Arc<ProcessInfo>>>,
+    stdio_clients: HashMap<u32, Option<(Arc<ProcessInfo>, ClientFoundBy)>>,
+    scans: (Instant, u32),
+    pub peer_scans_skipped: u64,
 }
 
 impl Enricher {
     pub fn new(proc_root: PathBuf) -> Self {
         Enricher {
             proc_root,
-            peers: HashMap::new(),
+            processes: HashMap::new(),
+            stdio_clients: HashMap::new(),
+            scans: (Instant::now(), 0),
+            peer_scans_skipped: 0,
         }
     }
 
-    /// Looks up (once) and returns the processes of a connection; `in_fd`
-    /// is where the server reads its client's messages.
-    pub fn peers(&mut self, conn: ConnKey, in_fd: i32) -> Arc<Peers> {
+    /// A process's facts, read once.
+    pub fn process(&mut self, pid: u32) -> Option<Arc<ProcessInfo>> {
         let proc_root = &self.proc_root;
-        self.peers
-            .entry(conn)
-            .or_insert_with(|| {
-                let server = process::read(proc_root, conn.tgid());
-                let client = server.as_ref().and_then(|s| process::find_client(proc_root, s, in_fd));
-                Arc::new(Peers {
-                    client_found_by: client.as_ref().map(|(_, how)| *how),
-                    client: client.map(|(c, _)| c),
-                    server,
-                })
-            })
+        self.processes
+            .entry(pid)
+            .or_insert_with(|| process::read(proc_root, pid).map(Arc::new))
             .clone()
     }
 
+    /// The client of a stdio server (`in_fd`: where it reads its client's
+    /// messages), looked up once.
+    pub fn stdio_client(&mut self, server_pid: u32, in_fd: i32) -> Option<(Arc<ProcessInfo>, ClientFoundBy)> {
+        if let Some(found) = self.stdio_clients.get(&server_pid) {
+            return found.clone();
+        }
+        let server = self.process(server_pid);
+        let found = server
+            .as_ref()
+            .and_then(|s| process::find_client(&self.proc_root, s, in_fd))
+            .map(|(c, how)| (Arc::new(c), how));
+        self.stdio_clients.insert(server_pid, found.clone());
+        found
+    }
+
+    /// Looks up where a connection goes: its addresses (exact, from a copy
+    /// of the descriptor) and, on loopback, the process at the other end.
+    pub fn resolve_connection(&mut self, tgid: u32, fd: i32, facts: &ConnFacts) {
+        if facts.addrs.get().is_some() {
+            return;
+        }
+        let Some((local, peer)) = crate::procnet::socket_addrs(tgid, fd) else {
+            return;
+        };
+        let _ = facts.addrs.set((local, peer));
+        if !peer.ip().is_loopback() {
+            let _ = facts.peer_pid.set(None);
+            return;
+        }
+        let now = Instant::now();
+        if now.duration_since(self.scans.0) >= Duration::from_secs(1) {
+            self.scans = (now, 0);
+        }
+        if self.scans.1 >= PEER_SCANS_PER_SECOND {
+            self.peer_scans_skipped += 1;
+            return;
+        }
+        self.scans.1 += 1;
+        let owner = crate::procnet::loopback_peer(&self.proc_root, tgid, local, peer);
+        if let Some(pid) = owner {
+            // Read it now, while it surely exists.
+            let _ = self.process(pid);
+        }
+        let _ = facts.peer_pid.set(owner);
+    }
+
+    /// The processes of a session's ends.
+    pub fn peers(&mut self, key: &SessionKey, via: Option<&Via>, stdio_in_fd: i32) -> Peers {
+        match key {
+            SessionKey::Stdio { tgid } => {
+                let client = self.stdio_client(*tgid, stdio_in_fd);
+                Peers {
+                    server: self.process(*tgid),
+                    client_found_by: client.as_ref().map(|(_, how)| *how),
+                    client: client.map(|(c, _)| c),
+                }
+            }
+            SessionKey::Http { tgid, observer, .. } => {
+                let me = self.process(*tgid);
+                let other = via
+                    .and_then(|v| v.conn.peer_pid.get().copied().flatten())
+                    .and_then(|pid| self.process(pid));
+                match observer {
+                    Observer::Server => Peers {
+                        server: me,
+                        client_found_by: other.as_ref().map(|_| ClientFoundBy::SocketPeer),
+                        client: other,
+                    },
+                    Observer::Client => Peers {
+                        server: other,
+                        client: me,
+                        client_found_by: None,
+                    },
+                }
+            }
+        }
+    }
+
     /// The process ran a new program: read it again next time.
-    pub fn refresh(&mut self, conn: ConnKey) {
-        self.peers.remove(&conn);
+    pub fn refresh(&mut self, pid: u32) {
+        self.processes.remove(&pid);
+        self.stdio_clients.remove(&pid);
     }
 
-    /// The processes of a connection, as looked up before (or unknown).
-    pub fn known_peers(&self, conn: ConnKey) -> Arc<Peers> {
-        self.peers.get(&conn).cloned().unwrap_or_default()
-    }
-
-    /// The connection is over; its facts are no longer needed.
-    pub fn forget(&mut self, conn: ConnKey) {
-        self.peers.remove(&conn);
+    /// The process is gone; its facts are no longer needed.
+    pub fn forget(&mut self, pid: u32) {
+        self.processes.remove(&pid);
+        self.stdio_clients.remove(&pid);
     }
 }

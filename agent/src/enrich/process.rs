@@ -119,6 +119,8 @@ pub enum ClientFoundBy {
     PipePeer,
     /// The nearest ancestor that is not a launcher (npx, uv, sh...).
     Ancestor,
+    /// The process holding the other end of a loopback TCP connection.
+    SocketPeer,
 }
 
 /// The process that spawned a stdio server and talks to it: the nearest

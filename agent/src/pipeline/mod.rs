@@ -1,7 +1,12 @@
 //! The pipeline: capture → reassembly → protocol → sessions → enrichment →
 //! sinks, one ring buffer record at a time. Data flows one way; the only
-//! thing that flows back is the discovery decision (keep or stop tracking a
-//! process), through the [`Control`] the caller passes in.
+//! thing that flows back is the discovery decision (keep or stop capturing
+//! a process or connection), through the [`Control`] the caller passes in.
+//!
+//! Two protocol paths meet at the sessions stage:
+//! - stdio chunks → newline framing → JSON-RPC;
+//! - socket and TLS chunks → HTTP/1.1 per connection → MCP over HTTP
+//!   (`session::http`) → JSON-RPC.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -9,34 +14,55 @@ use std::{
 };
 
 use crate::{
-    capture::{CaptureRecord, Chunk, Io},
+    capture::{CaptureRecord, Channel, Chunk, Io, Selection, SocketOpen},
     enrich::{Clock, Enricher, HostInfo},
     event::{self, Event, EventContext},
     protocol::{
+        http::{HttpConn, HttpEvent},
         jsonrpc::{self, Parsed},
         ndjson::{Dropped, FramerOutput, LineFramer},
     },
-    reassembly::{Reassembler, StreamId},
-    session::{ConnKey, Direction, Origin, Output, SessionConfig, SessionTable, Transport},
+    reassembly::{Reassembler, StreamBytes, StreamId},
+    session::{
+        ConnFacts, Direction, Observer, Origin, Output, SessionConfig, SessionKey, SessionTable,
+        http::{Decision, HttpMcp, McpConn, Problems, Verdict},
+    },
     sinks::metrics::{LabelLimiter, Metrics},
 };
 
 /// The kernel-side tracking decisions the pipeline makes.
 pub trait Control {
+    /// The process speaks MCP: track everything of it.
     fn confirm(&mut self, tgid: u32);
+    /// A discovered stdio process does not speak MCP: never look again.
     fn reject(&mut self, tgid: u32);
+    /// A sniffed connection is not MCP: stop capturing it.
+    fn release(&mut self, tgid: u32, channel: Channel);
+    /// A connection speaks what mcptap does not parse: never capture it.
+    fn ignore(&mut self, tgid: u32, channel: Channel);
     fn is_selected(&self, tgid: u32) -> bool;
+    /// The process is gone.
+    fn forget_process(&mut self, tgid: u32);
 }
 
-impl Control for crate::capture::Selection {
+impl Control for Selection {
     fn confirm(&mut self, tgid: u32) {
-        crate::capture::Selection::confirm(self, tgid)
+        Selection::confirm(self, tgid)
     }
     fn reject(&mut self, tgid: u32) {
-        crate::capture::Selection::reject(self, tgid)
+        Selection::reject(self, tgid)
+    }
+    fn release(&mut self, tgid: u32, channel: Channel) {
+        Selection::release(self, tgid, channel)
+    }
+    fn ignore(&mut self, tgid: u32, channel: Channel) {
+        Selection::ignore(self, tgid, channel)
     }
     fn is_selected(&self, tgid: u32) -> bool {
-        crate::capture::Selection::is_selected(self, tgid)
+        Selection::is_selected(self, tgid)
+    }
+    fn forget_process(&mut self, tgid: u32) {
+        Selection::forget_process(self, tgid)
     }
 }
 
@@ -64,16 +90,45 @@ impl EventSink for crate::sinks::jsonl::JsonlSink {
     }
 }
 
+/// A TCP connection (or TLS session) of a watched process.
+struct NetConn {
+    http: HttpConn,
+    mcp: McpConn,
+    /// Which end the process is, from accept/connect, until the traffic
+    /// says (HTTP requests read: server; written: client).
+    role: Option<Observer>,
+    /// The socket (for TLS: the one its ciphertext moves on), once known.
+    fd: Option<i32>,
+}
+
+impl NetConn {
+    fn observer(&self) -> Option<Observer> {
+        match self.http.requests_on() {
+            Some(Io::Read) => Some(Observer::Server),
+            Some(Io::Write) => Some(Observer::Client),
+            None => self.role,
+        }
+    }
+}
+
 pub struct Pipeline {
     cfg: PipelineConfig,
     reassembler: Reassembler,
     framers: HashMap<StreamId, LineFramer>,
     sessions: SessionTable,
+    http_mcp: HttpMcp,
+    net: HashMap<(u32, Channel), NetConn>,
+    /// Connections let go by discovery: their stragglers are ignored until
+    /// a new request starts (and the kernel sniffed it again).
+    released: HashSet<(u32, Channel)>,
+    /// Roles and peers of sockets the kernel saw open, until their first bytes.
+    opened: HashMap<(u32, i32), SocketOpen>,
+    next_serial: u64,
     enricher: Enricher,
-    /// Processes the agent stopped tracking: their records still in the
-    /// ring buffer are ignored.
+    /// Stdio processes the agent stopped tracking: their records still in
+    /// the ring buffer are ignored.
     rejected: HashSet<u32>,
-    /// Per server process, the descriptor its client's messages arrive on.
+    /// Per stdio server process, the descriptor its client's messages arrive on.
     in_fds: HashMap<u32, i32>,
     host: Arc<HostInfo>,
     clock: Clock,
@@ -81,6 +136,7 @@ pub struct Pipeline {
     labels: LabelLimiter,
     sink: Box<dyn EventSink + Send>,
     framed: Vec<FramerOutput>,
+    http_events: Vec<HttpEvent>,
     outputs: Vec<Output>,
 }
 
@@ -99,6 +155,11 @@ impl Pipeline {
             reassembler: Reassembler::default(),
             framers: HashMap::new(),
             sessions: SessionTable::new(cfg.sessions.clone()),
+            http_mcp: HttpMcp::new(cfg.payloads.is_some()),
+            net: HashMap::new(),
+            released: HashSet::new(),
+            opened: HashMap::new(),
+            next_serial: 0,
             enricher: Enricher::new(cfg.proc_root.clone()),
             rejected: HashSet::new(),
             in_fds: HashMap::new(),
@@ -108,6 +169,7 @@ impl Pipeline {
             metrics,
             sink,
             framed: Vec::new(),
+            http_events: Vec::new(),
             outputs: Vec::new(),
             cfg,
         }
@@ -126,29 +188,42 @@ impl Pipeline {
 
     pub fn on_record(&mut self, record: CaptureRecord<'_>, control: &mut dyn Control) {
         match record {
-            CaptureRecord::Chunk(chunk) => self.on_chunk(&chunk, control),
+            CaptureRecord::Chunk(chunk) => match chunk.channel {
+                Channel::Stdio(_) => self.on_stdio_chunk(&chunk, control),
+                Channel::Socket(_) | Channel::Tls(_) => self.on_net_chunk(&chunk, control),
+            },
             CaptureRecord::ProcessExit { tgid, ts_ns } => self.on_exit(tgid, ts_ns, control),
-            CaptureRecord::ProcessExec { tgid, .. } => self.enricher.refresh(ConnKey::Stdio { tgid }),
+            CaptureRecord::ProcessExec { tgid, .. } => self.enricher.refresh(tgid),
+            CaptureRecord::ExecAny { .. } => {}
+            CaptureRecord::SocketOpen(open) => {
+                // A descriptor number reused: the old connection is over.
+                self.close_conn(open.tgid, Channel::Socket(open.fd), open.ts_ns, control);
+                self.opened.insert((open.tgid, open.fd), open);
+            }
+            CaptureRecord::SocketClose { tgid, fd, ts_ns } => {
+                self.opened.remove(&(tgid, fd));
+                self.close_conn(tgid, Channel::Socket(fd), ts_ns, control);
+            }
+            CaptureRecord::TlsClose { tgid, ssl, ts_ns } => self.close_conn(tgid, Channel::Tls(ssl), ts_ns, control),
         }
     }
 
-    fn on_chunk(&mut self, chunk: &Chunk<'_>, control: &mut dyn Control) {
+    fn on_stdio_chunk(&mut self, chunk: &Chunk<'_>, control: &mut dyn Control) {
         if self.rejected.contains(&chunk.tgid) {
             return;
         }
         let direction = stdio_direction(chunk.direction);
-        let conn = ConnKey::Stdio { tgid: chunk.tgid };
+        let key = SessionKey::Stdio { tgid: chunk.tgid };
         if direction == Direction::ClientToServer {
             self.in_fds.insert(chunk.tgid, chunk.fd);
         }
-        if !self.sessions.contains(conn) {
+        if !self.sessions.contains(&key) {
             let origin = if !chunk.discovery && control.is_selected(chunk.tgid) {
                 Origin::Selected
             } else {
                 Origin::Discovered
             };
-            self.sessions
-                .open(conn, Transport::Pipe, origin, chunk.ts_ns, &mut self.outputs);
+            self.sessions.open(&key, origin, chunk.ts_ns, &mut self.outputs);
         }
         let bytes = self.reassembler.push(chunk);
         if bytes.gap_before {
@@ -178,28 +253,25 @@ impl Pipeline {
                         jsonrpc::parse(&frame.bytes, self.cfg.payloads.is_some())
                     };
                     if parsed.utf8_replaced {
-                        self.metrics
-                            .parse_errors
-                            .with_label_values(&["invalid_utf8_replaced"])
-                            .inc();
+                        self.metrics.parse_error("invalid_utf8_replaced");
                     }
                     for err in &parsed.errors {
-                        self.metrics.parse_errors.with_label_values(&[err.kind()]).inc();
+                        self.metrics.parse_error(err.kind());
                         tracing::debug!(
-                            pid = conn.tgid(),
+                            pid = key.tgid(),
                             direction = direction.as_str(),
                             "dropped a frame: {err}"
                         );
-                        self.sessions.on_malformed(conn, direction, &mut self.outputs);
+                        self.sessions.on_malformed(&key, direction, &mut self.outputs);
                     }
                     for msg in parsed.messages {
                         self.sessions
-                            .on_message(conn, direction, frame.ts_ns, msg, &mut self.outputs);
+                            .on_message(&key, direction, frame.ts_ns, msg, None, &mut self.outputs);
                     }
                 }
                 FramerOutput::Dropped(Dropped::Gap { bytes }) => {
-                    self.metrics.parse_errors.with_label_values(&["capture_gap"]).inc();
-                    tracing::debug!(pid = conn.tgid(), bytes, "dropped bytes cut by a capture gap");
+                    self.metrics.parse_error("capture_gap");
+                    tracing::debug!(pid = key.tgid(), bytes, "dropped bytes cut by a capture gap");
                 }
             }
         }
@@ -208,36 +280,212 @@ impl Pipeline {
         self.dispatch(control);
     }
 
+    fn on_net_chunk(&mut self, chunk: &Chunk<'_>, control: &mut dyn Control) {
+        let id = (chunk.tgid, chunk.channel);
+        if self.released.contains(&id) {
+            // Stragglers of a connection let go; a new sniffed request
+            // starts afresh.
+            if !(chunk.discovery && chunk.offset == 0 && starts_request(chunk.data)) {
+                return;
+            }
+            self.released.remove(&id);
+            self.reassembler.forget_channel(chunk.tgid, chunk.channel);
+        }
+        if !self.net.contains_key(&id) {
+            let open = match chunk.channel {
+                Channel::Socket(fd) => self.opened.remove(&(chunk.tgid, fd)),
+                _ => None,
+            };
+            let facts = Arc::new(ConnFacts {
+                serial: self.next_serial,
+                tls: matches!(chunk.channel, Channel::Tls(_)),
+                ..ConnFacts::default()
+            });
+            self.next_serial += 1;
+            let verdict = if chunk.discovery {
+                Verdict::Undecided
+            } else {
+                Verdict::Tracked
+            };
+            self.net.insert(
+                id,
+                NetConn {
+                    http: HttpConn::new(self.cfg.max_message_bytes),
+                    mcp: McpConn::new(facts, verdict),
+                    role: open.map(|o| if o.server { Observer::Server } else { Observer::Client }),
+                    fd: None,
+                },
+            );
+        }
+        let Some(conn) = self.net.get_mut(&id) else { return };
+        if conn.fd.is_none() && chunk.fd >= 0 {
+            conn.fd = Some(chunk.fd);
+            self.enricher.resolve_connection(chunk.tgid, chunk.fd, &conn.mcp.facts);
+        }
+        if !chunk.discovery && conn.mcp.verdict == Verdict::Undecided {
+            conn.mcp.verdict = Verdict::Tracked; // the process was confirmed meanwhile
+        }
+        let bytes: StreamBytes<'_> = self.reassembler.push(chunk);
+        if bytes.gap_before {
+            self.metrics.gap();
+        }
+        let mut events = std::mem::take(&mut self.http_events);
+        conn.http
+            .push(chunk.direction, bytes.data, bytes.ts_ns, bytes.gap_before, &mut events);
+        let observer = conn.observer();
+        let mut problems = Problems::default();
+        let mut decision = Decision::None;
+        for ev in events.drain(..) {
+            let Some(observer) = observer else { break };
+            let d = self.http_mcp.on_event(
+                &mut conn.mcp,
+                chunk.tgid,
+                observer,
+                ev,
+                &mut self.sessions,
+                &mut problems,
+                &mut self.outputs,
+            );
+            if d != Decision::None {
+                decision = d;
+                if !matches!(d, Decision::Confirm) {
+                    break; // the connection goes: the rest is moot
+                }
+            }
+        }
+        self.http_events = events;
+        self.count_problems(&problems);
+        self.decide(chunk.tgid, chunk.channel, decision, chunk.ts_ns, control);
+        self.dispatch(control);
+    }
+
+    fn count_problems(&mut self, problems: &Problems) {
+        for kind in &problems.parse_errors {
+            self.metrics.parse_error(kind);
+        }
+        for _ in 0..problems.truncated {
+            self.metrics.truncated_message();
+        }
+        for _ in 0..problems.utf8_replaced {
+            self.metrics.parse_error("invalid_utf8_replaced");
+        }
+    }
+
+    /// Carries out what discovery decided about a connection.
+    fn decide(&mut self, tgid: u32, channel: Channel, decision: Decision, ts_ns: u64, control: &mut dyn Control) {
+        match decision {
+            Decision::None => {}
+            Decision::Confirm => {
+                control.confirm(tgid);
+                for ((t, _), conn) in self.net.iter_mut() {
+                    if *t == tgid {
+                        conn.mcp.verdict = Verdict::Tracked;
+                    }
+                }
+                self.metrics.discovery.with_label_values(&["confirmed"]).inc();
+                tracing::info!(pid = tgid, "discovered an MCP peer speaking HTTP");
+            }
+            Decision::Release => {
+                control.release(tgid, channel);
+                self.drop_conn(tgid, channel, ts_ns);
+                self.released.insert((tgid, channel));
+                self.metrics.discovery.with_label_values(&["released"]).inc();
+                tracing::debug!(pid = tgid, ?channel, "not MCP: connection released");
+            }
+            Decision::Ignore(kind) => {
+                control.ignore(tgid, channel);
+                self.drop_conn(tgid, channel, ts_ns);
+                self.released.insert((tgid, channel));
+                self.metrics.http_unsupported.with_label_values(&[kind]).inc();
+                tracing::info!(pid = tgid, ?channel, kind, "connection speaks what mcptap does not parse: left alone");
+            }
+        }
+    }
+
+    /// Forgets a connection without ending anything (it was never MCP).
+    fn drop_conn(&mut self, tgid: u32, channel: Channel, ts_ns: u64) {
+        if let Some(mut conn) = self.net.remove(&(tgid, channel)) {
+            if conn.mcp.verdict == Verdict::Tracked {
+                let observer = conn.observer();
+                self.http_mcp
+                    .on_close(&mut conn.mcp, tgid, observer, ts_ns, &mut self.sessions, &mut self.outputs);
+            }
+        }
+        self.reassembler.forget_channel(tgid, channel);
+    }
+
+    /// A connection ended (socket closed, TLS session freed, process gone).
+    fn close_conn(&mut self, tgid: u32, channel: Channel, ts_ns: u64, control: &mut dyn Control) {
+        self.released.remove(&(tgid, channel));
+        let Some(mut conn) = self.net.remove(&(tgid, channel)) else {
+            self.reassembler.forget_channel(tgid, channel);
+            return;
+        };
+        let mut events = std::mem::take(&mut self.http_events);
+        conn.http.close(ts_ns, &mut events);
+        let observer = conn.observer();
+        let mut problems = Problems::default();
+        if let Some(observer) = observer {
+            for ev in events.drain(..) {
+                self.http_mcp.on_event(
+                    &mut conn.mcp,
+                    tgid,
+                    observer,
+                    ev,
+                    &mut self.sessions,
+                    &mut problems,
+                    &mut self.outputs,
+                );
+            }
+        }
+        events.clear();
+        self.http_events = events;
+        self.count_problems(&problems);
+        self.http_mcp
+            .on_close(&mut conn.mcp, tgid, observer, ts_ns, &mut self.sessions, &mut self.outputs);
+        self.reassembler.forget_channel(tgid, channel);
+        self.dispatch(control);
+    }
+
     fn on_exit(&mut self, tgid: u32, ts_ns: u64, control: &mut dyn Control) {
         self.rejected.remove(&tgid);
         self.in_fds.remove(&tgid);
         for (id, framer) in self.framers.iter().filter(|(id, _)| id.tgid == tgid) {
             if framer.pending() > 0 {
-                self.metrics
-                    .parse_errors
-                    .with_label_values(&["exited_mid_message"])
-                    .inc();
+                self.metrics.parse_error("exited_mid_message");
                 tracing::debug!(
                     pid = tgid,
-                    fd = id.fd,
+                    channel = ?id.channel,
                     bytes = framer.pending(),
                     "process exited mid-message"
                 );
             }
         }
         self.framers.retain(|id, _| id.tgid != tgid);
+        let channels: Vec<Channel> = self.net.keys().filter(|(t, _)| *t == tgid).map(|(_, c)| *c).collect();
+        for channel in channels {
+            if let Some(conn) = self.net.get(&(tgid, channel)) {
+                if conn.http.pending() > 0 {
+                    self.metrics.parse_error("exited_mid_message");
+                }
+            }
+            self.close_conn(tgid, channel, ts_ns, control);
+        }
+        self.released.retain(|(t, _)| *t != tgid);
+        self.opened.retain(|(t, _), _| *t != tgid);
         self.reassembler.forget_process(tgid);
-        let conn = ConnKey::Stdio { tgid };
-        self.sessions.close(conn, ts_ns, &mut self.outputs);
+        self.sessions.close_process(tgid, ts_ns, &mut self.outputs);
         self.dispatch(control);
-        self.enricher.forget(conn);
+        control.forget_process(tgid);
+        self.enricher.forget(tgid);
     }
 
-    /// Periodic work: request timeouts.
+    /// Periodic work: request timeouts, idle sessions.
     pub fn tick(&mut self, now_ns: u64, control: &mut dyn Control) {
         self.clock.resync();
         self.sessions.expire(now_ns, &mut self.outputs);
         self.dispatch(control);
+        self.metrics.peer_scans_skipped.set(self.enricher.peer_scans_skipped as i64);
     }
 
     /// Agent stopping: returns the number of requests still in flight.
@@ -249,13 +497,12 @@ impl Pipeline {
         let outputs = std::mem::take(&mut self.outputs);
         for out in outputs {
             match out {
-                Output::Confirm(conn) => {
-                    control.confirm(conn.tgid());
+                Output::Confirm(tgid) => {
+                    control.confirm(tgid);
                     self.metrics.discovery.with_label_values(&["confirmed"]).inc();
-                    tracing::info!(pid = conn.tgid(), "discovered an MCP server");
+                    tracing::info!(pid = tgid, "discovered an MCP server on stdio");
                 }
-                Output::Reject(conn) => {
-                    let tgid = conn.tgid();
+                Output::Reject(tgid) => {
                     control.reject(tgid);
                     self.rejected.insert(tgid);
                     self.in_fds.remove(&tgid);
@@ -264,21 +511,21 @@ impl Pipeline {
                     self.metrics.discovery.with_label_values(&["rejected"]).inc();
                     tracing::debug!(pid = tgid, "not an MCP peer: stopped tracking it");
                 }
-                Output::SessionStarted { conn, transport, .. } => {
-                    self.metrics.session_started(transport);
+                Output::SessionStarted { key, .. } => {
+                    self.metrics.session_started(key.transport());
                     // Read the processes now, while they surely exist.
-                    let in_fd = self.in_fds.get(&conn.tgid()).copied().unwrap_or(0);
-                    let _ = self.enricher.peers(conn, in_fd);
+                    let in_fd = self.in_fds.get(&key.tgid()).copied().unwrap_or(0);
+                    let _ = self.enricher.peers(&key, None, in_fd);
                 }
                 Output::SessionEnded {
-                    conn,
-                    transport,
+                    key,
                     session,
                     ts_ns,
+                    via,
                 } => {
-                    self.metrics.session_ended(transport);
-                    let peers = self.enricher.known_peers(conn);
-                    let e = event::session_end(&self.ctx(), transport, &session, ts_ns, &peers);
+                    self.metrics.session_ended(key.transport());
+                    let peers = self.peers(&key, via.as_ref());
+                    let e = event::session_end(&self.ctx(), &key, &session, ts_ns, via.as_ref(), &peers);
                     self.sink.send(&e);
                 }
                 Output::Message {
@@ -286,13 +533,13 @@ impl Pipeline {
                     direction,
                     bytes,
                     notification,
-                    ..
                 } => {
                     self.metrics
                         .message(transport, direction, bytes, notification.as_deref(), &mut self.labels);
                 }
                 Output::Operation(op) => {
-                    let peers = self.enricher.known_peers(op.conn);
+                    let via = op.request_via.as_ref().or(op.response_via.as_ref()).cloned();
+                    let peers = self.peers(&op.key, via.as_ref());
                     let client = op
                         .request_client
                         .as_ref()
@@ -305,14 +552,19 @@ impl Pipeline {
                     self.sink.send(&e);
                 }
                 Output::Notification(n) => {
-                    let peers = self.enricher.known_peers(n.conn);
+                    let peers = self.peers(&n.key, n.via.as_ref());
                     let e = event::from_notification(&self.ctx(), &n, &peers);
                     self.sink.send(&e);
                 }
-                Output::Unmatched { .. } => self.metrics.unmatched_responses.inc(),
-                Output::DuplicateId { .. } => self.metrics.duplicate_request_ids.inc(),
+                Output::Unmatched => self.metrics.unmatched_responses.inc(),
+                Output::DuplicateId => self.metrics.duplicate_request_ids.inc(),
             }
         }
+    }
+
+    fn peers(&mut self, key: &SessionKey, via: Option<&crate::session::Via>) -> crate::enrich::Peers {
+        let in_fd = self.in_fds.get(&key.tgid()).copied().unwrap_or(0);
+        self.enricher.peers(key, via, in_fd)
     }
 
     fn ctx(&self) -> EventContext<'_> {
@@ -327,11 +579,11 @@ impl Pipeline {
     pub fn active_sessions(&self) -> usize {
         self.sessions.active()
     }
+}
 
-    #[cfg(test)]
-    fn peers_of(&mut self, conn: ConnKey) -> Arc<crate::enrich::Peers> {
-        self.enricher.peers(conn, 0)
-    }
+/// Whether bytes open an HTTP request.
+fn starts_request(b: &[u8]) -> bool {
+    b.starts_with(b"POST ") || b.starts_with(b"GET ")
 }
 
 #[cfg(test)]

@@ -22,6 +22,8 @@ struct FakeControl {
     confirmed: Vec<u32>,
     rejected: Vec<u32>,
     selected: Vec<u32>,
+    released: Vec<(u32, Channel)>,
+    ignored: Vec<(u32, Channel)>,
 }
 
 impl Control for FakeControl {
@@ -34,6 +36,13 @@ impl Control for FakeControl {
     fn is_selected(&self, tgid: u32) -> bool {
         self.selected.contains(&tgid)
     }
+    fn release(&mut self, tgid: u32, channel: Channel) {
+        self.released.push((tgid, channel));
+    }
+    fn ignore(&mut self, tgid: u32, channel: Channel) {
+        self.ignored.push((tgid, channel));
+    }
+    fn forget_process(&mut self, _tgid: u32) {}
 }
 
 struct Harness {
@@ -216,9 +225,5 @@ fn garbage_records_do_not_crash() {
     h.feed(&[1, 0, 0, 0, 200, 0]);
     h.feed(&[7; 64]);
     assert!(h.metric("mcptap_record_decode_errors_total 3"));
-    let _ = (
-        EventType::Operation,
-        Status::Ok,
-        h.pipeline.peers_of(ConnKey::Stdio { tgid: 1 }),
-    );
+    let _ = (EventType::Operation, Status::Ok);
 }

@@ -190,13 +190,16 @@ fn keep_tail(tail: &mut Vec<u8>, piece: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{capture::Io, reassembly::StreamId};
+    use crate::{
+        capture::{Channel, Io},
+        reassembly::StreamId,
+    };
 
     fn bytes(data: &[u8], gap: bool) -> StreamBytes<'_> {
         StreamBytes {
             stream: StreamId {
                 tgid: 1,
-                fd: 0,
+                channel: Channel::Stdio(0),
                 io: Io::Read,
             },
             ts_ns: 7,

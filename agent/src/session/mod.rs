@@ -1,20 +1,27 @@
 //! Sessions stage: groups messages into sessions, decides whether a newly
-//! discovered process speaks MCP, and correlates requests with their
+//! discovered stdio process speaks MCP, and correlates requests with their
 //! responses into operations.
 //!
 //! Correlation is on (session, direction of the request, id): ids are only
 //! unique per requester within a session, so the same id may be in flight
 //! from the client and from the server at once, and in every other session.
 //!
-//! An operation ends in one of six ways: a result (`ok`), a result with
-//! `isError: true` (`tool_error`), a JSON-RPC error (`error`), a
+//! A session is a stdio server process, or an MCP session over HTTP as one
+//! process sees it (its `Mcp-Session-Id`, its legacy SSE endpoint, or its
+//! connection when there is neither); `http` maps HTTP exchanges onto them.
+//!
+//! An operation ends in one of these ways: a result (`ok`), a result with
+//! `isError: true` (`tool_error`), a JSON-RPC or HTTP error (`error`), a
 //! `notifications/cancelled` from the requester (`cancelled`), no answer
-//! within the timeout (`timeout`), or the server process ending first
-//! (`server_exited`).
+//! within the timeout (`timeout`), the server process ending first
+//! (`server_exited`), the observed client ending first (`client_exited`),
+//! or the connection that was to carry the answer closing
+//! (`connection_closed`).
 
 mod discovery;
+pub mod http;
 
-use std::collections::HashMap;
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, sync::OnceLock};
 
 use crate::protocol::jsonrpc::{Body, Facts, Implementation, Message, Outcome, Payload, RequestId};
 
@@ -47,30 +54,117 @@ impl Direction {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
     Pipe,
+    Tcp,
 }
 
 impl Transport {
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Pipe => "pipe",
+            Transport::Tcp => "tcp",
         }
     }
 }
 
-/// What identifies the channel a session runs on.
+/// Which end of the session the watched process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ConnKey {
+pub enum Observer {
+    Server,
+    Client,
+}
+
+impl Observer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Observer::Server => "server",
+            Observer::Client => "client",
+        }
+    }
+}
+
+/// What names an MCP session over HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HttpScope {
+    /// The server's `Mcp-Session-Id`.
+    Session(Arc<str>),
+    /// Legacy HTTP+SSE (2024-11-05): the message endpoint the server
+    /// announced on the event stream.
+    Legacy(Arc<str>),
+    /// Neither (2026-07-28, stateless servers, an initialize not answered
+    /// yet): the connection, by its serial number.
+    Connection(u64),
+}
+
+/// Which session a message belongs to, from the watched process's view.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SessionKey {
     /// A stdio server process: both directions are seen on its stdio.
     Stdio { tgid: u32 },
+    Http { tgid: u32, observer: Observer, scope: HttpScope },
 }
 
-impl ConnKey {
-    /// The process the agent watches for this connection.
-    pub fn tgid(self) -> u32 {
+impl SessionKey {
+    /// The process the agent watches for this session.
+    pub fn tgid(&self) -> u32 {
         match self {
-            ConnKey::Stdio { tgid } => tgid,
+            SessionKey::Stdio { tgid } | SessionKey::Http { tgid, .. } => *tgid,
         }
     }
+
+    pub fn observer(&self) -> Observer {
+        match self {
+            SessionKey::Stdio { .. } => Observer::Server,
+            SessionKey::Http { observer, .. } => *observer,
+        }
+    }
+
+    pub fn transport(&self) -> Transport {
+        match self {
+            SessionKey::Stdio { .. } => Transport::Pipe,
+            SessionKey::Http { .. } => Transport::Tcp,
+        }
+    }
+
+    /// The session id events show: random for stdio and connections; for
+    /// named HTTP sessions derived from the name (never the name itself:
+    /// an `Mcp-Session-Id` is a credential), so that the server's and the
+    /// client's views of one session carry the same id.
+    fn event_id(&self) -> String {
+        const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6d63_7074_6170_4d43_5053_6573_7369_6f6e);
+        match self {
+            SessionKey::Http {
+                scope: HttpScope::Session(name) | HttpScope::Legacy(name),
+                ..
+            } => uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes()).to_string(),
+            _ => uuid::Uuid::new_v4().to_string(),
+        }
+    }
+}
+
+/// A TCP connection (plain or TLS) as the watched process sees it. Shared
+/// by the requests and responses that travelled on it; the addresses and
+/// the peer process are found once, sometimes after the first bytes.
+#[derive(Debug, Default)]
+pub struct ConnFacts {
+    pub serial: u64,
+    pub tls: bool,
+    /// (local, peer) addresses.
+    pub addrs: OnceLock<(SocketAddr, SocketAddr)>,
+    /// The process at the other end, when it is on this host.
+    pub peer_pid: OnceLock<Option<u32>>,
+}
+
+/// Where a message travelled (HTTP only).
+#[derive(Debug, Clone)]
+pub struct Via {
+    pub conn: Arc<ConnFacts>,
+    /// The HTTP exchange (request/response pair) on the connection.
+    pub exchange: Option<u64>,
+    /// The HTTP method and path of the request of that exchange.
+    pub http_method: Option<Arc<str>>,
+    pub path: Option<Arc<str>>,
+    /// The status of the response that carried the message, once known.
+    pub status: Option<u16>,
 }
 
 /// How a session came to be watched.
@@ -78,7 +172,7 @@ impl ConnKey {
 pub enum Origin {
     /// The kernel sniffed JSON on its stdin: confirm or reject it.
     Discovered,
-    /// The operator selected the process: never rejected.
+    /// The operator selected the process, or it was confirmed already.
     Selected,
 }
 
@@ -99,6 +193,8 @@ pub enum Status {
     Cancelled,
     Timeout,
     ServerExited,
+    ClientExited,
+    ConnectionClosed,
 }
 
 impl Status {
@@ -110,15 +206,16 @@ impl Status {
             Status::Cancelled => "cancelled",
             Status::Timeout => "timeout",
             Status::ServerExited => "server_exited",
+            Status::ClientExited => "client_exited",
+            Status::ConnectionClosed => "connection_closed",
         }
     }
 }
 
 /// A finished request: what was asked, how it ended, and when.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Operation {
-    pub conn: ConnKey,
-    pub transport: Transport,
+    pub key: SessionKey,
     pub session: SessionInfo,
     /// Direction of the request.
     pub direction: Direction,
@@ -136,6 +233,8 @@ pub struct Operation {
     pub status: Status,
     pub error_code: Option<i64>,
     pub error_message: Option<String>,
+    /// The HTTP status that failed the request (no JSON-RPC answer).
+    pub http_error: Option<u16>,
     pub result_type: Option<String>,
     pub request_bytes: usize,
     pub response_bytes: Option<usize>,
@@ -143,6 +242,8 @@ pub struct Operation {
     pub response_truncated: bool,
     pub request_payload: Option<Payload>,
     pub response_payload: Option<Payload>,
+    pub request_via: Option<Via>,
+    pub response_via: Option<Via>,
 }
 
 impl Operation {
@@ -152,22 +253,29 @@ impl Operation {
             .map(|end| end.saturating_sub(self.request_ts_ns) as f64 / 1e9)
     }
 
-    /// `error.type` as OpenTelemetry names it: the JSON-RPC code, or the
-    /// kind of failure; `None` on success.
+    /// `error.type` as OpenTelemetry names it: the JSON-RPC code, the HTTP
+    /// status, or the kind of failure; `None` on success.
     pub fn error_type(&self) -> Option<String> {
         match self.status {
             Status::Ok => None,
-            Status::Error => Some(self.error_code.map_or_else(|| "error".into(), |c| c.to_string())),
+            Status::Error => Some(match (self.error_code, self.http_error) {
+                (Some(c), _) => c.to_string(),
+                (None, Some(h)) => h.to_string(),
+                (None, None) => "error".into(),
+            }),
             other => Some(other.as_str().to_string()),
         }
+    }
+
+    pub fn transport(&self) -> Transport {
+        self.key.transport()
     }
 }
 
 /// A notification worth an event of its own.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Notification {
-    pub conn: ConnKey,
-    pub transport: Transport,
+    pub key: SessionKey,
     pub session: SessionInfo,
     pub direction: Direction,
     pub method: String,
@@ -175,6 +283,7 @@ pub struct Notification {
     pub facts: Facts,
     pub bytes: usize,
     pub payload: Option<Payload>,
+    pub via: Option<Via>,
 }
 
 /// Notifications that get an event (all are counted in metrics).
@@ -189,61 +298,61 @@ const NOTABLE_NOTIFICATIONS: &[&str] = &[
 ];
 
 /// What the sessions stage hands on.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Output {
     Operation(Box<Operation>),
     Notification(Box<Notification>),
     /// A message of a counted kind (metrics), with its size.
     Message {
-        conn: ConnKey,
         transport: Transport,
         direction: Direction,
         bytes: usize,
         notification: Option<String>,
     },
     SessionStarted {
-        conn: ConnKey,
-        transport: Transport,
+        key: SessionKey,
         session: SessionInfo,
         ts_ns: u64,
     },
     SessionEnded {
-        conn: ConnKey,
-        transport: Transport,
+        key: SessionKey,
         session: SessionInfo,
         ts_ns: u64,
+        via: Option<Via>,
     },
-    /// The discovered process speaks MCP: keep tracking it.
-    Confirm(ConnKey),
-    /// The discovered process does not speak MCP: stop tracking it.
-    Reject(ConnKey),
+    /// The discovered stdio process speaks MCP: keep tracking it.
+    Confirm(u32),
+    /// The discovered stdio process does not speak MCP: stop tracking it.
+    Reject(u32),
     /// A response with no request in flight (late after a cancel, or the
     /// request was never seen).
-    Unmatched {
-        conn: ConnKey,
-    },
+    Unmatched,
     /// A request replaced one in flight with the same id.
-    DuplicateId {
-        conn: ConnKey,
-    },
+    DuplicateId,
 }
 
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     /// A request with no answer after this long ends as `timeout`.
     pub request_timeout_ns: u64,
+    /// An HTTP session without messages for this long is over.
+    pub idle_timeout_ns: u64,
     /// Most requests in flight per session (junk must not grow memory).
     pub max_pending: usize,
     /// Messages of an undecided session held until it is decided.
     pub max_held: usize,
+    /// Most sessions; the least recently active one ends to make room.
+    pub max_sessions: usize,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
             request_timeout_ns: 300 * 1_000_000_000,
+            idle_timeout_ns: 3600 * 1_000_000_000,
             max_pending: 4096,
             max_held: 64,
+            max_sessions: 65536,
         }
     }
 }
@@ -258,6 +367,7 @@ struct Pending {
     bytes: usize,
     truncated: bool,
     payload: Option<Payload>,
+    via: Option<Via>,
 }
 
 #[derive(Debug)]
@@ -273,16 +383,18 @@ enum State {
 #[derive(Debug)]
 struct Session {
     info: SessionInfo,
-    transport: Transport,
     state: State,
     pending: HashMap<(Direction, RequestId), Pending>,
+    last_ts_ns: u64,
+    /// The connection the session's last message came on (HTTP).
+    last_via: Option<Via>,
 }
 
 /// All sessions of the host.
 #[derive(Debug, Default)]
 pub struct SessionTable {
     config: SessionConfig,
-    sessions: HashMap<ConnKey, Session>,
+    sessions: HashMap<SessionKey, Session>,
 }
 
 impl SessionTable {
@@ -293,8 +405,8 @@ impl SessionTable {
         }
     }
 
-    pub fn contains(&self, conn: ConnKey) -> bool {
-        self.sessions.contains_key(&conn)
+    pub fn contains(&self, key: &SessionKey) -> bool {
+        self.sessions.contains_key(key)
     }
 
     pub fn active(&self) -> usize {
@@ -304,21 +416,23 @@ impl SessionTable {
             .count()
     }
 
-    /// Starts watching a connection. Selected ones start confirmed.
-    pub fn open(&mut self, conn: ConnKey, transport: Transport, origin: Origin, ts_ns: u64, out: &mut Vec<Output>) {
-        if self.sessions.contains_key(&conn) {
+    /// Starts watching a session. Selected ones start confirmed.
+    pub fn open(&mut self, key: &SessionKey, origin: Origin, ts_ns: u64, out: &mut Vec<Output>) {
+        if self.sessions.contains_key(key) {
             return;
         }
+        if self.sessions.len() >= self.config.max_sessions {
+            self.evict_oldest(ts_ns, out);
+        }
         let info = SessionInfo {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: key.event_id(),
             ..SessionInfo::default()
         };
         let state = match origin {
             Origin::Discovered => State::Undecided { held: Vec::new() },
             Origin::Selected => {
                 out.push(Output::SessionStarted {
-                    conn,
-                    transport,
+                    key: key.clone(),
                     session: info.clone(),
                     ts_ns,
                 });
@@ -326,31 +440,56 @@ impl SessionTable {
             }
         };
         self.sessions.insert(
-            conn,
+            key.clone(),
             Session {
                 info,
-                transport,
                 state,
                 pending: HashMap::new(),
+                last_ts_ns: ts_ns,
+                last_via: None,
             },
         );
     }
 
-    /// A frame that was not a usable message arrived on the connection. An
-    /// undecided session that starts with junk is rejected.
-    pub fn on_malformed(&mut self, conn: ConnKey, direction: Direction, out: &mut Vec<Output>) {
-        let Some(session) = self.sessions.get(&conn) else {
-            return;
-        };
-        if matches!(session.state, State::Undecided { .. }) && direction == Direction::ClientToServer {
-            self.sessions.remove(&conn);
-            out.push(Output::Reject(conn));
+    fn evict_oldest(&mut self, ts_ns: u64, out: &mut Vec<Output>) {
+        if let Some(key) = self
+            .sessions
+            .iter()
+            .min_by_key(|(_, s)| s.last_ts_ns)
+            .map(|(k, _)| k.clone())
+        {
+            tracing::warn!("session table full: ending the least recently active session");
+            self.close(&key, ts_ns, Status::Timeout, out);
         }
     }
 
-    pub fn on_message(&mut self, conn: ConnKey, direction: Direction, ts_ns: u64, msg: Message, out: &mut Vec<Output>) {
+    /// A frame that was not a usable message arrived. An undecided session
+    /// that starts with junk is rejected.
+    pub fn on_malformed(&mut self, key: &SessionKey, direction: Direction, out: &mut Vec<Output>) {
+        let Some(session) = self.sessions.get(key) else {
+            return;
+        };
+        if matches!(session.state, State::Undecided { .. }) && direction == Direction::ClientToServer {
+            self.sessions.remove(key);
+            out.push(Output::Reject(key.tgid()));
+        }
+    }
+
+    pub fn on_message(
+        &mut self,
+        key: &SessionKey,
+        direction: Direction,
+        ts_ns: u64,
+        msg: Message,
+        via: Option<Via>,
+        out: &mut Vec<Output>,
+    ) {
         let max_held = self.config.max_held;
-        let Some(session) = self.sessions.get_mut(&conn) else {
+        if !self.sessions.contains_key(key) && matches!(key, SessionKey::Http { .. }) {
+            // HTTP sessions are opened by the adapter's verdict: known MCP.
+            self.open(key, Origin::Selected, ts_ns, out);
+        }
+        let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
         if let State::Undecided { held } = &mut session.state {
@@ -362,42 +501,51 @@ impl SessionTable {
                 return;
             }
             if !looks_like_mcp(&msg) {
-                self.sessions.remove(&conn);
-                out.push(Output::Reject(conn));
+                self.sessions.remove(key);
+                out.push(Output::Reject(key.tgid()));
                 return;
             }
             let State::Undecided { held } = std::mem::replace(&mut session.state, State::Confirmed) else {
                 unreachable!("matched above")
             };
-            out.push(Output::Confirm(conn));
+            out.push(Output::Confirm(key.tgid()));
             out.push(Output::SessionStarted {
-                conn,
-                transport: session.transport,
+                key: key.clone(),
                 session: session.info.clone(),
                 ts_ns,
             });
-            self.handle(conn, direction, ts_ns, msg, out);
+            self.handle(key, direction, ts_ns, msg, via, out);
             for (direction, ts_ns, msg) in held {
-                self.handle(conn, direction, ts_ns, msg, out);
+                self.handle(key, direction, ts_ns, msg, None, out);
             }
             return;
         }
-        self.handle(conn, direction, ts_ns, msg, out);
+        self.handle(key, direction, ts_ns, msg, via, out);
     }
 
-    fn handle(&mut self, conn: ConnKey, direction: Direction, ts_ns: u64, msg: Message, out: &mut Vec<Output>) {
+    fn handle(
+        &mut self,
+        key: &SessionKey,
+        direction: Direction,
+        ts_ns: u64,
+        msg: Message,
+        via: Option<Via>,
+        out: &mut Vec<Output>,
+    ) {
         let max_pending = self.config.max_pending;
-        let Some(session) = self.sessions.get_mut(&conn) else {
+        let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
-        let transport = session.transport;
+        session.last_ts_ns = session.last_ts_ns.max(ts_ns);
+        if via.is_some() {
+            session.last_via.clone_from(&via);
+        }
         let notification = match &msg.body {
             Body::Notification { method } => Some(method.clone()),
             _ => None,
         };
         out.push(Output::Message {
-            conn,
-            transport,
+            transport: key.transport(),
             direction,
             bytes: msg.size,
             notification,
@@ -427,9 +575,10 @@ impl SessionTable {
                     bytes: msg.size,
                     truncated: msg.truncated,
                     payload: msg.payload,
+                    via,
                 };
                 if session.pending.insert((direction, id), pending).is_some() {
-                    out.push(Output::DuplicateId { conn });
+                    out.push(Output::DuplicateId);
                 }
             }
             Body::Notification { method } => {
@@ -437,15 +586,14 @@ impl SessionTable {
                     if let Some(id) = msg.facts.cancelled_id.clone() {
                         // The requester cancels its own request: same direction.
                         if let Some(p) = session.pending.remove(&(direction, id.clone())) {
-                            let op = finish(conn, session, direction, id, p, Some(ts_ns), Status::Cancelled);
+                            let op = finish(key, session, direction, id, p, Some(ts_ns), Status::Cancelled);
                             out.push(Output::Operation(Box::new(op)));
                         }
                     }
                 }
                 if NOTABLE_NOTIFICATIONS.contains(&method.as_str()) {
                     out.push(Output::Notification(Box::new(Notification {
-                        conn,
-                        transport,
+                        key: key.clone(),
                         session: session.info.clone(),
                         direction,
                         method,
@@ -453,13 +601,14 @@ impl SessionTable {
                         facts: msg.facts,
                         bytes: msg.size,
                         payload: msg.payload,
+                        via,
                     })));
                 }
             }
             Body::Response { id, outcome } => {
                 let request_direction = direction.opposite();
                 let Some(p) = session.pending.remove(&(request_direction, id.clone())) else {
-                    out.push(Output::Unmatched { conn });
+                    out.push(Output::Unmatched);
                     return;
                 };
                 let (status, code, message, result_type) = match outcome {
@@ -473,58 +622,175 @@ impl SessionTable {
                         result_type,
                     } => (Status::Ok, None, None, result_type),
                 };
-                let mut op = finish(conn, session, request_direction, id, p, Some(ts_ns), status);
+                let mut op = finish(key, session, request_direction, id, p, Some(ts_ns), status);
                 op.error_code = code;
                 op.error_message = message;
                 op.result_type = result_type;
                 op.response_bytes = Some(msg.size);
                 op.response_truncated = msg.truncated;
                 op.response_payload = msg.payload;
+                op.response_via = via;
                 out.push(Output::Operation(Box::new(op)));
             }
         }
     }
 
-    /// Ends requests that waited longer than the timeout.
+    /// Requests sent in one HTTP exchange that its response will not
+    /// answer (an HTTP error, or the connection died): they end now.
+    pub fn end_exchange(
+        &mut self,
+        key: &SessionKey,
+        conn_serial: u64,
+        exchange: u64,
+        status: Status,
+        via: Option<Via>,
+        ts_ns: u64,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let mut ended: Vec<_> = session
+            .pending
+            .iter()
+            .filter(|(_, p)| {
+                p.via
+                    .as_ref()
+                    .is_some_and(|v| v.conn.serial == conn_serial && v.exchange == Some(exchange))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        ended.sort();
+        for k in ended {
+            if let Some(p) = session.pending.remove(&k) {
+                let mut op = finish(key, session, k.0, k.1, p, Some(ts_ns), status);
+                if status == Status::Error {
+                    op.http_error = via.as_ref().and_then(|v| v.status);
+                }
+                if status == Status::ConnectionClosed {
+                    op.end_ts_ns = None;
+                }
+                op.response_via.clone_from(&via);
+                out.push(Output::Operation(Box::new(op)));
+            }
+        }
+    }
+
+    /// A session got its name late (the `Mcp-Session-Id` of an initialize
+    /// response, the endpoint of a legacy stream): what was keyed under
+    /// the connection moves to the name, merging with what is there.
+    pub fn rekey(&mut self, from: &SessionKey, to: &SessionKey, ts_ns: u64, out: &mut Vec<Output>) {
+        if from == to {
+            return;
+        }
+        let Some(old) = self.sessions.remove(from) else {
+            return;
+        };
+        match self.sessions.get_mut(to) {
+            Some(existing) => {
+                existing.pending.extend(old.pending);
+                if existing.info.client.is_none() {
+                    existing.info.client = old.info.client;
+                }
+                if existing.info.server.is_none() {
+                    existing.info.server = old.info.server;
+                }
+                if existing.info.protocol_version.is_none() {
+                    existing.info.protocol_version = old.info.protocol_version;
+                }
+                existing.last_ts_ns = existing.last_ts_ns.max(old.last_ts_ns);
+            }
+            None => {
+                let mut moved = old;
+                moved.info.id = to.event_id();
+                if matches!(moved.state, State::Confirmed) {
+                    out.push(Output::SessionStarted {
+                        key: to.clone(),
+                        session: moved.info.clone(),
+                        ts_ns,
+                    });
+                }
+                self.sessions.insert(to.clone(), moved);
+            }
+        }
+    }
+
+    /// Ends requests that waited longer than the timeout, and HTTP sessions
+    /// idle for longer than the idle timeout.
     pub fn expire(&mut self, now_ns: u64, out: &mut Vec<Output>) {
         let timeout = self.config.request_timeout_ns;
-        for (&conn, session) in &mut self.sessions {
+        for (key, session) in &mut self.sessions {
             let expired: Vec<_> = session
                 .pending
                 .iter()
                 .filter(|(_, p)| now_ns.saturating_sub(p.ts_ns) > timeout)
                 .map(|(k, _)| k.clone())
                 .collect();
-            for key in expired {
-                if let Some(p) = session.pending.remove(&key) {
-                    let op = finish(conn, session, key.0, key.1, p, None, Status::Timeout);
+            for k in expired {
+                if let Some(p) = session.pending.remove(&k) {
+                    let op = finish(key, session, k.0, k.1, p, None, Status::Timeout);
                     out.push(Output::Operation(Box::new(op)));
                 }
             }
         }
+        let idle = self.config.idle_timeout_ns;
+        let stale: Vec<_> = self
+            .sessions
+            .iter()
+            .filter(|(k, s)| {
+                matches!(k, SessionKey::Http { .. })
+                    && s.pending.is_empty()
+                    && now_ns.saturating_sub(s.last_ts_ns) > idle
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in stale {
+            self.close(&key, now_ns, Status::Timeout, out);
+        }
     }
 
-    /// The connection ended (the server process exited): what was in
-    /// flight ends as `server_exited`.
-    pub fn close(&mut self, conn: ConnKey, ts_ns: u64, out: &mut Vec<Output>) {
-        let Some(mut session) = self.sessions.remove(&conn) else {
+    /// The session is over: what was in flight ends with `status`.
+    pub fn close(&mut self, key: &SessionKey, ts_ns: u64, status: Status, out: &mut Vec<Output>) {
+        let Some(session) = self.sessions.remove(key) else {
             return;
         };
         if matches!(session.state, State::Undecided { .. }) {
             return;
         }
-        let mut pending: Vec<_> = session.pending.drain().collect();
-        pending.sort_by_key(|(_, p)| p.ts_ns);
-        for ((direction, id), p) in pending {
-            let op = finish(conn, &session, direction, id, p, None, Status::ServerExited);
-            out.push(Output::Operation(Box::new(op)));
+        let mut pending: Vec<_> = session.pending.iter().map(|(k, p)| (k.clone(), p.ts_ns)).collect();
+        pending.sort_by_key(|(_, ts)| *ts);
+        let mut session = session;
+        for (k, _) in pending {
+            if let Some(p) = session.pending.remove(&k) {
+                let op = finish(key, &session, k.0, k.1, p, None, status);
+                out.push(Output::Operation(Box::new(op)));
+            }
         }
         out.push(Output::SessionEnded {
-            conn,
-            transport: session.transport,
+            key: key.clone(),
+            via: session.last_via.clone(),
             session: session.info,
             ts_ns,
         });
+    }
+
+    /// The process ended: its sessions end; what was in flight ends as
+    /// `server_exited` or `client_exited`, by the side it was.
+    pub fn close_process(&mut self, tgid: u32, ts_ns: u64, out: &mut Vec<Output>) {
+        let mut keys: Vec<_> = self.sessions.keys().filter(|k| k.tgid() == tgid).cloned().collect();
+        keys.sort();
+        for key in keys {
+            let status = match key.observer() {
+                Observer::Server => Status::ServerExited,
+                Observer::Client => Status::ClientExited,
+            };
+            self.close(&key, ts_ns, status, out);
+        }
+    }
+
+    /// Sessions of a process (for ending those scoped to a connection).
+    pub fn keys_of(&self, tgid: u32) -> Vec<SessionKey> {
+        self.sessions.keys().filter(|k| k.tgid() == tgid).cloned().collect()
     }
 
     /// Forgets every session (agent shutting down); returns how many
@@ -550,7 +816,7 @@ fn learn_identity(info: &mut SessionInfo, msg: &Message) {
 }
 
 fn finish(
-    conn: ConnKey,
+    key: &SessionKey,
     session: &Session,
     direction: Direction,
     request_id: RequestId,
@@ -559,8 +825,7 @@ fn finish(
     status: Status,
 ) -> Operation {
     Operation {
-        conn,
-        transport: session.transport,
+        key: key.clone(),
         session: session.info.clone(),
         direction,
         method: p.method,
@@ -573,6 +838,7 @@ fn finish(
         status,
         error_code: None,
         error_message: None,
+        http_error: None,
         result_type: None,
         request_bytes: p.bytes,
         response_bytes: None,
@@ -580,6 +846,8 @@ fn finish(
         response_truncated: false,
         request_payload: p.payload,
         response_payload: None,
+        request_via: p.via,
+        response_via: None,
     }
 }
 

@@ -1,8 +1,8 @@
 use super::*;
 use crate::protocol::jsonrpc::parse;
 
-const S1: ConnKey = ConnKey::Stdio { tgid: 100 };
-const S2: ConnKey = ConnKey::Stdio { tgid: 200 };
+const S1: SessionKey = SessionKey::Stdio { tgid: 100 };
+const S2: SessionKey = SessionKey::Stdio { tgid: 200 };
 const C2S: Direction = Direction::ClientToServer;
 const S2C: Direction = Direction::ServerToClient;
 
@@ -18,7 +18,7 @@ fn table() -> SessionTable {
         ..SessionConfig::default()
     });
     let mut out = Vec::new();
-    t.open(S1, Transport::Pipe, Origin::Selected, 0, &mut out);
+    t.open(&S1, Origin::Selected, 0, &mut out);
     t
 }
 
@@ -47,8 +47,8 @@ fn result(id: u32, is_error: bool) -> Message {
 fn correlates_request_and_response_with_latency() {
     let mut t = table();
     let mut out = Vec::new();
-    t.on_message(S1, C2S, 1_000, call(1, "add"), &mut out);
-    t.on_message(S1, S2C, 4_000, result(1, false), &mut out);
+    t.on_message(&S1, C2S, 1_000, call(1, "add"), None, &mut out);
+    t.on_message(&S1, S2C, 4_000, result(1, false), None, &mut out);
     let ops = ops(&out);
     assert_eq!(ops.len(), 1);
     let op = ops[0];
@@ -65,15 +65,15 @@ fn correlates_request_and_response_with_latency() {
 fn tool_error_and_jsonrpc_error() {
     let mut t = table();
     let mut out = Vec::new();
-    t.on_message(S1, C2S, 1, call(1, "fails"), &mut out);
-    t.on_message(S1, S2C, 2, result(1, true), &mut out);
-    t.on_message(S1, C2S, 3, call(2, "nope"), &mut out);
+    t.on_message(&S1, C2S, 1, call(1, "fails"), None, &mut out);
+    t.on_message(&S1, S2C, 2, result(1, true), None, &mut out);
+    t.on_message(&S1, C2S, 3, call(2, "nope"), None, &mut out);
     t.on_message(
-        S1,
+        &S1,
         S2C,
         4,
         msg(r#"{"jsonrpc":"2.0","id":2,"error":{"code":-32602,"message":"Unknown tool"}}"#),
-        &mut out,
+        None, &mut out,
     );
     let ops = ops(&out);
     assert_eq!(ops[0].status, Status::ToolError);
@@ -86,18 +86,18 @@ fn tool_error_and_jsonrpc_error() {
 fn same_ids_in_two_sessions_do_not_mix() {
     let mut t = table();
     let mut out = Vec::new();
-    t.open(S2, Transport::Pipe, Origin::Selected, 0, &mut out);
-    t.on_message(S1, C2S, 10, call(1, "a"), &mut out);
-    t.on_message(S2, C2S, 20, call(1, "b"), &mut out);
-    t.on_message(S2, S2C, 25, result(1, true), &mut out);
-    t.on_message(S1, S2C, 40, result(1, false), &mut out);
+    t.open(&S2, Origin::Selected, 0, &mut out);
+    t.on_message(&S1, C2S, 10, call(1, "a"), None, &mut out);
+    t.on_message(&S2, C2S, 20, call(1, "b"), None, &mut out);
+    t.on_message(&S2, S2C, 25, result(1, true), None, &mut out);
+    t.on_message(&S1, S2C, 40, result(1, false), None, &mut out);
     let ops = ops(&out);
     assert_eq!(
-        (ops[0].name.as_deref(), ops[0].status, ops[0].conn),
+        (ops[0].name.as_deref(), ops[0].status, ops[0].key.clone()),
         (Some("b"), Status::ToolError, S2)
     );
     assert_eq!(
-        (ops[1].name.as_deref(), ops[1].status, ops[1].conn),
+        (ops[1].name.as_deref(), ops[1].status, ops[1].key.clone()),
         (Some("a"), Status::Ok, S1)
     );
     assert_eq!(ops[1].end_ts_ns.unwrap() - ops[1].request_ts_ns, 30);
@@ -108,22 +108,22 @@ fn same_id_in_both_directions_of_one_session() {
     // Client request 0 and a server sampling request 0 are in flight at once.
     let mut t = table();
     let mut out = Vec::new();
-    t.on_message(S1, C2S, 1, call(0, "ask"), &mut out);
+    t.on_message(&S1, C2S, 1, call(0, "ask"), None, &mut out);
     t.on_message(
-        S1,
+        &S1,
         S2C,
         2,
         msg(r#"{"jsonrpc":"2.0","id":0,"method":"sampling/createMessage","params":{"messages":[]}}"#),
-        &mut out,
+        None, &mut out,
     );
     t.on_message(
-        S1,
+        &S1,
         C2S,
         3,
         msg(r#"{"jsonrpc":"2.0","id":0,"result":{"role":"assistant","content":{"type":"text","text":"hi"}}}"#),
-        &mut out,
+        None, &mut out,
     );
-    t.on_message(S1, S2C, 9, result(0, false), &mut out);
+    t.on_message(&S1, S2C, 9, result(0, false), None, &mut out);
     let ops = ops(&out);
     assert_eq!(ops.len(), 2);
     assert_eq!(
@@ -138,15 +138,15 @@ fn same_id_in_both_directions_of_one_session() {
 fn cancellation_ends_the_request_and_a_late_answer_is_unmatched() {
     let mut t = table();
     let mut out = Vec::new();
-    t.on_message(S1, C2S, 1, call(7, "slow"), &mut out);
+    t.on_message(&S1, C2S, 1, call(7, "slow"), None, &mut out);
     t.on_message(
-        S1,
+        &S1,
         C2S,
         5,
         msg(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":7}}"#),
-        &mut out,
+        None, &mut out,
     );
-    t.on_message(S1, S2C, 9, result(7, false), &mut out);
+    t.on_message(&S1, S2C, 9, result(7, false), None, &mut out);
     let ops = ops(&out);
     assert_eq!(ops.len(), 1);
     assert_eq!((ops[0].status, ops[0].end_ts_ns), (Status::Cancelled, Some(5)));
@@ -161,8 +161,8 @@ fn cancellation_ends_the_request_and_a_late_answer_is_unmatched() {
 fn timeouts_and_server_exit() {
     let mut t = table();
     let mut out = Vec::new();
-    t.on_message(S1, C2S, 100, call(1, "hang"), &mut out);
-    t.on_message(S1, C2S, 900, call(2, "later"), &mut out);
+    t.on_message(&S1, C2S, 100, call(1, "hang"), None, &mut out);
+    t.on_message(&S1, C2S, 900, call(2, "later"), None, &mut out);
     t.expire(1_500, &mut out);
     let timed_out = ops(&out);
     assert_eq!(timed_out.len(), 1);
@@ -175,46 +175,46 @@ fn timeouts_and_server_exit() {
         (Some("hang"), Status::Timeout, None)
     );
     out.clear();
-    t.close(S1, 1_600, &mut out);
+    t.close(&S1, 1_600, Status::ServerExited, &mut out);
     let exited = ops(&out);
     assert_eq!(
         (exited[0].name.as_deref(), exited[0].status),
         (Some("later"), Status::ServerExited)
     );
     assert!(matches!(out.last(), Some(Output::SessionEnded { .. })));
-    assert!(!t.contains(S1));
+    assert!(!t.contains(&S1));
 }
 
 #[test]
 fn discovery_confirms_mcp_and_replays_held_server_messages() {
     let mut t = SessionTable::new(SessionConfig::default());
     let mut out = Vec::new();
-    t.open(S2, Transport::Pipe, Origin::Discovered, 0, &mut out);
+    t.open(&S2, Origin::Discovered, 0, &mut out);
     assert!(out.is_empty());
     // The server's log notification is written before the client's first line parses.
     t.on_message(
-        S2,
+        &S2,
         S2C,
         1,
         msg(r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#),
-        &mut out,
+        None, &mut out,
     );
     assert!(out.is_empty());
     t.on_message(
-        S2,
+        &S2,
         C2S,
         2,
         msg(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"cli","version":"9"}}}"#),
-        &mut out,
+        None, &mut out,
     );
-    assert!(matches!(out[0], Output::Confirm(S2)));
+    assert!(matches!(out[0], Output::Confirm(200)));
     assert!(matches!(out[1], Output::SessionStarted { .. }));
     assert!(
         out.iter()
             .any(|o| matches!(o, Output::Notification(n) if n.method == "notifications/tools/list_changed"))
     );
     out.clear();
-    t.on_message(S2, S2C, 3, msg(r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"srv","version":"1.2"}}}"#), &mut out);
+    t.on_message(&S2, S2C, 3, msg(r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"srv","version":"1.2"}}}"#), None, &mut out);
     let op = ops(&out)[0];
     assert_eq!(op.method, "initialize");
     assert_eq!(op.session.client.as_ref().unwrap().name, "cli");
@@ -226,20 +226,20 @@ fn discovery_confirms_mcp_and_replays_held_server_messages() {
 fn discovery_rejects_other_json() {
     let mut t = SessionTable::new(SessionConfig::default());
     let mut out = Vec::new();
-    t.open(S2, Transport::Pipe, Origin::Discovered, 0, &mut out);
+    t.open(&S2, Origin::Discovered, 0, &mut out);
     t.on_message(
-        S2,
+        &S2,
         C2S,
         1,
         msg(r#"{"jsonrpc":"2.0","id":1,"method":"textDocument/hover"}"#),
-        &mut out,
+        None, &mut out,
     );
-    assert_eq!(out, vec![Output::Reject(S2)]);
-    assert!(!t.contains(S2));
+    assert!(matches!(out.as_slice(), [Output::Reject(200)]));
+    assert!(!t.contains(&S2));
     let mut out = Vec::new();
-    t.open(S2, Transport::Pipe, Origin::Discovered, 0, &mut out);
-    t.on_malformed(S2, C2S, &mut out);
-    assert_eq!(out, vec![Output::Reject(S2)]);
+    t.open(&S2, Origin::Discovered, 0, &mut out);
+    t.on_malformed(&S2, C2S, &mut out);
+    assert!(matches!(out.as_slice(), [Output::Reject(200)]));
 }
 
 #[test]
@@ -247,13 +247,13 @@ fn stateless_requests_carry_their_own_client() {
     let mut t = table();
     let mut out = Vec::new();
     t.on_message(
-        S1,
+        &S1,
         C2S,
         1,
         msg(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"modern","version":"2"}}}}"#),
-        &mut out,
+        None, &mut out,
     );
-    t.on_message(S1, S2C, 2, msg(r#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"complete","content":[],"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"srv26","version":"3"}}}}"#), &mut out);
+    t.on_message(&S1, S2C, 2, msg(r#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"complete","content":[],"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"srv26","version":"3"}}}}"#), None, &mut out);
     let op = ops(&out)[0];
     assert_eq!(op.request_client.as_ref().unwrap().name, "modern");
     assert_eq!(op.session.protocol_version.as_deref(), Some("2026-07-28"));
@@ -268,13 +268,13 @@ fn duplicate_ids_and_bounded_pending() {
         ..SessionConfig::default()
     });
     let mut out = Vec::new();
-    t.open(S1, Transport::Pipe, Origin::Selected, 0, &mut out);
-    t.on_message(S1, C2S, 1, call(1, "a"), &mut out);
-    t.on_message(S1, C2S, 2, call(1, "b"), &mut out);
+    t.open(&S1, Origin::Selected, 0, &mut out);
+    t.on_message(&S1, C2S, 1, call(1, "a"), None, &mut out);
+    t.on_message(&S1, C2S, 2, call(1, "b"), None, &mut out);
     assert!(out.iter().any(|o| matches!(o, Output::DuplicateId { .. })));
-    t.on_message(S1, C2S, 3, call(2, "c"), &mut out);
-    t.on_message(S1, C2S, 4, call(3, "d"), &mut out);
+    t.on_message(&S1, C2S, 3, call(2, "c"), None, &mut out);
+    t.on_message(&S1, C2S, 4, call(3, "d"), None, &mut out);
     out.clear();
-    t.close(S1, 5, &mut out);
+    t.close(&S1, 5, Status::ServerExited, &mut out);
     assert_eq!(ops(&out).len(), 2, "the oldest request was dropped at the bound");
 }

@@ -12,7 +12,7 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::session::{Direction, Operation, Transport};
+use crate::session::{Direction, Observer, Operation, Transport};
 
 /// Latency buckets (seconds): the OpenTelemetry MCP recommendation, with
 /// finer steps below 10 ms where local stdio tools live.
@@ -33,6 +33,8 @@ pub struct Metrics {
     pub registry: Registry,
     server_duration: HistogramVec,
     server_operations: IntCounterVec,
+    client_duration: HistogramVec,
+    client_operations: IntCounterVec,
     notifications: IntCounterVec,
     active_sessions: IntGaugeVec,
     messages: IntCounterVec,
@@ -54,6 +56,13 @@ pub struct Metrics {
     pub events_dropped: IntCounterVec,
     label_overflow: IntCounterVec,
     pub tracked_processes: IntGauge,
+    pub http_unsupported: IntCounterVec,
+    pub tls_hooked_files: IntGaugeVec,
+    pub tls_hook_errors: IntGauge,
+    pub discovery_budget_exhausted: IntGauge,
+    pub peer_scans_skipped: IntGauge,
+    net_sniffs: IntCounterVec,
+    tls_unpaired: IntCounter,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -89,6 +98,23 @@ impl Metrics {
             server_operations: counter_vec(
                 "mcp_server_operations_total",
                 "MCP requests observed at the server, by how they ended",
+                &[OP_LABELS, &["status"]].concat(),
+            ),
+            client_duration: register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "mcp_client_operation_duration_seconds",
+                        "MCP request duration observed at the client: request written to response read",
+                    )
+                    .buckets(DURATION_BUCKETS.to_vec()),
+                    OP_LABELS,
+                )
+                .expect("valid metric"),
+            ),
+            client_operations: counter_vec(
+                "mcp_client_operations_total",
+                "MCP requests observed at the client, by how they ended",
                 &[OP_LABELS, &["status"]].concat(),
             ),
             notifications: counter_vec(
@@ -141,7 +167,7 @@ impl Metrics {
             ),
             discovery_sniffs: counter(
                 "mcptap_discovery_sniffs_total",
-                "Reads of untracked processes that looked like JSON and went to the agent",
+                "Stdin reads of untracked processes that looked like JSON and went to the agent",
             ),
             fd_beyond_bitmap: counter(
                 "mcptap_stdio_copies_not_followed_total",
@@ -178,6 +204,51 @@ impl Metrics {
             tracked_processes: register(
                 &r,
                 IntGauge::new("mcptap_tracked_processes", "Processes the kernel tracks").expect("valid metric"),
+            ),
+            http_unsupported: counter_vec(
+                "mcptap_http_unsupported_total",
+                "Connections speaking what mcptap does not parse (HTTP/2, upgrades), left alone",
+                &["kind"],
+            ),
+            tls_hooked_files: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "mcptap_tls_hooked_files",
+                        "Files (libssl copies, executables with OpenSSL inside) carrying the TLS probes",
+                    ),
+                    &["kind"],
+                )
+                .expect("valid metric"),
+            ),
+            tls_hook_errors: register(
+                &r,
+                IntGauge::new("mcptap_tls_hook_errors", "TLS probes that could not be attached").expect("valid metric"),
+            ),
+            discovery_budget_exhausted: register(
+                &r,
+                IntGauge::new(
+                    "mcptap_discovery_budget_exhausted",
+                    "Processes no longer sniffed: their HTTP traffic was repeatedly not MCP",
+                )
+                .expect("valid metric"),
+            ),
+            peer_scans_skipped: register(
+                &r,
+                IntGauge::new(
+                    "mcptap_peer_scans_skipped",
+                    "Loopback peers not looked up because of the scan rate limit",
+                )
+                .expect("valid metric"),
+            ),
+            net_sniffs: counter_vec(
+                "mcptap_net_sniffs_total",
+                "Requests of untracked processes sent to the agent for discovery",
+                &["channel"],
+            ),
+            tls_unpaired: counter(
+                "mcptap_tls_unpaired_returns_total",
+                "TLS calls of tracked processes whose start was not seen (in progress at attach)",
             ),
             registry: r,
         };
@@ -217,6 +288,10 @@ impl Metrics {
         }
     }
 
+    pub fn parse_error(&self, kind: &str) {
+        self.parse_errors.with_label_values(&[kind]).inc();
+    }
+
     pub fn truncated_message(&self) {
         self.truncated_messages.inc();
     }
@@ -235,17 +310,21 @@ impl Metrics {
             labels.bound(self, "mcp_method_name", &op.method),
             labels.bound(self, "gen_ai_tool_name", tool),
             op.error_type().unwrap_or_default(),
-            op.transport.as_str().to_string(),
+            op.transport().as_str().to_string(),
             labels.bound(self, "mcp_client_name", client),
             labels.bound(self, "mcp_server_name", server),
         ];
         let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        let (duration, operations) = match op.key.observer() {
+            Observer::Server => (&self.server_duration, &self.server_operations),
+            Observer::Client => (&self.client_duration, &self.client_operations),
+        };
         if let Some(d) = op.duration_s() {
-            self.server_duration.with_label_values(&refs).observe(d);
+            duration.with_label_values(&refs).observe(d);
         }
         let mut with_status = refs.clone();
         with_status.push(op.status.as_str());
-        self.server_operations.with_label_values(&with_status).inc();
+        operations.with_label_values(&with_status).inc();
     }
 
     /// Exports the kernel's counters (absolute, summed over CPUs) as deltas.
@@ -263,7 +342,8 @@ impl Metrics {
             ("copy_failed", counter::COPY_FAILED),
             ("truncated", counter::TRUNCATED_CALLS),
             ("process_map_full", counter::PROCS_FULL),
-            ("ringbuf_full_process_record", counter::RINGBUF_FULL_PROCESS),
+            ("socket_map_full", counter::SOCKS_FULL),
+            ("ringbuf_full_other_record", counter::RINGBUF_FULL_OTHER),
         ];
         for (reason, index) in lost {
             self.capture_lost
@@ -279,6 +359,13 @@ impl Metrics {
                 .inc_by(delta(index, last));
         }
         self.discovery_sniffs.inc_by(delta(counter::DISCOVERY_SNIFFS, last));
+        self.net_sniffs
+            .with_label_values(&["socket"])
+            .inc_by(delta(counter::NET_SNIFFS, last));
+        self.net_sniffs
+            .with_label_values(&["tls"])
+            .inc_by(delta(counter::TLS_SNIFFS, last));
+        self.tls_unpaired.inc_by(delta(counter::TLS_UNPAIRED, last));
         self.fd_beyond_bitmap.inc_by(delta(counter::FD_BEYOND_BITMAP, last));
     }
 

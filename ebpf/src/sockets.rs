@@ -1,0 +1,310 @@
+//! TCP capture: the bytes tracked processes move on their internet
+//! sockets, and discovery of MCP over HTTP on untracked ones.
+//!
+//! A socket enters the socket map when a watched process accepts or
+//! connects it (or when the agent seeds it from /proc at start). Its first
+//! bytes classify it once: HTTP/1.x (captured), a TLS record (its plaintext
+//! comes from the `tls` uprobes; the socket only says which connection a
+//! TLS session runs on), or anything else (a database, DNS...: never
+//! captured). So a tracked MCP server that also talks to Postgres costs
+//! one map lookup per Postgres read, and no copy.
+//!
+//! Discovery: with discovery on, every process that accepts or connects
+//! becomes a network candidate. An HTTP request it serves (a read starting
+//! `POST` or `GET `) or sends (a write starting `POST`) is captured, with
+//! the rest of that connection, until the agent decides; the agent then
+//! confirms the process (MCP) or lets the connection go (see
+//! `agent/src/capture/selection.rs` for the per-process budget).
+
+use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_user};
+use mcptap_common::{
+    ChunkHeader, ProcState, SEEDED_PATIENCE, SockState, SocketRecord, channel, chunk_flags, comm_rule, counter, op, proc_state,
+    record, sock_flags, sock_key, sock_role,
+};
+
+use crate::{
+    config,
+    emit::{emit_call, first4},
+    maps::{PORT_RULES, SOCKS, THREAD_SOCK, ThreadSock, count, send, watch_process},
+    regs::Regs,
+};
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const EINPROGRESS: i64 = -115;
+
+/// The peer's address from a user `struct sockaddr *`. The address is two
+/// words, not 16 bytes: byte arrays get copied with an out-of-line memmove,
+/// which the verifier refuses (it returns a stack pointer).
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+struct Peer {
+    addr: [u64; 2],
+    family: u16,
+    port: u16,
+}
+
+#[inline(always)]
+fn read_sockaddr(ptr: u64) -> Option<Peer> {
+    if ptr == 0 {
+        return None;
+    }
+    // sockaddr_in: family, port (big endian), 4-byte address;
+    // sockaddr_in6: family, port, flowinfo, 16-byte address.
+    let head = unsafe { bpf_probe_read_user(ptr as *const u64) }.ok()?;
+    let family = head as u16; // little endian: the first two bytes
+    let port = u16::from_be((head >> 16) as u16);
+    let addr = match family {
+        AF_INET => [head >> 32, 0],
+        AF_INET6 => unsafe { bpf_probe_read_user((ptr + 8) as *const [u64; 2]) }.ok()?,
+        _ => [0, 0],
+    };
+    Some(Peer { addr, family, port })
+}
+
+/// accept/accept4 returned `ret` (the new descriptor).
+#[inline(always)]
+pub fn on_accept(p: Option<*mut ProcState>, tgid: u32, regs: &Regs, ret: i64) {
+    if ret < 0 || !config::capture_sockets() {
+        return;
+    }
+    // accept(fd, addr, addrlen): the peer's address, when the caller asked.
+    let peer = read_sockaddr(regs.arg1());
+    if let Some(peer) = peer {
+        if peer.family != AF_INET && peer.family != AF_INET6 {
+            return; // a Unix socket: not an HTTP transport mcptap follows
+        }
+    }
+    opened(p, tgid, ret as u32, sock_role::SERVER, peer.unwrap_or_default());
+}
+
+/// connect returned `ret` (0, or EINPROGRESS for a non-blocking socket).
+#[inline(always)]
+pub fn on_connect(mut p: Option<*mut ProcState>, tgid: u32, regs: &Regs, ret: i64) {
+    if (ret != 0 && ret != EINPROGRESS) || !config::capture_sockets() {
+        return;
+    }
+    let Some(peer) = read_sockaddr(regs.arg1()) else { return };
+    if peer.family != AF_INET && peer.family != AF_INET6 {
+        return;
+    }
+    if config::has_port_rules() {
+        if let Some(&rule) = unsafe { PORT_RULES.get(&peer.port) } {
+            if rule == comm_rule::SELECT {
+                let excluded = p.is_some_and(|p| unsafe { (*p).state } & proc_state::EXCLUDED != 0);
+                if !excluded {
+                    p = watch_process(tgid, proc_state::SELECTED);
+                }
+            }
+        }
+    }
+    opened(p, tgid, regs.arg0() as u32, sock_role::CLIENT, peer);
+}
+
+#[inline(always)]
+fn opened(p: Option<*mut ProcState>, tgid: u32, fd: u32, role: u8, peer: Peer) {
+    let state = p.map_or(0, |p| unsafe { (*p).state });
+    if state & proc_state::EXCLUDED != 0 || tgid == config::agent_tgid() {
+        return;
+    }
+    let tracked = state & proc_state::TRACKED != 0;
+    if !tracked {
+        if !config::discovery() {
+            return;
+        }
+        if watch_process(tgid, proc_state::NET_CANDIDATE).is_none() {
+            return;
+        }
+    }
+    let flags = if role == sock_role::SERVER {
+        sock_flags::SERVER
+    } else {
+        sock_flags::CLIENT
+    };
+    let value = SockState { flags, unclassified: 0 };
+    if SOCKS.insert(&sock_key(tgid, fd), &value, 0).is_err() {
+        count(counter::SOCKS_FULL, 1);
+        return;
+    }
+    if tracked {
+        send(SocketRecord {
+            kind: record::SOCKET_OPEN,
+            tgid,
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            fd: fd as i32,
+            family: peer.family,
+            port: peer.port,
+            role,
+            _pad: [0; 7],
+            addr: unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(peer.addr) },
+        });
+    }
+}
+
+/// What a connection's first bytes say it carries.
+#[inline(always)]
+fn classify(b: [u8; 4]) -> u32 {
+    if b[0] == 0x16 && b[1] == 0x03 {
+        return sock_flags::TLS;
+    }
+    match &b {
+        b"GET " | b"POST" | b"PUT " | b"HEAD" | b"DELE" | b"OPTI" | b"PATC" | b"HTTP" | b"PRI " => sock_flags::HTTP,
+        _ => 0,
+    }
+}
+
+/// A read or write on descriptor `fd` of a watched process that is not
+/// one of its stdio descriptors.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn on_io(p: *mut ProcState, pid_tgid: u64, fd: u64, io: u8, buf: u64, iov_cnt: u64, ret: u64) {
+    if !config::capture_sockets() || fd > u32::MAX as u64 {
+        return;
+    }
+    let tgid = (pid_tgid >> 32) as u32;
+    let Some(s) = SOCKS.get_ptr_mut(&sock_key(tgid, fd as u32)) else {
+        return;
+    };
+    let mut flags = unsafe { (*s).flags };
+    if flags & (sock_flags::OTHER | sock_flags::IGNORE) != 0 {
+        return;
+    }
+    let mut first = None;
+    if flags & sock_flags::CLASSIFIED == 0 {
+        first = first4(buf, iov_cnt, ret);
+        let Some(b) = first else { return };
+        let class = classify(b);
+        if class == 0 {
+            unsafe {
+                (*s).unclassified += 1;
+                if flags & sock_flags::SEEDED == 0 || (*s).unclassified >= SEEDED_PATIENCE {
+                    (*s).flags = flags | sock_flags::OTHER;
+                }
+            }
+            return;
+        }
+        flags |= class;
+        unsafe { (*s).flags = flags };
+    }
+    if flags & sock_flags::TLS != 0 {
+        note_thread_sock(pid_tgid, fd as i32, io);
+        return;
+    }
+    let state = unsafe { (*p).state };
+    if state & proc_state::TRACKED != 0 {
+        send_chunk(p, pid_tgid, fd, io, 0, buf, iov_cnt, ret);
+        return;
+    }
+    if flags & sock_flags::CAPTURE != 0 {
+        send_chunk(p, pid_tgid, fd, io, chunk_flags::DISCOVERY, buf, iov_cnt, ret);
+        return;
+    }
+    if !config::discovery() || state & proc_state::EXCLUDED != 0 {
+        return;
+    }
+    // Sniff: does this call start a request, in the direction requests go?
+    if first.is_none() {
+        first = first4(buf, iov_cnt, ret);
+    }
+    let Some(b) = first else { return };
+    let request = if flags & sock_flags::SERVER != 0 && io == op::READ {
+        &b == b"POST" || &b == b"GET "
+    } else if flags & sock_flags::CLIENT != 0 && io == op::WRITE {
+        &b == b"POST"
+    } else {
+        false
+    };
+    if !request {
+        return;
+    }
+    unsafe { (*s).flags = flags | sock_flags::CAPTURE };
+    count(counter::NET_SNIFFS, 1);
+    send_chunk(p, pid_tgid, fd, io, chunk_flags::DISCOVERY, buf, iov_cnt, ret);
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn send_chunk(p: *mut ProcState, pid_tgid: u64, fd: u64, io: u8, flags: u8, buf: u64, iov_cnt: u64, ret: u64) {
+    let header = ChunkHeader {
+        kind: record::CHUNK,
+        len: 0,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        pid_tgid,
+        call_len: 0,
+        offset: 0,
+        ssl: 0,
+        fd: fd as i32,
+        op: io,
+        flags,
+        channel: channel::SOCKET,
+        _reserved: 0,
+    };
+    emit_call(header, buf, iov_cnt, ret, Some(unsafe { &raw mut (*p).lost }));
+}
+
+/// Remembers the TLS socket this thread just used (see `tls`).
+#[inline(always)]
+fn note_thread_sock(pid_tgid: u64, fd: i32, io: u8) {
+    let now = unsafe { bpf_ktime_get_ns() };
+    match THREAD_SOCK.get_ptr_mut(&pid_tgid) {
+        Some(t) => unsafe {
+            if io == op::READ {
+                (*t).read_fd = fd;
+                (*t).read_ts = now;
+            } else {
+                (*t).write_fd = fd;
+                (*t).write_ts = now;
+            }
+        },
+        None => {
+            let t = if io == op::READ {
+                ThreadSock {
+                    read_fd: fd,
+                    write_fd: -1,
+                    read_ts: now,
+                    write_ts: 0,
+                }
+            } else {
+                ThreadSock {
+                    read_fd: -1,
+                    write_fd: fd,
+                    read_ts: 0,
+                    write_ts: now,
+                }
+            };
+            let _ = THREAD_SOCK.insert(&pid_tgid, &t, 0);
+        }
+    }
+}
+
+/// close(fd) of a watched process.
+#[inline(always)]
+pub fn on_close(p: *mut ProcState, tgid: u32, fd: u64) {
+    if fd > u32::MAX as u64 {
+        return;
+    }
+    let key = sock_key(tgid, fd as u32);
+    let Some(s) = (unsafe { SOCKS.get(&key) }) else {
+        return;
+    };
+    let flags = s.flags;
+    let _ = SOCKS.remove(&key);
+    let tracked = unsafe { (*p).state } & proc_state::TRACKED != 0;
+    if flags & sock_flags::HTTP != 0 && (tracked || flags & sock_flags::CAPTURE != 0) {
+        send(SocketRecord {
+            kind: record::SOCKET_CLOSE,
+            tgid,
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            fd: fd as i32,
+            ..SocketRecord::default()
+        });
+    }
+}
+
+/// recvmsg/sendmsg: the iovec array and its length from the user msghdr.
+#[inline(always)]
+pub fn msghdr_iov(msg: u64) -> Option<(u64, u64)> {
+    // struct user_msghdr { void *msg_name; int msg_namelen; struct iovec *msg_iov; size_t msg_iovlen; ... }
+    let v = unsafe { bpf_probe_read_user((msg + 16) as *const [u64; 2]) }.ok()?;
+    Some((v[0], v[1]))
+}

@@ -1,0 +1,100 @@
+//! Stdio capture: reads on a process's "in" descriptors (stdin and its
+//! copies) and writes on its "out" descriptors (stdout and its copies), see
+//! `fds` for how those are followed.
+//!
+//! A stdio MCP server reads its client's messages from stdin and writes its
+//! own to stdout, so both directions of the session are seen from the
+//! server alone.
+//!
+//! Discovery: a process reading its stdin is a candidate. If the first byte
+//! it read is `{` or `[` (a JSON object or batch), it becomes provisionally
+//! tracked and the bytes go to the agent flagged DISCOVERY; the agent
+//! confirms (it speaks MCP) or rejects (excluded from then on). Tracking in
+//! the kernel right away matters: the server's answer to that very first
+//! message must not be missed while the agent decides.
+
+use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_user};
+use mcptap_common::{ChunkHeader, ProcState, channel, chunk_flags, counter, fds, op, proc_state, record};
+
+use crate::{
+    emit::emit_call,
+    maps::{count, watch_process},
+};
+
+/// A read of a process the kernel knows nothing about: worth a look only
+/// when it is stdin and starts a JSON value.
+#[inline(always)]
+pub fn sniff_unwatched(pid_tgid: u64, fd: u64, buf: u64, iov_cnt: u64, ret: u64) {
+    if fd != 0 || !looks_like_json(buf, iov_cnt) {
+        return;
+    }
+    let tgid = (pid_tgid >> 32) as u32;
+    let Some(p) = watch_process(tgid, proc_state::PROVISIONAL) else {
+        return;
+    };
+    count(counter::DISCOVERY_SNIFFS, 1);
+    send(p, pid_tgid, fd, op::READ, chunk_flags::DISCOVERY, buf, iov_cnt, ret);
+}
+
+/// A read or write of a watched process. Returns false when `fd` is not one
+/// of its stdio descriptors (the caller then tries sockets).
+#[inline(always)]
+pub fn on_io(p: *mut ProcState, pid_tgid: u64, fd: u64, io: u8, buf: u64, iov_cnt: u64, ret: u64) -> bool {
+    let (state, in_fds, out_fds) = unsafe { ((*p).state, (*p).in_fds, (*p).out_fds) };
+    let set = if io == op::READ { in_fds } else { out_fds };
+    if !fds::has(set, fd) {
+        return false;
+    }
+    if state & proc_state::TRACKED != 0 {
+        send(p, pid_tgid, fd, io, 0, buf, iov_cnt, ret);
+        return true;
+    }
+    if io == op::READ && state & proc_state::CANDIDATE != 0 && crate::config::discovery() {
+        if !looks_like_json(buf, iov_cnt) {
+            // This descriptor does not carry JSON: stop sniffing it (a fresh
+            // MCP peer's first read always starts a message).
+            unsafe { (*p).in_fds &= !(1u64 << (fd & 63)) };
+            return true;
+        }
+        unsafe { (*p).state |= proc_state::PROVISIONAL };
+        count(counter::DISCOVERY_SNIFFS, 1);
+        send(p, pid_tgid, fd, io, chunk_flags::DISCOVERY, buf, iov_cnt, ret);
+    }
+    true
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn send(p: *mut ProcState, pid_tgid: u64, fd: u64, io: u8, flags: u8, buf: u64, iov_cnt: u64, ret: u64) {
+    let header = ChunkHeader {
+        kind: record::CHUNK,
+        len: 0,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        pid_tgid,
+        call_len: 0,
+        offset: 0,
+        ssl: 0,
+        fd: fd as i32,
+        op: io,
+        flags,
+        channel: channel::STDIO,
+        _reserved: 0,
+    };
+    emit_call(header, buf, iov_cnt, ret, Some(unsafe { &raw mut (*p).lost }));
+}
+
+/// True when the first byte the call moved opens a JSON object or array.
+#[inline(always)]
+fn looks_like_json(buf: u64, iov_cnt: u64) -> bool {
+    let mut first = buf;
+    if iov_cnt != 0 {
+        match unsafe { bpf_probe_read_user(buf as *const u64) } {
+            Ok(base) => first = base,
+            Err(_) => return false,
+        }
+    }
+    match unsafe { bpf_probe_read_user(first as *const u8) } {
+        Ok(b) => b == b'{' || b == b'[',
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,49 @@
+//! Syscall numbers of the calls mcptap looks at, per architecture.
+
+#[cfg(bpf_target_arch = "x86_64")]
+mod numbers {
+    pub const READ: u64 = 0;
+    pub const WRITE: u64 = 1;
+    pub const CLOSE: u64 = 3;
+    pub const READV: u64 = 19;
+    pub const WRITEV: u64 = 20;
+    pub const DUP: u64 = 32;
+    pub const DUP2: u64 = 33;
+    pub const CONNECT: u64 = 42;
+    pub const ACCEPT: u64 = 43;
+    pub const SENDTO: u64 = 44;
+    pub const RECVFROM: u64 = 45;
+    pub const SENDMSG: u64 = 46;
+    pub const RECVMSG: u64 = 47;
+    pub const FCNTL: u64 = 72;
+    pub const ACCEPT4: u64 = 288;
+    pub const DUP3: u64 = 292;
+    pub const CLOSE_RANGE: u64 = 436;
+}
+
+#[cfg(bpf_target_arch = "aarch64")]
+mod numbers {
+    pub const READ: u64 = 63;
+    pub const WRITE: u64 = 64;
+    pub const CLOSE: u64 = 57;
+    pub const READV: u64 = 65;
+    pub const WRITEV: u64 = 66;
+    pub const DUP: u64 = 23;
+    /// arm64 has no dup2: a number no syscall has.
+    pub const DUP2: u64 = u64::MAX;
+    pub const CONNECT: u64 = 203;
+    pub const ACCEPT: u64 = 202;
+    pub const SENDTO: u64 = 206;
+    pub const RECVFROM: u64 = 207;
+    pub const SENDMSG: u64 = 211;
+    pub const RECVMSG: u64 = 212;
+    pub const FCNTL: u64 = 25;
+    pub const ACCEPT4: u64 = 242;
+    pub const DUP3: u64 = 24;
+    pub const CLOSE_RANGE: u64 = 436;
+}
+
+#[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
+compile_error!("mcptap needs this architecture's syscall numbers in sysnr.rs and its pt_regs layout in regs.rs");
+
+pub use numbers::*;

@@ -1,0 +1,248 @@
+//! TLS plaintext: uprobes on OpenSSL's `SSL_read`, `SSL_read_ex`,
+//! `SSL_write`, `SSL_write_ex` (entry: remember the buffer; return: copy
+//! what moved) and `SSL_free` (the session ended). The agent attaches them
+//! to every libssl it finds and to executables that link OpenSSL
+//! statically and export these symbols (Node), once per file; the filter
+//! by process is here.
+//!
+//! Which connection a session runs on: OpenSSL knows the socket only when
+//! it owns it (`SSL_set_fd`); asyncio, Node and most event loops feed it
+//! ciphertext through memory buffers instead. What every case shares is
+//! the thread: the ciphertext of a read is received on the same thread
+//! just before `SSL_read` decrypts it, and a socket-owning `SSL_write`
+//! sends inside the call. So each chunk carries the TLS socket this thread
+//! last read from (`SSL_read`) or wrote to during the call (`SSL_write`),
+//! and the agent ties the session to that connection.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
+    macros::{map, uprobe, uretprobe},
+    maps::LruHashMap,
+    programs::{ProbeContext, RetProbeContext},
+};
+use mcptap_common::{
+    ChunkHeader, ProcState, SslKey, TlsCloseRecord, channel, chunk_flags, counter, op, proc_state, record, ssl_flags,
+};
+
+use crate::{
+    config,
+    emit::{emit_call, first4},
+    maps::{PROCS, SSLS, THREAD_SOCK, count, is_watched, send},
+};
+
+/// Arguments of an SSL call between its entry and its return.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SslCall {
+    ssl: u64,
+    buf: u64,
+    /// `size_t *` where the `_ex` variants store the byte count; 0 for the
+    /// plain variants, which return it.
+    ex_len: u64,
+    ts_ns: u64,
+    op: u8,
+    _pad: [u8; 7],
+}
+
+/// Calls in flight, by thread.
+#[map]
+static SSL_CALLS: LruHashMap<u64, SslCall> = LruHashMap::with_max_entries(16384, 0);
+
+/// The process's entry when it is worth looking at: tracked, or a
+/// discovery candidate. `Some(None)`: unknown to the kernel but discovery
+/// may sniff it.
+#[inline(always)]
+fn interest(tgid: u32) -> Option<Option<*mut ProcState>> {
+    if tgid == config::agent_tgid() {
+        return None;
+    }
+    if !is_watched(tgid) {
+        return config::discovery().then_some(None);
+    }
+    let p = PROCS.get_ptr_mut(&tgid)?;
+    let state = unsafe { (*p).state };
+    if state & proc_state::EXCLUDED != 0 {
+        return None;
+    }
+    if state & proc_state::TRACKED == 0 && !config::discovery() {
+        return None;
+    }
+    Some(Some(p))
+}
+
+#[inline(always)]
+fn enter(ctx: &ProbeContext, io: u8, ex: bool) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if interest((pid_tgid >> 32) as u32).is_none() {
+        return 0;
+    }
+    let (Some(ssl), Some(buf)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
+        return 0;
+    };
+    let ex_len = if ex { ctx.arg::<u64>(3).unwrap_or(0) } else { 0 };
+    let call = SslCall {
+        ssl,
+        buf,
+        ex_len,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        op: io,
+        _pad: [0; 7],
+    };
+    let _ = SSL_CALLS.insert(&pid_tgid, &call, 0);
+    0
+}
+
+#[inline(always)]
+fn exit(ctx: &RetProbeContext, ex: bool) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(call) = (unsafe { SSL_CALLS.get(&pid_tgid) }).copied() else {
+        // Only counted for processes we care about: the entry is skipped
+        // on purpose for everyone else.
+        if interest((pid_tgid >> 32) as u32).is_some_and(|p| p.is_some()) {
+            count(counter::TLS_UNPAIRED, 1);
+        }
+        return 0;
+    };
+    let _ = SSL_CALLS.remove(&pid_tgid);
+    let ret: i64 = ctx.ret();
+    let len = if ex {
+        if ret != 1 || call.ex_len == 0 {
+            return 0;
+        }
+        match unsafe { bpf_probe_read_user(call.ex_len as *const u64) } {
+            Ok(n) => n,
+            Err(_) => return 0,
+        }
+    } else if ret > 0 {
+        ret as u64
+    } else {
+        return 0;
+    };
+    if len == 0 {
+        return 0;
+    }
+    let tgid = (pid_tgid >> 32) as u32;
+    let Some(p) = interest(tgid) else { return 0 };
+    let fd = socket_of_call(pid_tgid, &call);
+    let tracked = p.is_some_and(|p| unsafe { (*p).state } & proc_state::TRACKED != 0);
+    if tracked {
+        let lost = p.map(|p| unsafe { &raw mut (*p).lost });
+        send_chunk(pid_tgid, &call, fd, 0, len, lost);
+        return 0;
+    }
+    // Discovery: a session of an untracked process.
+    let key = SslKey {
+        tgid,
+        _pad: 0,
+        ssl: call.ssl,
+    };
+    let flags = unsafe { SSLS.get(&key) }.copied().unwrap_or(0);
+    if flags & ssl_flags::IGNORE != 0 {
+        return 0;
+    }
+    if flags & ssl_flags::CAPTURE != 0 {
+        send_chunk(pid_tgid, &call, fd, chunk_flags::DISCOVERY, len, None);
+        return 0;
+    }
+    let Some(b) = first4(call.buf, 0, len) else { return 0 };
+    let request = if call.op == op::READ {
+        &b == b"POST" || &b == b"GET "
+    } else {
+        &b == b"POST"
+    };
+    if !request {
+        return 0;
+    }
+    let _ = SSLS.insert(&key, &ssl_flags::CAPTURE, 0);
+    count(counter::TLS_SNIFFS, 1);
+    send_chunk(pid_tgid, &call, fd, chunk_flags::DISCOVERY, len, None);
+    0
+}
+
+/// The TLS socket this call's ciphertext moved on, or -1.
+#[inline(always)]
+fn socket_of_call(pid_tgid: u64, call: &SslCall) -> i32 {
+    let Some(t) = (unsafe { THREAD_SOCK.get(&pid_tgid) }) else {
+        return -1;
+    };
+    if call.op == op::READ {
+        t.read_fd
+    } else if t.write_ts >= call.ts_ns {
+        t.write_fd
+    } else {
+        -1
+    }
+}
+
+#[inline(always)]
+fn send_chunk(pid_tgid: u64, call: &SslCall, fd: i32, flags: u8, len: u64, lost: Option<*mut u32>) {
+    let header = ChunkHeader {
+        kind: record::CHUNK,
+        len: 0,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        pid_tgid,
+        call_len: 0,
+        offset: 0,
+        ssl: call.ssl,
+        fd,
+        op: call.op,
+        flags,
+        channel: channel::TLS,
+        _reserved: 0,
+    };
+    emit_call(header, call.buf, 0, len, lost);
+}
+
+#[uprobe]
+pub fn ssl_read_enter(ctx: ProbeContext) -> u32 {
+    enter(&ctx, op::READ, false)
+}
+
+#[uprobe]
+pub fn ssl_read_ex_enter(ctx: ProbeContext) -> u32 {
+    enter(&ctx, op::READ, true)
+}
+
+#[uprobe]
+pub fn ssl_write_enter(ctx: ProbeContext) -> u32 {
+    enter(&ctx, op::WRITE, false)
+}
+
+#[uprobe]
+pub fn ssl_write_ex_enter(ctx: ProbeContext) -> u32 {
+    enter(&ctx, op::WRITE, true)
+}
+
+#[uretprobe]
+pub fn ssl_rw_exit(ctx: RetProbeContext) -> u32 {
+    exit(&ctx, false)
+}
+
+#[uretprobe]
+pub fn ssl_rw_ex_exit(ctx: RetProbeContext) -> u32 {
+    exit(&ctx, true)
+}
+
+/// `SSL_free(ssl)`: the session is over.
+#[uprobe]
+pub fn ssl_free(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let Some(p) = interest(tgid) else { return 0 };
+    let Some(ssl) = ctx.arg::<u64>(0) else { return 0 };
+    let key = SslKey { tgid, _pad: 0, ssl };
+    let sniffed = unsafe { SSLS.get(&key) }.is_some();
+    if sniffed {
+        let _ = SSLS.remove(&key);
+    }
+    let tracked = p.is_some_and(|p| unsafe { (*p).state } & proc_state::TRACKED != 0);
+    if tracked || sniffed {
+        send(TlsCloseRecord {
+            kind: record::TLS_CLOSE,
+            tgid,
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            ssl,
+        });
+    }
+    0
+}
