@@ -249,10 +249,15 @@ fn network(e: &mut Event, key: &SessionKey, request: Option<&Via>, response: Opt
             Observer::Server => (local, peer),
             Observer::Client => (peer, local),
         };
-        e.server_address = Some(server.ip().to_string());
-        e.server_port = Some(server.port());
-        e.client_address = Some(client.ip().to_string());
-        e.client_port = Some(client.port());
+        // Unspecified: not known (a connection gone before it was looked at).
+        if server.port() != 0 {
+            e.server_address = Some(server.ip().to_string());
+            e.server_port = Some(server.port());
+        }
+        if client.port() != 0 {
+            e.client_address = Some(client.ip().to_string());
+            e.client_port = Some(client.port());
+        }
     }
     e.http_method.clone_from(&via.http_method);
     e.url_path.clone_from(&via.path);

@@ -113,6 +113,26 @@ pub fn socket_fds(proc_root: &Path, pid: u32) -> Vec<(i32, u64)> {
 /// getpeername. Works across network namespaces. `None` when the process
 /// or descriptor is gone, or it is not an internet socket.
 pub fn socket_addrs(pid: u32, fd: i32) -> Option<(SocketAddr, SocketAddr)> {
+    let copy = copy_fd(pid, fd)?;
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&copy);
+    // SAFETY: a descriptor we own.
+    unsafe {
+        let local = sockname(raw, libc::getsockname)?;
+        let peer = sockname(raw, libc::getpeername)?;
+        Some((local, peer))
+    }
+}
+
+/// The local address of another process's socket (a listening socket
+/// gives the local address of the connections it accepts).
+pub fn socket_addrs_local(pid: u32, fd: i32) -> Option<SocketAddr> {
+    let copy = copy_fd(pid, fd)?;
+    // SAFETY: a descriptor we own.
+    unsafe { sockname(std::os::fd::AsRawFd::as_raw_fd(&copy), libc::getsockname) }
+}
+
+/// A copy of another process's descriptor (pidfd_getfd, Linux 5.6+).
+fn copy_fd(pid: u32, fd: i32) -> Option<OwnedFd> {
     // SAFETY: plain syscalls; returned descriptors are owned and closed.
     unsafe {
         let pidfd = libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0);
@@ -129,11 +149,7 @@ pub fn socket_addrs(pid: u32, fd: i32) -> Option<(SocketAddr, SocketAddr)> {
         if copy < 0 {
             return None;
         }
-        let copy = OwnedFd::from_raw_fd(copy as i32);
-        let raw = std::os::fd::AsRawFd::as_raw_fd(&copy);
-        let local = sockname(raw, libc::getsockname)?;
-        let peer = sockname(raw, libc::getpeername)?;
-        Some((local, peer))
+        Some(OwnedFd::from_raw_fd(copy as i32))
     }
 }
 
@@ -270,5 +286,34 @@ mod tests {
         // The other end of the connection is this very process.
         assert_eq!(loopback_peer(Path::new("/proc"), me, local, peer), Some(me));
         assert!(listeners(Path::new("/proc")).contains(&(me, addr.port())));
+    }
+}
+
+#[cfg(test)]
+mod connect_tests {
+    use super::*;
+
+    #[test]
+    fn local_address_of_a_connect_in_progress() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // SAFETY: plain socket calls on a descriptor we own.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: addr.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
+                },
+                sin_zero: [0; 8],
+            };
+            let rc = libc::connect(fd, (&raw const sin).cast(), std::mem::size_of_val(&sin) as u32);
+            eprintln!("connect rc {rc} errno {}", std::io::Error::last_os_error());
+            let local = socket_addrs_local(std::process::id(), fd);
+            eprintln!("local {local:?} full {:?}", socket_addrs(std::process::id(), fd));
+            assert!(local.is_some_and(|l| l.port() != 0));
+            libc::close(fd);
+        }
     }
 }

@@ -135,7 +135,10 @@ pub struct SocketRecord {
     pub port: u16,
     /// One of [`sock_role`].
     pub role: u8,
-    pub _pad: [u8; 7],
+    pub _pad: [u8; 3],
+    /// accept(): the listening socket (its address is this connection's
+    /// local address); -1 otherwise.
+    pub listen_fd: i32,
     /// The peer's address: 4 bytes for AF_INET, 16 for AF_INET6.
     pub addr: [u8; 16],
 }

@@ -54,7 +54,7 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
         sysnr::CONNECT => sockets::on_connect(Some(p), tgid, &regs, ret),
         sysnr::DUP | sysnr::DUP2 | sysnr::DUP3 => fds::on_dup(Some(p), tgid, &regs, ret),
         sysnr::FCNTL => fds::on_fcntl(Some(p), tgid, &regs, ret),
-        sysnr::CLOSE => fds::on_close(p, tgid, &regs, ret),
+        sysnr::CLOSE => fds::on_close(p, pid_tgid, &regs, ret),
         sysnr::CLOSE_RANGE => fds::on_close_range(p, &regs, ret),
         _ => {}
     }

@@ -130,7 +130,14 @@ extern "C" fn emit_step(_index: u64, _ctx: *mut c_void) -> i64 {
             return fail(st, true);
         }
         let record = core::slice::from_raw_parts(chunk as *const u8, CHUNK_HEADER_LEN + n as usize);
-        if EVENTS.output::<[u8]>(record, wakeup_flags()).is_err() {
+        // Discovery news wakes the agent at once: it decides while the
+        // connection (or process) is fresh.
+        let wake = if st.header.flags & chunk_flags::DISCOVERY != 0 && st.header.offset == 0 {
+            aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP as u64
+        } else {
+            wakeup_flags()
+        };
+        if EVENTS.output::<[u8]>(record, wake).is_err() {
             count(counter::RINGBUF_FULL_CHUNKS, 1);
             count(counter::RINGBUF_FULL_BYTES, st.left);
             st.left = 0;

@@ -41,7 +41,7 @@ pub fn on_fcntl(p: Option<*mut ProcState>, tgid: u32, regs: &Regs, ret: i64) {
 /// close(fd) of a watched process: the descriptor is no longer stdio, nor
 /// a watched socket.
 #[inline(always)]
-pub fn on_close(p: *mut ProcState, tgid: u32, regs: &Regs, ret: i64) {
+pub fn on_close(p: *mut ProcState, pid_tgid: u64, regs: &Regs, ret: i64) {
     if ret != 0 {
         return;
     }
@@ -52,7 +52,7 @@ pub fn on_close(p: *mut ProcState, tgid: u32, regs: &Regs, ret: i64) {
             (*p).out_fds &= !(1u64 << fd);
         }
     }
-    sockets::on_close(p, tgid, fd);
+    sockets::on_close(p, pid_tgid, fd);
 }
 
 /// close_range(first, last, flags): stdio copies in the range are gone

@@ -153,6 +153,14 @@ pub fn wakeup_flags() -> u64 {
     }
 }
 
+/// Sends a small record and wakes the agent at once.
+#[inline(always)]
+pub fn send_now<T>(rec: T) {
+    if EVENTS.output::<T>(rec, BPF_RB_FORCE_WAKEUP as u64).is_err() {
+        count(counter::RINGBUF_FULL_OTHER, 1);
+    }
+}
+
 /// Sends a small fixed-size record; counts it when the buffer is full.
 #[inline(always)]
 pub fn send<T>(rec: T) {

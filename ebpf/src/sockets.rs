@@ -25,7 +25,7 @@ use mcptap_common::{
 use crate::{
     config,
     emit::{emit_call, first4},
-    maps::{PORT_RULES, SOCKS, THREAD_SOCK, ThreadSock, count, send, watch_process},
+    maps::{PORT_RULES, SOCKS, THREAD_SOCK, ThreadSock, count, send, send_now, watch_process},
     regs::Regs,
 };
 
@@ -75,7 +75,7 @@ pub fn on_accept(p: Option<*mut ProcState>, tgid: u32, regs: &Regs, ret: i64) {
             return; // a Unix socket: not an HTTP transport mcptap follows
         }
     }
-    opened(p, tgid, ret as u32, sock_role::SERVER, peer.unwrap_or_default());
+    opened(p, tgid, ret as u32, sock_role::SERVER, regs.arg0() as i32, peer.unwrap_or_default());
 }
 
 /// connect returned `ret` (0, or EINPROGRESS for a non-blocking socket).
@@ -98,11 +98,11 @@ pub fn on_connect(mut p: Option<*mut ProcState>, tgid: u32, regs: &Regs, ret: i6
             }
         }
     }
-    opened(p, tgid, regs.arg0() as u32, sock_role::CLIENT, peer);
+    opened(p, tgid, regs.arg0() as u32, sock_role::CLIENT, -1, peer);
 }
 
 #[inline(always)]
-fn opened(p: Option<*mut ProcState>, tgid: u32, fd: u32, role: u8, peer: Peer) {
+fn opened(p: Option<*mut ProcState>, tgid: u32, fd: u32, role: u8, listen_fd: i32, peer: Peer) {
     let state = p.map_or(0, |p| unsafe { (*p).state });
     if state & proc_state::EXCLUDED != 0 || tgid == config::agent_tgid() {
         return;
@@ -127,7 +127,10 @@ fn opened(p: Option<*mut ProcState>, tgid: u32, fd: u32, role: u8, peer: Peer) {
         return;
     }
     if tracked {
-        send(SocketRecord {
+        // Wake the agent now: it reads the connection's addresses while
+        // the connection surely exists (a short one is gone after the
+        // usual drain interval). Connections are rare next to messages.
+        send_now(SocketRecord {
             kind: record::SOCKET_OPEN,
             tgid,
             ts_ns: unsafe { bpf_ktime_get_ns() },
@@ -135,7 +138,8 @@ fn opened(p: Option<*mut ProcState>, tgid: u32, fd: u32, role: u8, peer: Peer) {
             family: peer.family,
             port: peer.port,
             role,
-            _pad: [0; 7],
+            _pad: [0; 3],
+            listen_fd,
             addr: unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(peer.addr) },
         });
     }
@@ -279,9 +283,22 @@ fn note_thread_sock(pid_tgid: u64, fd: i32, io: u8) {
 
 /// close(fd) of a watched process.
 #[inline(always)]
-pub fn on_close(p: *mut ProcState, tgid: u32, fd: u64) {
+pub fn on_close(p: *mut ProcState, pid_tgid: u64, fd: u64) {
     if fd > u32::MAX as u64 {
         return;
+    }
+    let tgid = (pid_tgid >> 32) as u32;
+    // This thread's TLS socket is gone: a later session must not be tied
+    // to whatever reuses the number.
+    if let Some(t) = THREAD_SOCK.get_ptr_mut(&pid_tgid) {
+        unsafe {
+            if (*t).read_fd == fd as i32 {
+                (*t).read_fd = -1;
+            }
+            if (*t).write_fd == fd as i32 {
+                (*t).write_fd = -1;
+            }
+        }
     }
     let key = sock_key(tgid, fd as u32);
     let Some(s) = (unsafe { SOCKS.get(&key) }) else {

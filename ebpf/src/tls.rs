@@ -159,6 +159,10 @@ fn exit(ctx: &RetProbeContext, ex: bool) -> u32 {
     0
 }
 
+/// How long before a decrypting `SSL_read` its ciphertext may have been
+/// received for the two to be tied.
+const READ_WINDOW_NS: u64 = 5_000_000_000;
+
 /// The TLS socket this call's ciphertext moved on, or -1.
 #[inline(always)]
 fn socket_of_call(pid_tgid: u64, call: &SslCall) -> i32 {
@@ -166,7 +170,11 @@ fn socket_of_call(pid_tgid: u64, call: &SslCall) -> i32 {
         return -1;
     };
     if call.op == op::READ {
-        t.read_fd
+        if call.ts_ns.saturating_sub(t.read_ts) < READ_WINDOW_NS {
+            t.read_fd
+        } else {
+            -1
+        }
     } else if t.write_ts >= call.ts_ns {
         t.write_fd
     } else {

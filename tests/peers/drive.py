@@ -8,7 +8,11 @@ Plan:
   {
     "sessions": [            # run concurrently, one client each
       {
-        "server": ["cmd", "arg", ...],         # stdio server command
+        "server": ["cmd", "arg", ...],         # stdio server command, or
+        "url": "https://127.0.0.1:8443/mcp",   # an HTTP server's endpoint
+        "transport": "http" | "sse",           # with url: Streamable HTTP or legacy SSE
+        "ca": "/path/cert.pem",                # with https: the certificate to trust
+        "start_after": "/path",                # wait for this file before connecting
         "env": {"K": "V"},                     # extra server environment
         "mode": "legacy" | "auto" | "2026-07-28",
         "client_name": "e2e-client",
@@ -46,8 +50,13 @@ import sys
 import time
 from pathlib import Path
 
+import ssl
+
 import anyio
+import httpx2
 from mcp import Client, StdioServerParameters
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp.types import CreateMessageResult, Implementation, ListRootsResult, Root, TextContent
 
@@ -157,10 +166,31 @@ async def run_step(client, step, state, log):
         raise ValueError(f"unknown step {step}")
 
 
+def http_transport(spec, stack):
+    """A Streamable HTTP or legacy SSE transport to spec["url"]."""
+    verify = ssl.create_default_context(cafile=spec["ca"]) if spec.get("ca") else True
+    timeout = httpx2.Timeout(30, read=300)
+    if spec.get("transport", "http") == "sse":
+        def factory(headers=None, timeout=timeout, auth=None):
+            return httpx2.AsyncClient(headers=headers, timeout=timeout, auth=auth, verify=verify)
+
+        return sse_client(spec["url"], httpx_client_factory=factory)
+    client = httpx2.AsyncClient(verify=verify, timeout=timeout)
+    stack.append(client)
+    return streamable_http_client(spec["url"], http_client=client)
+
+
 async def run_session(spec) -> dict:
+    if "start_after" in spec:
+        while not Path(spec["start_after"]).exists():
+            await anyio.sleep(0.05)
     env = dict(os.environ)
     env.update(spec.get("env", {}))
-    params = StdioServerParameters(command=spec["server"][0], args=spec["server"][1:], env=env)
+    owned = []
+    if "url" in spec:
+        params = http_transport(spec, owned)
+    else:
+        params = StdioServerParameters(command=spec["server"][0], args=spec["server"][1:], env=env)
     mode = spec.get("mode", "legacy")
     info = Implementation(name=spec.get("client_name", "mcptap-e2e-client"), version="1.0.0")
     log: list[dict] = []
@@ -183,6 +213,10 @@ async def run_session(spec) -> dict:
     except Exception as e:  # noqa: BLE001 - a killed server ends the session with an error
         if not state.get("killed"):
             report["error"] = f"{type(e).__name__}: {e}"
+    finally:
+        for client in owned:
+            await client.aclose()
+    report["client_pid"] = os.getpid()
     return report
 
 

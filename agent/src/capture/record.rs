@@ -28,6 +28,8 @@ pub struct SocketOpen {
     pub server: bool,
     /// The peer's address as the syscall saw it, when it did.
     pub peer: Option<std::net::SocketAddr>,
+    /// accept(): the listening socket, whose address is the local one.
+    pub listen_fd: Option<i32>,
 }
 
 /// Where a chunk's bytes travelled.
@@ -117,6 +119,7 @@ impl<'a> CaptureRecord<'a> {
                     ts_ns: rec.ts_ns,
                     server: rec.role == sock_role::SERVER,
                     peer: peer_addr(&rec),
+                    listen_fd: (rec.listen_fd >= 0 && rec.role == sock_role::SERVER).then_some(rec.listen_fd),
                 }))
             }
             record::SOCKET_CLOSE => {
@@ -294,6 +297,7 @@ mod socket_tests {
             family: 2,
             port: 8080,
             role: sock_role::CLIENT,
+            listen_fd: -1,
             ..SocketRecord::default()
         };
         rec.addr[..4].copy_from_slice(&[127, 0, 0, 1]);

@@ -21,7 +21,10 @@ use std::{
 pub use host::{Clock, HostInfo};
 pub use process::{ClientFoundBy, ProcessInfo};
 
-use crate::session::{ConnFacts, Observer, SessionKey, Via};
+use crate::{
+    capture::SocketOpen,
+    session::{ConnFacts, Observer, SessionKey, Via},
+};
 
 /// The processes at both ends of a session.
 #[derive(Debug, Clone, Default)]
@@ -42,6 +45,8 @@ pub struct Enricher {
     stdio_clients: HashMap<u32, Option<(Arc<ProcessInfo>, ClientFoundBy)>>,
     scans: (Instant, u32),
     pub peer_scans_skipped: u64,
+    /// Owners of loopback servers' listening sockets, by address.
+    listeners: HashMap<std::net::SocketAddr, Option<u32>>,
 }
 
 impl Enricher {
@@ -52,6 +57,7 @@ impl Enricher {
             stdio_clients: HashMap::new(),
             scans: (Instant::now(), 0),
             peer_scans_skipped: 0,
+            listeners: HashMap::new(),
         }
     }
 
@@ -79,19 +85,45 @@ impl Enricher {
         found
     }
 
-    /// Looks up where a connection goes: its addresses (exact, from a copy
-    /// of the descriptor) and, on loopback, the process at the other end.
-    pub fn resolve_connection(&mut self, tgid: u32, fd: i32, facts: &ConnFacts) {
+    /// Looks up where a connection goes: its addresses, exactly, from a
+    /// copy of the descriptor. A connect still in progress has no peer yet,
+    /// and a short connection may be gone: then the addresses come from
+    /// what accept/connect said, and the local one from the socket (or, for
+    /// an accepted one, its listening socket). An unknown local address is
+    /// left unspecified (events omit it). Cheap: no /proc scan here.
+    pub fn resolve_connection(&mut self, tgid: u32, fd: i32, open: Option<&SocketOpen>, facts: &ConnFacts) {
         if facts.addrs.get().is_some() {
             return;
         }
-        let Some((local, peer)) = crate::procnet::socket_addrs(tgid, fd) else {
-            return;
-        };
-        let _ = facts.addrs.set((local, peer));
-        if !peer.ip().is_loopback() {
-            let _ = facts.peer_pid.set(None);
-            return;
+        let addrs = crate::procnet::socket_addrs(tgid, fd).or_else(|| {
+            let open = open?;
+            let peer = open.peer?;
+            let local = crate::procnet::socket_addrs_local(tgid, fd)
+                .or_else(|| crate::procnet::socket_addrs_local(tgid, open.listen_fd?))
+                .unwrap_or_else(|| std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0));
+            Some((local, peer))
+        });
+        if let Some((_, peer)) = addrs {
+            let _ = facts.addrs.set(addrs.unwrap_or((peer, peer)));
+            if !peer.ip().is_loopback() {
+                let _ = facts.peer_pid.set(None);
+            }
+        }
+    }
+
+    /// The process at the other end of a loopback connection that no
+    /// watched process holds: for a client, the server's listening socket
+    /// (one /proc scan per server, cached); for a server, the client's
+    /// socket while it exists (rate-limited scans).
+    pub fn find_loopback_peer(&mut self, tgid: u32, observer: Observer, facts: &ConnFacts) -> Option<u32> {
+        let &(local, peer) = facts.addrs.get()?;
+        if !peer.ip().is_loopback() || local.port() == 0 {
+            return None;
+        }
+        if observer == Observer::Client {
+            if let Some(&pid) = self.listeners.get(&peer) {
+                return pid;
+            }
         }
         let now = Instant::now();
         if now.duration_since(self.scans.0) >= Duration::from_secs(1) {
@@ -99,15 +131,25 @@ impl Enricher {
         }
         if self.scans.1 >= PEER_SCANS_PER_SECOND {
             self.peer_scans_skipped += 1;
-            return;
+            return None;
         }
         self.scans.1 += 1;
-        let owner = crate::procnet::loopback_peer(&self.proc_root, tgid, local, peer);
+        let table = crate::procnet::tcp_table(&self.proc_root, tgid);
+        let inode = match observer {
+            Observer::Client => table
+                .iter()
+                .find(|e| e.state == crate::procnet::LISTEN && e.local.port() == peer.port())
+                .map(|e| e.inode),
+            Observer::Server => table.iter().find(|e| e.local == peer && e.remote == local).map(|e| e.inode),
+        };
+        let owner = inode.and_then(|ino| crate::procnet::inode_owner(&self.proc_root, ino));
+        if observer == Observer::Client {
+            self.listeners.insert(peer, owner);
+        }
         if let Some(pid) = owner {
-            // Read it now, while it surely exists.
             let _ = self.process(pid);
         }
-        let _ = facts.peer_pid.set(owner);
+        owner
     }
 
     /// The processes of a session's ends.

@@ -90,6 +90,11 @@ impl EventSink for crate::sinks::jsonl::JsonlSink {
     }
 }
 
+struct SocketEntry {
+    open: Option<SocketOpen>,
+    facts: Arc<ConnFacts>,
+}
+
 /// A TCP connection (or TLS session) of a watched process.
 struct NetConn {
     http: HttpConn,
@@ -121,8 +126,14 @@ pub struct Pipeline {
     /// Connections let go by discovery: their stragglers are ignored until
     /// a new request starts (and the kernel sniffed it again).
     released: HashSet<(u32, Channel)>,
-    /// Roles and peers of sockets the kernel saw open, until their first bytes.
-    opened: HashMap<(u32, i32), SocketOpen>,
+    /// Sockets of watched processes: what accept/connect said, and the
+    /// connection facts found for them.
+    sockets: HashMap<(u32, i32), SocketEntry>,
+    /// Processes confirmed as MCP peers (each is confirmed once).
+    confirmed: HashSet<u32>,
+    /// Watched sockets by (local, peer) address: on loopback, the other
+    /// end of a connection is often a watched process too.
+    by_addrs: HashMap<(std::net::SocketAddr, std::net::SocketAddr), u32>,
     next_serial: u64,
     enricher: Enricher,
     /// Stdio processes the agent stopped tracking: their records still in
@@ -158,7 +169,9 @@ impl Pipeline {
             http_mcp: HttpMcp::new(cfg.payloads.is_some()),
             net: HashMap::new(),
             released: HashSet::new(),
-            opened: HashMap::new(),
+            sockets: HashMap::new(),
+            confirmed: HashSet::new(),
+            by_addrs: HashMap::new(),
             next_serial: 0,
             enricher: Enricher::new(cfg.proc_root.clone()),
             rejected: HashSet::new(),
@@ -198,11 +211,18 @@ impl Pipeline {
             CaptureRecord::SocketOpen(open) => {
                 // A descriptor number reused: the old connection is over.
                 self.close_conn(open.tgid, Channel::Socket(open.fd), open.ts_ns, control);
-                self.opened.insert((open.tgid, open.fd), open);
+                self.sockets.remove(&(open.tgid, open.fd));
+                let facts = self.socket_facts(open.tgid, open.fd, Some(open));
+                self.enricher.resolve_connection(open.tgid, open.fd, Some(&open), &facts);
+                self.index_addrs(open.tgid, &facts);
             }
             CaptureRecord::SocketClose { tgid, fd, ts_ns } => {
-                self.opened.remove(&(tgid, fd));
                 self.close_conn(tgid, Channel::Socket(fd), ts_ns, control);
+                if let Some(entry) = self.sockets.remove(&(tgid, fd)) {
+                    if let Some(addrs) = entry.facts.addrs.get() {
+                        self.by_addrs.remove(addrs);
+                    }
+                }
             }
             CaptureRecord::TlsClose { tgid, ssl, ts_ns } => self.close_conn(tgid, Channel::Tls(ssl), ts_ns, control),
         }
@@ -292,16 +312,21 @@ impl Pipeline {
             self.reassembler.forget_channel(chunk.tgid, chunk.channel);
         }
         if !self.net.contains_key(&id) {
-            let open = match chunk.channel {
-                Channel::Socket(fd) => self.opened.remove(&(chunk.tgid, fd)),
-                _ => None,
+            let (facts, open) = match chunk.channel {
+                Channel::Socket(fd) => {
+                    let facts = self.socket_facts(chunk.tgid, fd, None);
+                    (facts, self.sockets.get(&(chunk.tgid, fd)).and_then(|s| s.open))
+                }
+                _ => {
+                    let facts = Arc::new(ConnFacts {
+                        serial: self.next_serial,
+                        tls: true,
+                        ..ConnFacts::default()
+                    });
+                    self.next_serial += 1;
+                    (facts, None)
+                }
             };
-            let facts = Arc::new(ConnFacts {
-                serial: self.next_serial,
-                tls: matches!(chunk.channel, Channel::Tls(_)),
-                ..ConnFacts::default()
-            });
-            self.next_serial += 1;
             let verdict = if chunk.discovery {
                 Verdict::Undecided
             } else {
@@ -317,11 +342,34 @@ impl Pipeline {
                 },
             );
         }
-        let Some(conn) = self.net.get_mut(&id) else { return };
-        if conn.fd.is_none() && chunk.fd >= 0 {
-            conn.fd = Some(chunk.fd);
-            self.enricher.resolve_connection(chunk.tgid, chunk.fd, &conn.mcp.facts);
+        let learned_fd = match self.net.get(&id) {
+            Some(conn) if conn.fd.is_none() && chunk.fd >= 0 => Some(chunk.fd),
+            _ => None,
+        };
+        // A TLS session is never tied to a socket that carries plain HTTP
+        // (a stale "last TLS socket" of the thread, whose number was reused).
+        let learned_fd = learned_fd.filter(|fd| {
+            !matches!(chunk.channel, Channel::Tls(_)) || !self.net.contains_key(&(chunk.tgid, Channel::Socket(*fd)))
+        });
+        if let Some(fd) = learned_fd {
+            // The socket under the connection: its addresses and peer.
+            let socket = self.socket_facts(chunk.tgid, fd, None);
+            let open = self.sockets.get(&(chunk.tgid, fd)).and_then(|s| s.open);
+            self.enricher.resolve_connection(chunk.tgid, fd, open.as_ref(), &socket);
+            self.index_addrs(chunk.tgid, &socket);
+            if let Some(conn) = self.net.get_mut(&id) {
+                conn.fd = Some(fd);
+                if !Arc::ptr_eq(&socket, &conn.mcp.facts) {
+                    if let Some(addrs) = socket.addrs.get() {
+                        let _ = conn.mcp.facts.addrs.set(*addrs);
+                    }
+                    if let Some(pid) = socket.peer_pid.get() {
+                        let _ = conn.mcp.facts.peer_pid.set(*pid);
+                    }
+                }
+            }
         }
+        let Some(conn) = self.net.get_mut(&id) else { return };
         if !chunk.discovery && conn.mcp.verdict == Verdict::Undecided {
             conn.mcp.verdict = Verdict::Tracked; // the process was confirmed meanwhile
         }
@@ -371,19 +419,47 @@ impl Pipeline {
         }
     }
 
+    fn index_addrs(&mut self, tgid: u32, facts: &ConnFacts) {
+        if let Some(addrs) = facts.addrs.get().filter(|(local, _)| local.port() != 0) {
+            self.by_addrs.insert(*addrs, tgid);
+            if self.by_addrs.len() > 1 << 20 {
+                self.by_addrs.clear(); // leaked closes: start over rather than grow
+            }
+        }
+    }
+
+    /// The facts of a socket of a watched process, created on first sight.
+    fn socket_facts(&mut self, tgid: u32, fd: i32, open: Option<SocketOpen>) -> Arc<ConnFacts> {
+        let serial = &mut self.next_serial;
+        let entry = self.sockets.entry((tgid, fd)).or_insert_with(|| {
+            *serial += 1;
+            SocketEntry {
+                open,
+                facts: Arc::new(ConnFacts {
+                    serial: *serial,
+                    tls: false,
+                    ..ConnFacts::default()
+                }),
+            }
+        });
+        entry.facts.clone()
+    }
+
     /// Carries out what discovery decided about a connection.
     fn decide(&mut self, tgid: u32, channel: Channel, decision: Decision, ts_ns: u64, control: &mut dyn Control) {
         match decision {
             Decision::None => {}
             Decision::Confirm => {
-                control.confirm(tgid);
                 for ((t, _), conn) in self.net.iter_mut() {
                     if *t == tgid {
                         conn.mcp.verdict = Verdict::Tracked;
                     }
                 }
-                self.metrics.discovery.with_label_values(&["confirmed"]).inc();
-                tracing::info!(pid = tgid, "discovered an MCP peer speaking HTTP");
+                if self.confirmed.insert(tgid) {
+                    control.confirm(tgid);
+                    self.metrics.discovery.with_label_values(&["confirmed"]).inc();
+                    tracing::info!(pid = tgid, "discovered an MCP peer speaking HTTP");
+                }
             }
             Decision::Release => {
                 control.release(tgid, channel);
@@ -472,7 +548,9 @@ impl Pipeline {
             self.close_conn(tgid, channel, ts_ns, control);
         }
         self.released.retain(|(t, _)| *t != tgid);
-        self.opened.retain(|(t, _), _| *t != tgid);
+        self.sockets.retain(|(t, _), _| *t != tgid);
+        self.by_addrs.retain(|_, t| *t != tgid);
+        self.confirmed.remove(&tgid);
         self.reassembler.forget_process(tgid);
         self.sessions.close_process(tgid, ts_ns, &mut self.outputs);
         self.dispatch(control);
@@ -563,6 +641,19 @@ impl Pipeline {
     }
 
     fn peers(&mut self, key: &SessionKey, via: Option<&crate::session::Via>) -> crate::enrich::Peers {
+        if let (Some(conn), SessionKey::Http { tgid, observer, .. }) = (via.map(|v| &v.conn), key) {
+            if conn.peer_pid.get().is_none() {
+                // A watched process at the other end, else a /proc lookup.
+                let watched = conn
+                    .addrs
+                    .get()
+                    .and_then(|&(local, peer)| self.by_addrs.get(&(peer, local)).copied());
+                let found = watched.or_else(|| self.enricher.find_loopback_peer(*tgid, *observer, conn));
+                if let Some(pid) = found {
+                    let _ = conn.peer_pid.set(Some(pid));
+                }
+            }
+        }
         let in_fd = self.in_fds.get(&key.tgid()).copied().unwrap_or(0);
         self.enricher.peers(key, via, in_fd)
     }

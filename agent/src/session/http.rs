@@ -357,6 +357,7 @@ impl HttpMcp {
             problems.utf8_replaced += 1;
         }
         for e in &parsed.errors {
+            tracing::debug!(bytes = body.len, "HTTP body is not JSON-RPC: {e}");
             problems.parse_errors.push(ParseError::kind(e));
         }
         parsed.messages
