@@ -22,6 +22,19 @@ pub enum Command {
     /// Check that this host can run the agent: privileges, tracefs, tracepoints,
     /// and loading and attaching the eBPF programs. Exits 0 when it can.
     Check,
+    /// Feed a capture recorded with `run --record` through the pipeline again
+    /// and print the events (no kernel, no root): how parser bugs are
+    /// reproduced.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ReplayArgs {
+    /// The recording.
+    pub file: std::path::PathBuf,
+    /// Include payloads in the events (masked), as `run --capture-payloads`.
+    #[arg(long)]
+    pub capture_payloads: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -105,6 +118,11 @@ pub struct RunArgs {
     /// Events buffered for the event stream before new ones are dropped (and counted).
     #[arg(long, default_value_t = 65536, value_name = "N")]
     pub event_queue: usize,
+
+    /// Record every ring buffer record to this file, for `mcptap replay`. It holds
+    /// raw payloads (secrets included): for debugging only, never left on.
+    #[arg(long, value_name = "PATH")]
+    pub record: Option<std::path::PathBuf>,
 
     /// Log level of the agent's own logs (stderr): error, warn, info, debug, trace.
     /// RUST_LOG overrides it.

@@ -46,6 +46,10 @@ fn main() -> std::process::ExitCode {
             init_logging("warn");
             runtime.block_on(run::check())
         }
+        cli::Command::Replay(args) => {
+            init_logging("warn");
+            run::replay(args)
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -84,7 +84,8 @@ fn parse_addr(s: &str) -> Option<SocketAddr> {
 }
 
 /// The inode of the socket behind `/proc/PID/fd/FD`.
-pub fn socket_inode(proc_root: &Path, pid: u32, fd: i32) -> Option<u64> {
+#[cfg(test)]
+fn socket_inode(proc_root: &Path, pid: u32, fd: i32) -> Option<u64> {
     let link = fs::read_link(proc_root.join(pid.to_string()).join("fd").join(fd.to_string())).ok()?;
     link.to_str()?
         .strip_prefix("socket:[")?
@@ -206,7 +207,8 @@ pub fn inode_owner(proc_root: &Path, inode: u64) -> Option<u32> {
 /// The process at the other end of a loopback connection seen from `pid`
 /// as (local, peer): the socket whose local address is our peer and whose
 /// peer is us.
-pub fn loopback_peer(proc_root: &Path, pid: u32, local: SocketAddr, peer: SocketAddr) -> Option<u32> {
+#[cfg(test)]
+fn loopback_peer(proc_root: &Path, pid: u32, local: SocketAddr, peer: SocketAddr) -> Option<u32> {
     if !peer.ip().is_loopback() {
         return None;
     }

@@ -83,6 +83,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut kernel_counters_seen = [0u64; mcptap_common::counter::COUNT as usize];
+    let mut recorder = args.record.as_deref().map(Recorder::create).transpose()?;
     publish_capture_state(&capture, &metrics);
     tracing::info!("mcptap is running");
 
@@ -90,11 +91,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::select! {
             ready = capture.readable() => {
                 ready?;
-                drain_all(&mut capture, &mut pipeline).await;
+                drain_all(&mut capture, &mut pipeline, &mut recorder).await;
             }
-            _ = drain.tick() => drain_all(&mut capture, &mut pipeline).await,
+            _ = drain.tick() => drain_all(&mut capture, &mut pipeline, &mut recorder).await,
             _ = tick.tick() => {
-                drain_all(&mut capture, &mut pipeline).await;
+                drain_all(&mut capture, &mut pipeline, &mut recorder).await;
                 pipeline.tick(Clock::monotonic_now_ns(), &mut capture.selection);
                 capture.tick();
                 metrics.kernel_counters(&capture.kernel_counters(), &mut kernel_counters_seen);
@@ -106,7 +107,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 
     // What the kernel already captured still becomes events.
-    capture.drain(usize::MAX, |control, raw| pipeline.on_raw(raw, control));
+    capture.drain(usize::MAX, |control, raw| {
+        if let Some(r) = &mut recorder {
+            r.write(raw);
+        }
+        pipeline.on_raw(raw, control)
+    });
+    if let Some(mut r) = recorder {
+        use std::io::Write;
+        let _ = r.out.flush();
+    }
     metrics.kernel_counters(&capture.kernel_counters(), &mut kernel_counters_seen);
     let active = pipeline.active_sessions();
     let in_flight = pipeline.finish();
@@ -127,10 +137,94 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// Drains in batches, giving timers and signals a turn between.
-async fn drain_all(capture: &mut Capture, pipeline: &mut Pipeline) {
-    while capture.drain(BATCH, |control, raw| pipeline.on_raw(raw, control)) == BATCH {
+async fn drain_all(capture: &mut Capture, pipeline: &mut Pipeline, recorder: &mut Option<Recorder>) {
+    while capture.drain(BATCH, |control, raw| {
+        if let Some(r) = recorder {
+            r.write(raw);
+        }
+        pipeline.on_raw(raw, control)
+    }) == BATCH
+    {
         tokio::task::yield_now().await;
     }
+}
+
+/// `--record`: every raw record, length-prefixed (u32, native endian).
+struct Recorder {
+    out: std::io::BufWriter<std::fs::File>,
+    failed: bool,
+}
+
+impl Recorder {
+    fn create(path: &std::path::Path) -> anyhow::Result<Recorder> {
+        let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        tracing::warn!(path = %path.display(), "recording raw captures (payloads included): for debugging only");
+        Ok(Recorder {
+            out: std::io::BufWriter::new(file),
+            failed: false,
+        })
+    }
+
+    fn write(&mut self, raw: &[u8]) {
+        use std::io::Write;
+        if self.failed {
+            return;
+        }
+        let len = (raw.len() as u32).to_ne_bytes();
+        if let Err(err) = self.out.write_all(&len).and_then(|_| self.out.write_all(raw)) {
+            tracing::error!("recording stopped: {err}");
+            self.failed = true;
+        }
+    }
+}
+
+/// `mcptap replay`: a recording through the pipeline, events to stdout.
+pub fn replay(args: crate::cli::ReplayArgs) -> anyhow::Result<()> {
+    struct Offline;
+    impl crate::pipeline::Control for Offline {
+        fn confirm(&mut self, _: u32) {}
+        fn reject(&mut self, _: u32) {}
+        fn release(&mut self, _: u32, _: crate::capture::Channel) {}
+        fn ignore(&mut self, _: u32, _: crate::capture::Channel) {}
+        fn is_selected(&self, _: u32) -> bool {
+            false
+        }
+        fn forget_process(&mut self, _: u32) {}
+    }
+    struct Stdout;
+    impl crate::pipeline::EventSink for Stdout {
+        fn send(&mut self, event: &crate::event::Event) {
+            if let Ok(line) = serde_json::to_string(event) {
+                println!("{line}");
+            }
+        }
+    }
+    let data = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let metrics = Arc::new(Metrics::new());
+    let mut pipeline = Pipeline::new(
+        PipelineConfig {
+            max_message_bytes: 16 << 20,
+            payloads: args.capture_payloads.then_some(64 * 1024),
+            sessions: SessionConfig::default(),
+            max_label_values: 100,
+            proc_root: "/proc".into(),
+        },
+        metrics.clone(),
+        Box::new(Stdout),
+    );
+    let mut rest = &data[..];
+    let mut records = 0u64;
+    while rest.len() >= 4 {
+        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let Some(raw) = rest.get(4..4 + len) else {
+            anyhow::bail!("{}: record {records} is cut short", args.file.display());
+        };
+        pipeline.on_raw(raw, &mut Offline);
+        rest = &rest[4 + len..];
+        records += 1;
+    }
+    eprintln!("replayed {records} records");
+    Ok(())
 }
 
 fn publish_capture_state(capture: &Capture, metrics: &Metrics) {

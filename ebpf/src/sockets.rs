@@ -11,10 +11,11 @@
 //!
 //! Discovery: with discovery on, every process that accepts or connects
 //! becomes a network candidate. An HTTP request it serves (a read starting
-//! `POST` or `GET `) or sends (a write starting `POST`) is captured, with
-//! the rest of that connection, until the agent decides; the agent then
-//! confirms the process (MCP) or lets the connection go (see
-//! `agent/src/capture/selection.rs` for the per-process budget).
+//! `POST` or `GET `) or sends (a write starting so) is captured, with the
+//! rest of that connection, until the agent decides (GETs matter: a legacy
+//! SSE session starts with one); the agent then confirms the process (MCP)
+//! or lets the connection go (see `agent/src/capture/selection.rs` for the
+//! per-process budget that bounds what a busy non-MCP process costs).
 
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_user};
 use mcptap_common::{
@@ -211,13 +212,11 @@ pub fn on_io(p: *mut ProcState, pid_tgid: u64, fd: u64, io: u8, buf: u64, iov_cn
         first = first4(buf, iov_cnt, ret);
     }
     let Some(b) = first else { return };
-    let request = if flags & sock_flags::SERVER != 0 && io == op::READ {
-        &b == b"POST" || &b == b"GET "
-    } else if flags & sock_flags::CLIENT != 0 && io == op::WRITE {
-        &b == b"POST"
+    let request = if flags & sock_flags::SERVER != 0 {
+        io == op::READ
     } else {
-        false
-    };
+        io == op::WRITE
+    } && (&b == b"POST" || &b == b"GET ");
     if !request {
         return;
     }

@@ -104,7 +104,9 @@ fn exit(ctx: &RetProbeContext, ex: bool) -> u32 {
         return 0;
     };
     let _ = SSL_CALLS.remove(&pid_tgid);
-    let ret: i64 = ctx.ret();
+    // All four return a C `int`: only the low 32 bits of the register are
+    // the value (-1 on failure must not read as 4 GiB).
+    let ret = ctx.ret::<i32>() as i64;
     let len = if ex {
         if ret != 1 || call.ex_len == 0 {
             return 0;
@@ -145,11 +147,7 @@ fn exit(ctx: &RetProbeContext, ex: bool) -> u32 {
         return 0;
     }
     let Some(b) = first4(call.buf, 0, len) else { return 0 };
-    let request = if call.op == op::READ {
-        &b == b"POST" || &b == b"GET "
-    } else {
-        &b == b"POST"
-    };
+    let request = &b == b"POST" || &b == b"GET ";
     if !request {
         return 0;
     }

@@ -22,7 +22,7 @@ use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 
 pub use record::{CaptureRecord, Channel, Chunk, Io, SocketOpen};
-pub use selection::{DISCOVERY_BUDGET, Selection};
+pub use selection::Selection;
 
 /// The kernel programs, built by build.rs and embedded in the binary.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcptap"));

@@ -50,11 +50,6 @@ pub const PROGRAMS: &[&str] = &[
     "ssl_free",
 ];
 
-/// Whether a program name is a return probe.
-pub fn is_return_probe(program: &str) -> bool {
-    program.ends_with("_exit")
-}
-
 /// Directories where distributions put libssl.
 const LIB_DIRS: &[&str] = &[
     "/lib",

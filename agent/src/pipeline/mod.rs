@@ -347,9 +347,19 @@ impl Pipeline {
             _ => None,
         };
         // A TLS session is never tied to a socket that carries plain HTTP
-        // (a stale "last TLS socket" of the thread, whose number was reused).
-        let learned_fd = learned_fd.filter(|fd| {
-            !matches!(chunk.channel, Channel::Tls(_)) || !self.net.contains_key(&(chunk.tgid, Channel::Socket(*fd)))
+        // (a stale "last TLS socket" of the thread, whose number was
+        // reused), nor to one another live session already runs on (one
+        // socket, one session: event loops that decrypt later than they
+        // receive can interleave two sessions' reads).
+        let learned_fd = learned_fd.filter(|fd| match chunk.channel {
+            Channel::Tls(_) => {
+                !self.net.contains_key(&(chunk.tgid, Channel::Socket(*fd)))
+                    && !self
+                        .net
+                        .iter()
+                        .any(|((t, c), conn)| *t == chunk.tgid && *c != chunk.channel && conn.fd == Some(*fd))
+            }
+            _ => true,
         });
         if let Some(fd) = learned_fd {
             // The socket under the connection: its addresses and peer.

@@ -190,7 +190,7 @@ impl HttpMcp {
                     let old = ex.key.clone();
                     let new = http_key(tgid, observer, HttpScope::Session(sid.as_str().into()));
                     if conn.verdict == Verdict::Tracked {
-                        sessions.rekey(&old, &new, h.ts_ns, out);
+                        sessions.rekey(&old, &new, out);
                     }
                     for other in conn.exchanges.values_mut() {
                         if other.key == old {
@@ -231,7 +231,7 @@ impl HttpMcp {
                     if let Some(ex) = exchange.and_then(|e| conn.exchanges.get_mut(&e)) {
                         let old = std::mem::replace(&mut ex.key, new.clone());
                         ex.legacy_stream = true;
-                        sessions.rekey(&old, &new, ts_ns, out);
+                        sessions.rekey(&old, &new, out);
                     }
                     sessions.open(&new, Origin::Selected, ts_ns, out);
                     conn.last_key = Some(new);

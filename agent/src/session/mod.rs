@@ -311,8 +311,6 @@ pub enum Output {
     },
     SessionStarted {
         key: SessionKey,
-        session: SessionInfo,
-        ts_ns: u64,
     },
     SessionEnded {
         key: SessionKey,
@@ -431,11 +429,7 @@ impl SessionTable {
         let state = match origin {
             Origin::Discovered => State::Undecided { held: Vec::new() },
             Origin::Selected => {
-                out.push(Output::SessionStarted {
-                    key: key.clone(),
-                    session: info.clone(),
-                    ts_ns,
-                });
+                out.push(Output::SessionStarted { key: key.clone() });
                 State::Confirmed
             }
         };
@@ -509,11 +503,7 @@ impl SessionTable {
                 unreachable!("matched above")
             };
             out.push(Output::Confirm(key.tgid()));
-            out.push(Output::SessionStarted {
-                key: key.clone(),
-                session: session.info.clone(),
-                ts_ns,
-            });
+            out.push(Output::SessionStarted { key: key.clone() });
             self.handle(key, direction, ts_ns, msg, via, out);
             for (direction, ts_ns, msg) in held {
                 self.handle(key, direction, ts_ns, msg, None, out);
@@ -679,7 +669,7 @@ impl SessionTable {
     /// A session got its name late (the `Mcp-Session-Id` of an initialize
     /// response, the endpoint of a legacy stream): what was keyed under
     /// the connection moves to the name, merging with what is there.
-    pub fn rekey(&mut self, from: &SessionKey, to: &SessionKey, ts_ns: u64, out: &mut Vec<Output>) {
+    pub fn rekey(&mut self, from: &SessionKey, to: &SessionKey, out: &mut Vec<Output>) {
         if from == to {
             return;
         }
@@ -704,11 +694,7 @@ impl SessionTable {
                 let mut moved = old;
                 moved.info.id = to.event_id();
                 if matches!(moved.state, State::Confirmed) {
-                    out.push(Output::SessionStarted {
-                        key: to.clone(),
-                        session: moved.info.clone(),
-                        ts_ns,
-                    });
+                    out.push(Output::SessionStarted { key: to.clone() });
                 }
                 self.sessions.insert(to.clone(), moved);
             }
@@ -786,11 +772,6 @@ impl SessionTable {
             };
             self.close(&key, ts_ns, status, out);
         }
-    }
-
-    /// Sessions of a process (for ending those scoped to a connection).
-    pub fn keys_of(&self, tgid: u32) -> Vec<SessionKey> {
-        self.sessions.keys().filter(|k| k.tgid() == tgid).cloned().collect()
     }
 
     /// Forgets every session (agent shutting down); returns how many

@@ -183,8 +183,6 @@ enum State {
     },
     /// After lost bytes or a malformed message: skipping to a message start.
     Resync { skipped: usize },
-    /// The connection switched to a protocol this parser does not follow.
-    Dead,
 }
 
 /// One direction's parser.
@@ -322,7 +320,7 @@ impl HttpConn {
         if gap_before {
             let side = if is_request { &mut self.requests } else { &mut self.responses };
             let cut = side.pending();
-            if !matches!(side.state, State::Head if side.buf.is_empty()) && !matches!(side.state, State::Dead) {
+            if !matches!(side.state, State::Head if side.buf.is_empty()) {
                 out.push(HttpEvent::Dropped { kind: "capture_gap", bytes: cut });
                 side.state = State::Resync { skipped: 0 };
                 side.buf.clear();
@@ -390,7 +388,6 @@ impl HttpConn {
 
     fn feed_request(&mut self, data: &[u8], ts_ns: u64, out: &mut Vec<HttpEvent>) -> usize {
         match &mut self.requests.state {
-            State::Dead => data.len(),
             State::Resync { skipped } => {
                 if starts_request(data) {
                     let skipped = *skipped;
@@ -532,7 +529,6 @@ impl HttpConn {
 
     fn feed_response(&mut self, data: &[u8], ts_ns: u64, out: &mut Vec<HttpEvent>) -> usize {
         match &mut self.responses.state {
-            State::Dead => data.len(),
             State::Resync { skipped } => {
                 if starts_response(data) {
                     let skipped = *skipped;
