@@ -306,7 +306,11 @@ pub fn on_close(p: *mut ProcState, pid_tgid: u64, fd: u64) {
     let flags = s.flags;
     let _ = SOCKS.remove(&key);
     let tracked = unsafe { (*p).state } & proc_state::TRACKED != 0;
-    if flags & sock_flags::HTTP != 0 && (tracked || flags & sock_flags::CAPTURE != 0) {
+    // The agent holds state for captured HTTP connections, and ties TLS
+    // sessions to TLS sockets: both end here (some runtimes free the TLS
+    // session much later, when their garbage collector gets to it).
+    let held = flags & (sock_flags::HTTP | sock_flags::TLS) != 0;
+    if held && (tracked || flags & sock_flags::CAPTURE != 0) {
         send(SocketRecord {
             kind: record::SOCKET_CLOSE,
             tgid,

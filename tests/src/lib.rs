@@ -102,6 +102,108 @@ pub fn parse_report(what: &str, out: &std::process::Output) -> Value {
     serde_json::from_str(last).unwrap_or_else(|e| panic!("{what} printed no JSON report ({e}): {stdout}"))
 }
 
+/// A peer server process (HTTP), killed on drop.
+pub struct Server {
+    child: Child,
+    pub port: u16,
+}
+
+impl Server {
+    pub fn pid(&self) -> u64 {
+        u64::from(self.child.id())
+    }
+
+    /// Waits until the server accepts connections on its port.
+    pub fn wait_listening(self, what: &str) -> Server {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut me = self;
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", me.port)).is_ok() {
+                return me;
+            }
+            if let Some(status) = me.child.try_wait().ok().flatten() {
+                panic!("{what} exited ({status}) before listening");
+            }
+            assert!(Instant::now() < deadline, "{what} did not listen on {} within 30 s", me.port);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A self-signed certificate for 127.0.0.1.
+pub struct Cert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Env {
+    /// The tests' FastMCP server over HTTP (see tests/peers/http_server.py
+    /// for `args`), on a free port, listening when this returns.
+    pub fn http_server(&self, name: &str, args: &[&str]) -> Server {
+        let port = free_port();
+        let log = fs::File::create(self.artifacts.join(format!("{name}.log"))).expect("server log");
+        let child = Command::new(&self.python)
+            .arg(self.peers.join("http_server.py"))
+            .args(["--port", &port.to_string(), "--name", name])
+            .args(args)
+            .current_dir(&self.peers)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start http_server.py");
+        Server { child, port }.wait_listening(name)
+    }
+
+    /// A server started by `command` (a shell line run with `sh -c`), on
+    /// `port`, listening when this returns.
+    pub fn server_command(&self, name: &str, command: &str, port: u16) -> Server {
+        let log = fs::File::create(self.artifacts.join(format!("{name}.log"))).expect("server log");
+        let child = Command::new("sh")
+            .args(["-c", command])
+            .current_dir(&self.peers)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start server");
+        Server { child, port }.wait_listening(name)
+    }
+
+    /// A certificate and key for 127.0.0.1 (tests/peers/make_cert.py).
+    pub fn cert(&self, name: &str) -> Cert {
+        let cert = self.artifacts.join(format!("{name}-cert.pem"));
+        let key = self.artifacts.join(format!("{name}-key.pem"));
+        let out = Command::new(&self.python)
+            .arg(self.peers.join("make_cert.py"))
+            .arg(&cert)
+            .arg(&key)
+            .output()
+            .expect("make_cert.py");
+        assert!(out.status.success(), "make_cert.py: {}", String::from_utf8_lossy(&out.stderr));
+        Cert { cert, key }
+    }
+}
+
+/// Operation events one process observed from one side.
+pub fn observed(events: &[Value], observer: &str, pid: u64) -> Vec<Value> {
+    let side = if observer == "server" { "server" } else { "client" };
+    events
+        .iter()
+        .filter(|e| {
+            e["event.type"] == "mcp.operation"
+                && e["observer"] == observer
+                && e[side]["process"]["pid"].as_u64() == Some(pid)
+        })
+        .cloned()
+        .collect()
+}
+
 /// A running agent, stopped (SIGINT) on `stop` or drop.
 pub struct Agent {
     child: Option<Child>,
@@ -110,7 +212,7 @@ pub struct Agent {
     pub metrics_addr: SocketAddr,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -127,8 +229,13 @@ impl Agent {
         let events_path = dir.join("events.jsonl");
         let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let log = fs::File::create(dir.join("agent.log")).expect("agent log");
-        let child = Command::new(&env.agent)
-            .arg("run")
+        let mut command = Command::new(&env.agent);
+        command.arg("run");
+        if std::env::var_os("MCPTAP_E2E_RECORD").is_some() {
+            // Raw records of the test, for `mcptap replay` when it fails.
+            command.arg("--record").arg(dir.join("capture.bin"));
+        }
+        let child = command
             .arg("--events")
             .arg(&events_path)
             .arg("--metrics-addr")
@@ -252,8 +359,9 @@ pub fn summary(events: &[Value]) -> String {
         .iter()
         .map(|e| {
             format!(
-                "{} {} tool={} status={} server_pid={} client={}",
+                "{} {} {} tool={} status={} server_pid={} client={}",
                 e["event.type"].as_str().unwrap_or("?"),
+                e["observer"].as_str().unwrap_or("?"),
                 e["mcp.method.name"].as_str().unwrap_or("-"),
                 e["gen_ai.tool.name"].as_str().unwrap_or("-"),
                 e["status"].as_str().unwrap_or("-"),

@@ -103,6 +103,7 @@ impl Enricher {
                 .unwrap_or_else(|| std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0));
             Some((local, peer))
         });
+        tracing::debug!(tgid, fd, late_us = open.map(|o| (Clock::monotonic_now_ns().saturating_sub(o.ts_ns)) / 1000), found = addrs.is_some(), "connection addresses");
         if let Some((_, peer)) = addrs {
             let _ = facts.addrs.set(addrs.unwrap_or((peer, peer)));
             if !peer.ip().is_loopback() {
@@ -111,19 +112,20 @@ impl Enricher {
         }
     }
 
-    /// The process at the other end of a loopback connection that no
-    /// watched process holds: for a client, the server's listening socket
-    /// (one /proc scan per server, cached); for a server, the client's
-    /// socket while it exists (rate-limited scans).
-    pub fn find_loopback_peer(&mut self, tgid: u32, observer: Observer, facts: &ConnFacts) -> Option<u32> {
+    /// The server process of a loopback connection a watched client made,
+    /// when no watched process holds the other end: the owner of the
+    /// server's listening socket (one /proc scan per server, cached and
+    /// rate-limited). A loopback client of a watched server is only known
+    /// when it is watched too (`Pipeline::peers`): finding the owner of an
+    /// ephemeral port means scanning every process's descriptors per
+    /// connection, which would stall the capture.
+    pub fn find_loopback_server(&mut self, tgid: u32, facts: &ConnFacts) -> Option<u32> {
         let &(local, peer) = facts.addrs.get()?;
         if !peer.ip().is_loopback() || local.port() == 0 {
             return None;
         }
-        if observer == Observer::Client {
-            if let Some(&pid) = self.listeners.get(&peer) {
-                return pid;
-            }
+        if let Some(&pid) = self.listeners.get(&peer) {
+            return pid;
         }
         let now = Instant::now();
         if now.duration_since(self.scans.0) >= Duration::from_secs(1) {
@@ -135,17 +137,12 @@ impl Enricher {
         }
         self.scans.1 += 1;
         let table = crate::procnet::tcp_table(&self.proc_root, tgid);
-        let inode = match observer {
-            Observer::Client => table
-                .iter()
-                .find(|e| e.state == crate::procnet::LISTEN && e.local.port() == peer.port())
-                .map(|e| e.inode),
-            Observer::Server => table.iter().find(|e| e.local == peer && e.remote == local).map(|e| e.inode),
-        };
+        let inode = table
+            .iter()
+            .find(|e| e.state == crate::procnet::LISTEN && e.local.port() == peer.port())
+            .map(|e| e.inode);
         let owner = inode.and_then(|ino| crate::procnet::inode_owner(&self.proc_root, ino));
-        if observer == Observer::Client {
-            self.listeners.insert(peer, owner);
-        }
+        self.listeners.insert(peer, owner);
         if let Some(pid) = owner {
             let _ = self.process(pid);
         }

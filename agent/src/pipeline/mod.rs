@@ -218,6 +218,16 @@ impl Pipeline {
             }
             CaptureRecord::SocketClose { tgid, fd, ts_ns } => {
                 self.close_conn(tgid, Channel::Socket(fd), ts_ns, control);
+                // TLS sessions that ran on this socket are over too.
+                let sessions: Vec<Channel> = self
+                    .net
+                    .iter()
+                    .filter(|((t, c), conn)| *t == tgid && matches!(c, Channel::Tls(_)) && conn.fd == Some(fd))
+                    .map(|((_, c), _)| *c)
+                    .collect();
+                for channel in sessions {
+                    self.close_conn(tgid, channel, ts_ns, control);
+                }
                 if let Some(entry) = self.sockets.remove(&(tgid, fd)) {
                     if let Some(addrs) = entry.facts.addrs.get() {
                         self.by_addrs.remove(addrs);
@@ -605,6 +615,7 @@ impl Pipeline {
                     let in_fd = self.in_fds.get(&key.tgid()).copied().unwrap_or(0);
                     let _ = self.enricher.peers(&key, None, in_fd);
                 }
+                Output::SessionMerged { transport } => self.metrics.session_ended(transport),
                 Output::SessionEnded {
                     key,
                     session,
@@ -658,7 +669,10 @@ impl Pipeline {
                     .addrs
                     .get()
                     .and_then(|&(local, peer)| self.by_addrs.get(&(peer, local)).copied());
-                let found = watched.or_else(|| self.enricher.find_loopback_peer(*tgid, *observer, conn));
+                let found = watched.or_else(|| match observer {
+                    Observer::Client => self.enricher.find_loopback_server(*tgid, conn),
+                    Observer::Server => None,
+                });
                 if let Some(pid) = found {
                     let _ = conn.peer_pid.set(Some(pid));
                 }

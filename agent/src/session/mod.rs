@@ -312,6 +312,11 @@ pub enum Output {
     SessionStarted {
         key: SessionKey,
     },
+    /// A started session was merged into another (re-keyed onto a name
+    /// that already had one).
+    SessionMerged {
+        transport: Transport,
+    },
     SessionEnded {
         key: SessionKey,
         session: SessionInfo,
@@ -382,6 +387,9 @@ enum State {
 struct Session {
     info: SessionInfo,
     state: State,
+    /// A message was seen: the session exists as far as events go (a
+    /// selected process that never speaks JSON-RPC has no session).
+    started: bool,
     pending: HashMap<(Direction, RequestId), Pending>,
     last_ts_ns: u64,
     /// The connection the session's last message came on (HTTP).
@@ -428,16 +436,15 @@ impl SessionTable {
         };
         let state = match origin {
             Origin::Discovered => State::Undecided { held: Vec::new() },
-            Origin::Selected => {
-                out.push(Output::SessionStarted { key: key.clone() });
-                State::Confirmed
-            }
+            Origin::Selected => State::Confirmed,
         };
+        let _ = out;
         self.sessions.insert(
             key.clone(),
             Session {
                 info,
                 state,
+                started: false,
                 pending: HashMap::new(),
                 last_ts_ns: ts_ns,
                 last_via: None,
@@ -503,7 +510,6 @@ impl SessionTable {
                 unreachable!("matched above")
             };
             out.push(Output::Confirm(key.tgid()));
-            out.push(Output::SessionStarted { key: key.clone() });
             self.handle(key, direction, ts_ns, msg, via, out);
             for (direction, ts_ns, msg) in held {
                 self.handle(key, direction, ts_ns, msg, None, out);
@@ -527,6 +533,10 @@ impl SessionTable {
             return;
         };
         session.last_ts_ns = session.last_ts_ns.max(ts_ns);
+        if !session.started {
+            session.started = true;
+            out.push(Output::SessionStarted { key: key.clone() });
+        }
         if via.is_some() {
             session.last_via.clone_from(&via);
         }
@@ -689,13 +699,17 @@ impl SessionTable {
                     existing.info.protocol_version = old.info.protocol_version;
                 }
                 existing.last_ts_ns = existing.last_ts_ns.max(old.last_ts_ns);
+                if old.started && !existing.started {
+                    existing.started = true;
+                } else if old.started {
+                    // Two started sessions became one: one fewer is active.
+                    out.push(Output::SessionMerged { transport: to.transport() });
+                }
             }
             None => {
                 let mut moved = old;
                 moved.info.id = to.event_id();
-                if matches!(moved.state, State::Confirmed) {
-                    out.push(Output::SessionStarted { key: to.clone() });
-                }
+                let _ = out;
                 self.sessions.insert(to.clone(), moved);
             }
         }
@@ -740,7 +754,7 @@ impl SessionTable {
         let Some(session) = self.sessions.remove(key) else {
             return;
         };
-        if matches!(session.state, State::Undecided { .. }) {
+        if matches!(session.state, State::Undecided { .. }) || !session.started {
             return;
         }
         let mut pending: Vec<_> = session.pending.iter().map(|(k, p)| (k.clone(), p.ts_ns)).collect();

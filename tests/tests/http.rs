@@ -1,0 +1,440 @@
+//! End-to-end over the network: the real agent and eBPF programs (socket
+//! syscalls, OpenSSL uprobes), real MCP clients (the official Python SDK)
+//! and servers (FastMCP over uvicorn, the official Node SDK behind Node's
+//! HTTPS), over Streamable HTTP and the legacy HTTP+SSE transport, plain
+//! and TLS, seen from the server's side and from the client's.
+
+use std::time::Duration;
+
+use mcptap_tests::{Agent, Cert, Env, Server, count, env, free_port, observed, summary};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn session(report: &Value, i: usize) -> &Value {
+    let s = &report["sessions"][i];
+    assert!(s.get("error").is_none(), "the client failed: {s}");
+    s
+}
+
+fn pid(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or_else(|| panic!("no {key} in {v}"))
+}
+
+/// Client-side round trips of `tool`, in order.
+fn rtts(session: &Value, tool: &str) -> Vec<f64> {
+    session["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["tool"] == tool)
+        .map(|s| s["rtt_s"].as_f64().unwrap())
+        .collect()
+}
+
+fn steps() -> Value {
+    json!([
+        {"list_tools": true},
+        {"call": "add", "args": {"a": 1, "b": 2}, "repeat": 5},
+        {"call": "refuse", "args": {"reason": "not allowed"}, "repeat": 3},
+        {"call": "explode", "args": {}, "repeat": 2},
+        {"call": "sleep", "args": {"seconds": 0.2}, "repeat": 2},
+        {"call": "blob", "args": {"mib": 2}},
+        {"call": "no-such-tool", "args": {}},
+        {"get_prompt": "greet", "args": {"name": "x"}},
+        {"read_resource": "test://config"},
+        {"ping": true}
+    ])
+}
+
+/// The exact tool outcomes `steps()` produce, from one side's events.
+/// `blob_status`: the 4 MiB result is `ok`, except at the client of an
+/// event-stream server: the Python SDK gives up on events over 1 MiB and
+/// drops the connection mid-event, which is what the agent then reports.
+fn assert_every_outcome(ops: &[Value], what: &str, blob_status: &str) {
+    let call = |tool, status| count(ops, "tools/call", Some(tool), status);
+    assert_eq!(call("whoami", "ok"), 1, "{what}:\n{}", summary(ops));
+    assert_eq!(call("add", "ok"), 5, "{what}:\n{}", summary(ops));
+    assert_eq!(call("refuse", "tool_error"), 3, "{what}");
+    assert_eq!(call("explode", "tool_error"), 2, "{what}");
+    assert_eq!(call("sleep", "ok"), 2, "{what}");
+    assert_eq!(call("blob", blob_status), 1, "{what}:\n{}", summary(ops));
+    assert_eq!(call("no-such-tool", "tool_error"), 1, "{what}");
+    assert_eq!(count(ops, "prompts/get", None, "ok"), 1, "{what}");
+    assert_eq!(count(ops, "resources/read", None, "ok"), 1, "{what}");
+    assert!(count(ops, "tools/list", None, "ok") >= 1, "{what}");
+    assert_eq!(ops.iter().filter(|e| e["mcp.method.name"] == "ping").count(), 1, "{what}");
+    let blob = ops.iter().find(|e| e["gen_ai.tool.name"] == "blob").unwrap();
+    if blob_status == "ok" {
+        assert!(blob["response"]["bytes"].as_u64().unwrap() > 2 << 20, "{blob}");
+    }
+    for e in ops {
+        assert_eq!(e["network.transport"], "tcp", "{e}");
+        assert_eq!(e["network.protocol.name"], "http");
+        assert!(e["jsonrpc.request.id"].is_string());
+        assert!(e.get("payload").is_none(), "payloads are off by default");
+    }
+}
+
+/// Durations: what the server measured lies within what the client
+/// measured, which lies within the client program's own round trip.
+fn assert_durations(server_ops: &[Value], client_ops: &[Value], s: &Value, tool: &str, at_least: f64) {
+    let durations = |ops: &[Value]| -> Vec<f64> {
+        ops.iter()
+            .filter(|e| e["gen_ai.tool.name"] == tool)
+            .map(|e| e["duration_s"].as_f64().unwrap_or_else(|| panic!("no duration: {e}")))
+            .collect()
+    };
+    let (srv, cli, rtt) = (durations(server_ops), durations(client_ops), rtts(s, tool));
+    assert_eq!((srv.len(), cli.len()), (rtt.len(), rtt.len()), "{tool}");
+    for ((d_srv, d_cli), rtt) in srv.iter().zip(&cli).zip(&rtt) {
+        assert!(*d_srv >= at_least, "{tool}: server {d_srv} < {at_least}");
+        assert!(d_srv <= d_cli, "{tool}: server {d_srv} > client {d_cli}");
+        assert!(*d_cli <= rtt + 0.001, "{tool}: client-side {d_cli} > round trip {rtt}");
+    }
+}
+
+/// Runs `steps()` against each endpoint and checks both sides' events.
+fn every_outcome_over(env: &Env, agent: &Agent, servers: &[(&Server, &str, bool)], cert: Option<&Cert>) {
+    let sessions: Vec<Value> = servers
+        .iter()
+        .map(|(srv, name, _)| {
+            let scheme = if cert.is_some() { "https" } else { "http" };
+            let mut s = json!({"url": format!("{scheme}://127.0.0.1:{}/mcp", srv.port),
+                               "client_name": format!("client-of-{name}"), "steps": steps()});
+            if let Some(c) = cert {
+                s["ca"] = json!(c.cert);
+            }
+            s
+        })
+        .collect();
+    let report = env.drive(&json!({ "sessions": sessions }));
+    for (i, (srv, name, json_mode)) in servers.iter().enumerate() {
+        let s = session(&report, i);
+        let client_pid = pid(s, "client_pid");
+        assert_eq!(pid(s, "server_pid"), srv.pid());
+        let events = agent.wait_events(name, WAIT, |ev| {
+            let done = |ops: Vec<Value>| {
+                ops.iter()
+                    .any(|e| e["mcp.method.name"] == "ping" && e["server"]["name"] == *name)
+            };
+            done(observed(ev, "server", srv.pid())) && done(observed(ev, "client", client_pid))
+        });
+        let server_ops = observed(&events, "server", srv.pid());
+        let client_ops: Vec<Value> = observed(&events, "client", client_pid)
+            .into_iter()
+            .filter(|e| e["server"]["name"] == *name)
+            .collect();
+        assert_every_outcome(&server_ops, &format!("{name}, server side"), "ok");
+        let blob_step = s["steps"].as_array().unwrap().iter().find(|st| st["tool"] == "blob").unwrap();
+        let client_blob = if *json_mode {
+            assert_eq!(blob_step["outcome"], "ok");
+            "ok"
+        } else {
+            assert_eq!(blob_step["code"], -32000, "the SDK's own limit: {blob_step}");
+            "connection_closed"
+        };
+        assert_every_outcome(&client_ops, &format!("{name}, client side"), client_blob);
+        assert_eq!(server_ops.len(), client_ops.len(), "both sides saw every call");
+        for e in server_ops.iter().chain(&client_ops) {
+            assert_eq!(e["tls"], cert.is_some(), "{e}");
+            assert_eq!(e["server"]["name"], *name, "{e}");
+            assert_eq!(e["client"]["name"], format!("client-of-{name}"), "{e}");
+            assert_eq!(e["server.port"], srv.port, "{e}");
+            assert_eq!(e["http.response.status_code"], 200, "{e}");
+            assert_eq!(e["url.path"], "/mcp");
+            assert_eq!(e["server"]["process"]["pid"], srv.pid(), "{e}");
+        }
+        // Loopback: the agent found the process at the other end.
+        assert!(server_ops.iter().filter(|e| e["client"]["process"]["pid"] == client_pid).count() >= server_ops.len() - 2);
+        assert!(client_ops.iter().all(|e| e["client"]["process"]["pid"] == client_pid));
+        let sessions_seen: std::collections::HashSet<_> = server_ops.iter().map(|e| e["mcp.session.id"].clone()).collect();
+        assert_eq!(sessions_seen.len(), 1, "one MCP session (named by Mcp-Session-Id): {sessions_seen:?}");
+        assert_eq!(
+            client_ops[0]["mcp.session.id"], server_ops[0]["mcp.session.id"],
+            "both sides name the session alike"
+        );
+        assert_durations(&server_ops, &client_ops, s, "sleep", 0.2);
+        assert_durations(&server_ops, &client_ops, s, "add", 0.0);
+        assert_durations(&server_ops, &client_ops, s, "refuse", 0.0);
+        let m = agent.metrics();
+        for (metric, side) in [("mcp_server_operations_total", "server"), ("mcp_client_operations_total", "client")] {
+            let series = |tool: &str, status: &str| {
+                m.value(
+                    metric,
+                    &[
+                        ("mcp_server_name", name),
+                        ("gen_ai_tool_name", tool),
+                        ("status", status),
+                        ("network_transport", "tcp"),
+                    ],
+                )
+            };
+            assert_eq!(series("add", "ok"), 5.0, "{side} {name}");
+            assert_eq!(series("refuse", "tool_error"), 3.0, "{side} {name}");
+            assert_eq!(series("sleep", "ok"), 2.0, "{side} {name}");
+        }
+        assert_eq!(
+            m.value(
+                "mcp_client_operation_duration_seconds_count",
+                &[("mcp_server_name", name), ("gen_ai_tool_name", "sleep")]
+            ),
+            2.0
+        );
+        assert_eq!(
+            m.value(
+                "mcp_server_operation_duration_seconds_bucket",
+                &[("mcp_server_name", name), ("gen_ai_tool_name", "sleep"), ("le", "0.1")]
+            ),
+            0.0
+        );
+    }
+    let m = agent.metrics();
+    assert_eq!(m.value("mcptap_capture_lost_total", &[]), 0.0, "no capture loss");
+    assert_eq!(m.value("mcptap_unmatched_responses_total", &[]), 0.0);
+}
+
+#[test]
+fn streamable_http_plain_with_json_and_event_stream_responses() {
+    let env = env();
+    let agent = Agent::start(&env, "http_plain", &[]);
+    let sse = env.http_server("e2e-http-sse", &[]);
+    let json_mode = env.http_server("e2e-http-json", &["--json-response"]);
+    every_outcome_over(&env, &agent, &[(&sse, "e2e-http-sse", false), (&json_mode, "e2e-http-json", true)], None);
+}
+
+#[test]
+fn streamable_http_over_tls_through_libssl() {
+    let env = env();
+    let cert = env.cert("tls");
+    let agent = Agent::start(&env, "http_tls", &[]);
+    let tls = ["--tls-cert", cert.cert.to_str().unwrap(), "--tls-key", cert.key.to_str().unwrap()];
+    let sse = env.http_server("e2e-https-sse", &tls);
+    let json_args: Vec<&str> = tls.iter().copied().chain(["--json-response"]).collect();
+    let json_mode = env.http_server("e2e-https-json", &json_args);
+    every_outcome_over(
+        &env,
+        &agent,
+        &[(&sse, "e2e-https-sse", false), (&json_mode, "e2e-https-json", true)],
+        Some(&cert),
+    );
+    let m = agent.metrics();
+    assert!(m.value("mcptap_tls_hooked_files", &[("kind", "shared_library")]) >= 1.0);
+}
+
+#[test]
+fn stateless_2026_protocol_over_http() {
+    let env = env();
+    let agent = Agent::start(&env, "http_2026", &[]);
+    let srv = env.http_server("e2e-http-2026", &[]);
+    let report = env.drive(&json!({"sessions": [{
+        "url": format!("http://127.0.0.1:{}/mcp", srv.port), "mode": "2026-07-28", "client_name": "modern-client",
+        "steps": [{"call": "add", "args": {"a": 1, "b": 1}, "repeat": 4}, {"call": "refuse", "args": {"reason": "x"}}]
+    }]}));
+    let s = session(&report, 0);
+    assert_eq!(s["protocol_version"], "2026-07-28");
+    let events = agent.wait_events("2026 calls", WAIT, |ev| observed(ev, "server", srv.pid()).len() >= 6);
+    let ops = observed(&events, "server", srv.pid());
+    assert_eq!(count(&ops, "tools/call", Some("add"), "ok"), 4, "{}", summary(&ops));
+    assert_eq!(count(&ops, "tools/call", Some("refuse"), "tool_error"), 1);
+    for e in &ops {
+        // No initialize: every request names its client and version.
+        assert_eq!(e["client"]["name"], "modern-client", "{e}");
+        assert_eq!(e["mcp.protocol.version"], "2026-07-28");
+    }
+    assert_eq!(count(&ops, "initialize", None, "ok"), 0);
+}
+
+#[test]
+fn node_https_server_observed_from_node() {
+    let env = env();
+    let cert = env.cert("node");
+    // Only node is watched: what is seen comes from probes on the node
+    // executable (OpenSSL linked in statically), not from the Python client.
+    let agent = Agent::start(&env, "node_https", &["--no-discovery", "--exe", "node"]);
+    let port = free_port();
+    let server = env.server_command(
+        "node-https",
+        &format!(
+            "exec node node_https_server.mjs {port} {} {} e2e-node-https",
+            cert.cert.display(),
+            cert.key.display()
+        ),
+        port,
+    );
+    let report = env.drive(&json!({"sessions": [{
+        "url": format!("https://127.0.0.1:{port}/mcp"), "ca": cert.cert, "client_name": "py-to-node",
+        "steps": [{"call": "add", "args": {"a": 2, "b": 3}, "repeat": 4}, {"call": "refuse", "args": {"reason": "no"}, "repeat": 2},
+                  {"call": "no-such-tool", "args": {}}]
+    }]}));
+    let s = session(&report, 0);
+    let node_pid = server.pid();
+    assert_eq!(pid(s, "server_pid"), node_pid);
+    let events = agent.wait_events("node's calls", WAIT, |ev| {
+        count(&observed(ev, "server", node_pid), "tools/call", Some("refuse"), "tool_error") == 2
+    });
+    let ops = observed(&events, "server", node_pid);
+    assert_eq!(count(&ops, "tools/call", Some("add"), "ok"), 4, "{}", summary(&ops));
+    assert_eq!(count(&ops, "tools/call", Some("whoami"), "ok"), 1);
+    assert_eq!(count(&ops, "initialize", None, "ok"), 1);
+    let unknown = ops
+        .iter()
+        .find(|e| e["gen_ai.tool.name"] == "no-such-tool")
+        .expect("the unknown tool call");
+    assert_ne!(unknown["status"], "ok");
+    for e in &ops {
+        assert_eq!(e["tls"], true);
+        assert_eq!(e["server"]["name"], "e2e-node-https");
+        assert_eq!(e["server"]["process"]["comm"], "node");
+        assert_eq!(e["client"]["name"], "py-to-node");
+        assert_eq!(e["server.port"], port);
+    }
+    assert!(
+        events.iter().all(|e| e["observer"] != "client"),
+        "the Python client was not selected: {}",
+        summary(&events)
+    );
+    let m = agent.metrics();
+    assert!(m.value("mcptap_tls_hooked_files", &[("kind", "executable")]) >= 1.0);
+    assert_eq!(
+        m.value("mcp_server_operations_total", &[("mcp_server_name", "e2e-node-https"), ("gen_ai_tool_name", "add")]),
+        4.0
+    );
+}
+
+#[test]
+fn client_side_only_calling_an_https_server() {
+    let env = env();
+    let cert = env.cert("client_only");
+    let tls = ["--tls-cert", cert.cert.to_str().unwrap(), "--tls-key", cert.key.to_str().unwrap()];
+    let srv = env.http_server("e2e-remote-https", &tls);
+    let go = env.artifacts.join("client_only-go");
+    let _ = std::fs::remove_file(&go);
+    let driver = env
+        .drive_command(&json!({"sessions": [{
+            "url": format!("https://127.0.0.1:{}/mcp", srv.port), "ca": cert.cert, "client_name": "lonely-client",
+            "start_after": go,
+            "steps": [{"call": "add", "args": {"a": 1, "b": 2}, "repeat": 3}, {"call": "sleep", "args": {"seconds": 0.2}},
+                      {"call": "refuse", "args": {"reason": "x"}}]
+        }]}))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client_pid = u64::from(driver.id());
+    // The agent watches the client process only; the server is unknown to it.
+    let agent = Agent::start(&env, "client_only", &["--no-discovery", "--pid", &client_pid.to_string()]);
+    std::fs::write(&go, b"").unwrap();
+    let report = mcptap_tests::parse_report("drive.py", &driver.wait_with_output().unwrap());
+    let s = session(&report, 0);
+    let events = agent.wait_events("the client's calls", WAIT, |ev| {
+        count(&observed(ev, "client", client_pid), "tools/call", Some("refuse"), "tool_error") == 1
+    });
+    let ops = observed(&events, "client", client_pid);
+    assert_eq!(count(&ops, "tools/call", Some("add"), "ok"), 3, "{}", summary(&ops));
+    assert_eq!(count(&ops, "tools/call", Some("sleep"), "ok"), 1);
+    assert_eq!(count(&ops, "initialize", None, "ok"), 1);
+    for e in &ops {
+        assert_eq!(e["tls"], true);
+        assert_eq!(e["server"]["name"], "e2e-remote-https");
+        assert_eq!(e["client"]["name"], "lonely-client");
+        assert_eq!(e["server.port"], srv.port);
+    }
+    let sleep = ops.iter().find(|e| e["gen_ai.tool.name"] == "sleep").unwrap();
+    let d = sleep["duration_s"].as_f64().unwrap();
+    assert!(d >= 0.2 && d <= rtts(s, "sleep")[0] + 0.001, "client-side duration {d}");
+    assert!(events.iter().all(|e| e["observer"] == "client"), "{}", summary(&events));
+    let m = agent.metrics();
+    assert_eq!(
+        m.value("mcp_client_operation_duration_seconds_count", &[("gen_ai_tool_name", "add")]),
+        3.0
+    );
+    assert_eq!(m.value("mcp_server_operations_total", &[]), 0.0);
+}
+
+#[test]
+fn legacy_http_sse_transport() {
+    let env = env();
+    let agent = Agent::start(&env, "legacy_sse", &[]);
+    let srv = env.http_server("e2e-legacy-sse", &["--transport", "sse"]);
+    let report = env.drive(&json!({"sessions": [{
+        "url": format!("http://127.0.0.1:{}/sse", srv.port), "transport": "sse", "client_name": "legacy-client",
+        "steps": [{"call": "add", "args": {"a": 1, "b": 2}, "repeat": 3}, {"call": "refuse", "args": {"reason": "r"}},
+                  {"call": "sleep", "args": {"seconds": 0.2}}]
+    }]}));
+    let s = session(&report, 0);
+    let client_pid = pid(s, "client_pid");
+    let events = agent.wait_events("legacy calls", WAIT, |ev| {
+        count(&observed(ev, "server", srv.pid()), "tools/call", Some("sleep"), "ok") == 1
+            && count(&observed(ev, "client", client_pid), "tools/call", Some("sleep"), "ok") == 1
+    });
+    for (side, ops) in [
+        ("server", observed(&events, "server", srv.pid())),
+        ("client", observed(&events, "client", client_pid)),
+    ] {
+        assert_eq!(count(&ops, "initialize", None, "ok"), 1, "{side}: {}", summary(&ops));
+        assert_eq!(count(&ops, "tools/call", Some("add"), "ok"), 3, "{side}");
+        assert_eq!(count(&ops, "tools/call", Some("refuse"), "tool_error"), 1, "{side}");
+        for e in &ops {
+            // Requests were POSTed to the endpoint; answers came on the stream.
+            assert_eq!(e["url.path"], "/messages/", "{e}");
+            assert_eq!(e["server"]["name"], "e2e-legacy-sse");
+            assert_eq!(e["client"]["name"], "legacy-client");
+        }
+        let ids: std::collections::HashSet<_> = ops.iter().map(|e| e["mcp.session.id"].clone()).collect();
+        assert_eq!(ids.len(), 1, "{side}: one session across the stream and the posts");
+    }
+}
+
+#[test]
+fn tls_server_in_its_own_mount_namespace() {
+    let env = env();
+    let cert = env.cert("mntns");
+    // The libssl Python's ssl module uses, and a copy of it: the server
+    // sees the copy at the same path, in a mount namespace of its own.
+    let out = std::process::Command::new(&env.python)
+        .args(["-c", "import ssl; print([l.split()[-1] for l in open('/proc/self/maps') if 'libssl.so' in l][0])"])
+        .output()
+        .unwrap();
+    let libssl = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(libssl.starts_with('/'), "libssl of python: {libssl:?}");
+    let copy = env.artifacts.join("libssl-copy.so");
+    std::fs::copy(&libssl, &copy).unwrap();
+    let agent = Agent::start(&env, "mount_namespace", &[]);
+    let hooked_before = agent.metrics().value("mcptap_tls_hooked_files", &[("kind", "shared_library")]);
+    let port = free_port();
+    let server = env.server_command(
+        "mntns-server",
+        &format!(
+            "exec unshare -m sh -c 'mount --bind {copy} {libssl} && exec {python} http_server.py --port {port} --name e2e-mntns --tls-cert {cert} --tls-key {key}'",
+            copy = copy.display(),
+            python = env.python.display(),
+            cert = cert.cert.display(),
+            key = cert.key.display(),
+        ),
+        port,
+    );
+    // The agent finds the copy in the new process's maps and hooks it.
+    let deadline = std::time::Instant::now() + WAIT;
+    while agent.metrics().value("mcptap_tls_hooked_files", &[("kind", "shared_library")]) <= hooked_before {
+        assert!(std::time::Instant::now() < deadline, "the copy of libssl was not hooked");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let report = env.drive(&json!({"sessions": [{
+        "url": format!("https://127.0.0.1:{port}/mcp"), "ca": cert.cert, "client_name": "ns-client",
+        "steps": [{"call": "add", "args": {"a": 1, "b": 2}, "repeat": 3}]
+    }]}));
+    let s = session(&report, 0);
+    let server_pid = pid(s, "server_pid");
+    // unshare and sh exec: the server is the process the test started.
+    assert_eq!(server_pid, server.pid());
+    let events = agent.wait_events("namespaced server's calls", WAIT, |ev| {
+        count(&observed(ev, "server", server_pid), "tools/call", Some("add"), "ok") == 3
+    });
+    let ops = observed(&events, "server", server_pid);
+    assert!(ops.iter().all(|e| e["tls"] == true && e["server"]["name"] == "e2e-mntns"), "{}", summary(&ops));
+    let log = std::fs::read_to_string(agent.dir.join("agent.log")).unwrap();
+    assert!(
+        log.contains(&format!("/proc/{server_pid}/root")),
+        "hooked through the server's own root"
+    );
+}
