@@ -259,9 +259,36 @@ fn network(e: &mut Event, key: &SessionKey, request: Option<&Via>, response: Opt
             e.client_port = Some(client.port());
         }
     }
+    if e.server_port.is_none() {
+        // The connection was not tied to a socket (a TLS session whose
+        // socket the agent could not tell): the server the client asked
+        // for, from the request's Host header.
+        if let Some((host, port)) = via.host.as_deref().and_then(|h| split_host(h, via.conn.tls)) {
+            e.server_address = Some(host);
+            e.server_port = Some(port);
+        }
+    }
     e.http_method.clone_from(&via.http_method);
     e.url_path.clone_from(&via.path);
     e.http_status = response.and_then(|r| r.status).or(via.status);
+}
+
+/// `host[:port]` or `[v6]:port` of a Host header; the scheme's port when
+/// none is given.
+fn split_host(h: &str, tls: bool) -> Option<(String, u16)> {
+    let default = if tls { 443 } else { 80 };
+    if let Some(rest) = h.strip_prefix('[') {
+        let (ip, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None => default,
+        };
+        return Some((ip.to_string(), port));
+    }
+    match h.rsplit_once(':') {
+        Some((host, port)) => Some((host.to_string(), port.parse().ok()?)),
+        None => Some((h.to_string(), default)),
+    }
 }
 
 pub fn from_operation(ctx: &EventContext<'_>, op: &Operation, peers: &Peers) -> Event {
@@ -342,4 +369,18 @@ pub fn session_end(
     e.url_path = None;
     e.http_status = None;
     e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_host;
+
+    #[test]
+    fn host_headers() {
+        assert_eq!(split_host("127.0.0.1:8443", true), Some(("127.0.0.1".into(), 8443)));
+        assert_eq!(split_host("mcp.example.com", true), Some(("mcp.example.com".into(), 443)));
+        assert_eq!(split_host("mcp.example.com", false), Some(("mcp.example.com".into(), 80)));
+        assert_eq!(split_host("[::1]:9000", false), Some(("::1".into(), 9000)));
+        assert_eq!(split_host("x:notaport", false), None);
+    }
 }

@@ -119,9 +119,8 @@ impl Enricher {
     /// when it is watched too (`Pipeline::peers`): finding the owner of an
     /// ephemeral port means scanning every process's descriptors per
     /// connection, which would stall the capture.
-    pub fn find_loopback_server(&mut self, tgid: u32, facts: &ConnFacts) -> Option<u32> {
-        let &(local, peer) = facts.addrs.get()?;
-        if !peer.ip().is_loopback() || local.port() == 0 {
+    pub fn find_loopback_server(&mut self, tgid: u32, peer: std::net::SocketAddr) -> Option<u32> {
+        if !peer.ip().is_loopback() {
             return None;
         }
         if let Some(&pid) = self.listeners.get(&peer) {

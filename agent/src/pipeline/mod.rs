@@ -104,6 +104,8 @@ struct NetConn {
     role: Option<Observer>,
     /// The socket (for TLS: the one its ciphertext moves on), once known.
     fd: Option<i32>,
+    /// The port of the latest request's Host header.
+    host_port: Option<u16>,
 }
 
 impl NetConn {
@@ -349,45 +351,9 @@ impl Pipeline {
                     mcp: McpConn::new(facts, verdict),
                     role: open.map(|o| if o.server { Observer::Server } else { Observer::Client }),
                     fd: None,
+                    host_port: None,
                 },
             );
-        }
-        let learned_fd = match self.net.get(&id) {
-            Some(conn) if conn.fd.is_none() && chunk.fd >= 0 => Some(chunk.fd),
-            _ => None,
-        };
-        // A TLS session is never tied to a socket that carries plain HTTP
-        // (a stale "last TLS socket" of the thread, whose number was
-        // reused), nor to one another live session already runs on (one
-        // socket, one session: event loops that decrypt later than they
-        // receive can interleave two sessions' reads).
-        let learned_fd = learned_fd.filter(|fd| match chunk.channel {
-            Channel::Tls(_) => {
-                !self.net.contains_key(&(chunk.tgid, Channel::Socket(*fd)))
-                    && !self
-                        .net
-                        .iter()
-                        .any(|((t, c), conn)| *t == chunk.tgid && *c != chunk.channel && conn.fd == Some(*fd))
-            }
-            _ => true,
-        });
-        if let Some(fd) = learned_fd {
-            // The socket under the connection: its addresses and peer.
-            let socket = self.socket_facts(chunk.tgid, fd, None);
-            let open = self.sockets.get(&(chunk.tgid, fd)).and_then(|s| s.open);
-            self.enricher.resolve_connection(chunk.tgid, fd, open.as_ref(), &socket);
-            self.index_addrs(chunk.tgid, &socket);
-            if let Some(conn) = self.net.get_mut(&id) {
-                conn.fd = Some(fd);
-                if !Arc::ptr_eq(&socket, &conn.mcp.facts) {
-                    if let Some(addrs) = socket.addrs.get() {
-                        let _ = conn.mcp.facts.addrs.set(*addrs);
-                    }
-                    if let Some(pid) = socket.peer_pid.get() {
-                        let _ = conn.mcp.facts.peer_pid.set(*pid);
-                    }
-                }
-            }
         }
         let Some(conn) = self.net.get_mut(&id) else { return };
         if !chunk.discovery && conn.mcp.verdict == Verdict::Undecided {
@@ -400,6 +366,11 @@ impl Pipeline {
         let mut events = std::mem::take(&mut self.http_events);
         conn.http
             .push(chunk.direction, bytes.data, bytes.ts_ns, bytes.gap_before, &mut events);
+        for ev in &events {
+            if let HttpEvent::Request(r) = ev {
+                conn.host_port = r.headers.host.as_deref().and_then(|h| h.rsplit_once(':')?.1.parse().ok());
+            }
+        }
         let observer = conn.observer();
         let mut problems = Problems::default();
         let mut decision = Decision::None;
@@ -423,8 +394,61 @@ impl Pipeline {
         }
         self.http_events = events;
         self.count_problems(&problems);
+        if chunk.fd >= 0 {
+            self.associate(id, chunk);
+        }
         self.decide(chunk.tgid, chunk.channel, decision, chunk.ts_ns, control);
         self.dispatch(control);
+    }
+
+    /// Ties a connection to its socket (for TLS: the socket the kernel saw
+    /// this thread move ciphertext on), for addresses and the peer process.
+    fn associate(&mut self, id: (u32, Channel), chunk: &Chunk<'_>) {
+        let fd = chunk.fd;
+        let Some(conn) = self.net.get(&id) else { return };
+        if conn.fd.is_some() {
+            return;
+        }
+        let tls = matches!(chunk.channel, Channel::Tls(_));
+        // A TLS session is never tied to a socket that carries plain HTTP
+        // (a stale "last TLS socket" of the thread, whose number was
+        // reused), nor to one another live session already runs on (one
+        // socket, one session).
+        if tls
+            && (self.net.contains_key(&(chunk.tgid, Channel::Socket(fd)))
+                || self
+                    .net
+                    .iter()
+                    .any(|((t, c), other)| *t == chunk.tgid && *c != chunk.channel && other.fd == Some(fd)))
+        {
+            return;
+        }
+        // A client's event loop may decrypt one session's bytes after
+        // receiving another's: what its reads point at must be the server
+        // its requests name (Host). Servers decrypt as they receive, and a
+        // write tied inside the call is exact.
+        let check_port = tls && chunk.direction == Io::Read && conn.observer() == Some(Observer::Client);
+        let host_port = conn.host_port;
+        let socket = self.socket_facts(chunk.tgid, fd, None);
+        let open = self.sockets.get(&(chunk.tgid, fd)).and_then(|s| s.open);
+        self.enricher.resolve_connection(chunk.tgid, fd, open.as_ref(), &socket);
+        self.index_addrs(chunk.tgid, &socket);
+        if check_port {
+            let peer_port = socket.addrs.get().map(|(_, peer)| peer.port());
+            if host_port.is_none() || peer_port != host_port {
+                return;
+            }
+        }
+        let Some(conn) = self.net.get_mut(&id) else { return };
+        conn.fd = Some(fd);
+        if !Arc::ptr_eq(&socket, &conn.mcp.facts) {
+            if let Some(addrs) = socket.addrs.get() {
+                let _ = conn.mcp.facts.addrs.set(*addrs);
+            }
+            if let Some(pid) = socket.peer_pid.get() {
+                let _ = conn.mcp.facts.peer_pid.set(*pid);
+            }
+        }
     }
 
     fn count_problems(&mut self, problems: &Problems) {
@@ -670,7 +694,14 @@ impl Pipeline {
                     .get()
                     .and_then(|&(local, peer)| self.by_addrs.get(&(peer, local)).copied());
                 let found = watched.or_else(|| match observer {
-                    Observer::Client => self.enricher.find_loopback_server(*tgid, conn),
+                    // The server: the connection's peer, or (a TLS session
+                    // not tied to its socket) the Host the client asked for.
+                    Observer::Client => conn
+                        .addrs
+                        .get()
+                        .map(|&(_, peer)| peer)
+                        .or_else(|| via.and_then(host_addr))
+                        .and_then(|peer| self.enricher.find_loopback_server(*tgid, peer)),
                     Observer::Server => None,
                 });
                 if let Some(pid) = found {
@@ -694,6 +725,19 @@ impl Pipeline {
     pub fn active_sessions(&self) -> usize {
         self.sessions.active()
     }
+}
+
+/// A Host header naming this machine as an address (`localhost`, a
+/// loopback IP), with its port.
+fn host_addr(via: &crate::session::Via) -> Option<std::net::SocketAddr> {
+    let host = via.host.as_deref()?;
+    let (name, port) = host.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let ip: std::net::IpAddr = match name.trim_start_matches('[').trim_end_matches(']') {
+        "localhost" => std::net::Ipv4Addr::LOCALHOST.into(),
+        other => other.parse().ok()?,
+    };
+    Some(std::net::SocketAddr::new(ip, port))
 }
 
 /// Whether bytes open an HTTP request.

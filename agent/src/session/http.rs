@@ -152,6 +152,7 @@ impl HttpMcp {
                     exchange: Some(r.exchange),
                     http_method: Some(r.method.as_str().into()),
                     path: Some(path),
+                    host: r.headers.host.as_deref().map(Arc::from),
                     status: None,
                 };
                 if conn.verdict == Verdict::Tracked {

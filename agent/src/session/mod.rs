@@ -160,9 +160,10 @@ pub struct Via {
     pub conn: Arc<ConnFacts>,
     /// The HTTP exchange (request/response pair) on the connection.
     pub exchange: Option<u64>,
-    /// The HTTP method and path of the request of that exchange.
+    /// The HTTP method, path and Host header of the request of that exchange.
     pub http_method: Option<Arc<str>>,
     pub path: Option<Arc<str>>,
+    pub host: Option<Arc<str>>,
     /// The status of the response that carried the message, once known.
     pub status: Option<u16>,
 }
