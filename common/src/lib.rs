@@ -335,7 +335,10 @@ pub mod counter {
     pub const TLS_SNIFFS: u32 = 13;
     /// TLS calls whose entry was not seen (the agent attached mid-call).
     pub const TLS_UNPAIRED: u32 = 14;
-    pub const COUNT: u32 = 15;
+    /// Connections whose first bytes were neither HTTP/1.x nor TLS (never
+    /// captured: databases, DNS, junk).
+    pub const SOCKETS_NOT_HTTP: u32 = 15;
+    pub const COUNT: u32 = 16;
 }
 
 #[cfg(feature = "user")]

@@ -184,6 +184,7 @@ pub fn on_io(p: *mut ProcState, pid_tgid: u64, fd: u64, io: u8, buf: u64, iov_cn
                 (*s).unclassified += 1;
                 if flags & sock_flags::SEEDED == 0 || (*s).unclassified >= SEEDED_PATIENCE {
                     (*s).flags = flags | sock_flags::OTHER;
+                    count(counter::SOCKETS_NOT_HTTP, 1);
                 }
             }
             return;

@@ -441,3 +441,61 @@ fn tls_server_in_its_own_mount_namespace() {
         "hooked through the server's own root"
     );
 }
+
+#[test]
+fn bad_input_over_http_sockets() {
+    let env = env();
+    // A 1 MiB cap so that an accepted 3.5 MiB call exercises truncation.
+    let agent = Agent::start(&env, "http_bad_input", &["--max-message-bytes", "1048576"]);
+    let json_srv = env.http_server("e2e-raw-json", &["--json-response"]);
+    let sse_srv = env.http_server("e2e-raw-sse", &[]);
+    let report = env.run_peer(
+        "http_raw_client.py",
+        &[&json_srv.port.to_string(), &sse_srv.port.to_string()],
+    );
+    assert_eq!(report["answered"], report["valid_calls"], "{report}");
+    assert_eq!(report["sse_answered"], report["sse_valid_calls"], "{report}");
+    assert_eq!(report["echo_answered"], true);
+    let valid = report["valid_calls"].as_u64().unwrap() as usize;
+    let events = agent.wait_events("the calls around the junk", WAIT, |ev| {
+        count(&observed(ev, "server", json_srv.pid()), "tools/call", Some("add"), "ok") == valid
+            && count(&observed(ev, "server", sse_srv.pid()), "tools/call", Some("add"), "ok") == 2
+    });
+    let ops = observed(&events, "server", json_srv.pid());
+    // Every valid call around the junk was seen, nothing else was invented.
+    assert_eq!(count(&ops, "tools/call", Some("add"), "ok"), valid, "{}", summary(&ops));
+    assert_eq!(count(&ops, "initialize", None, "ok"), 1);
+    let echo = ops
+        .iter()
+        .find(|e| e["gen_ai.tool.name"] == "echo")
+        .expect("the 3.5 MiB call");
+    assert_eq!(echo["status"], "ok");
+    assert_eq!(echo["request"]["truncated"], true, "{echo}");
+    assert!(echo["request"]["bytes"].as_u64().unwrap() > 3 << 20);
+    assert_eq!(echo["jsonrpc.request.id"], report["echo_id"].to_string());
+    // The reset mid-stream ends that call, on the server's side too.
+    let sse_ops = observed(&events, "server", sse_srv.pid());
+    let reset = sse_ops
+        .iter()
+        .find(|e| e["gen_ai.tool.name"] == "sleep")
+        .expect("the reset call");
+    assert_eq!(reset["status"], "connection_closed", "{reset}");
+    assert_eq!(reset["jsonrpc.request.id"], report["sse_reset_id"].to_string());
+    let m = agent.metrics();
+    for kind in ["bad_chunk_size", "bad_request_head", "closed_mid_message"] {
+        assert!(
+            m.value("mcptap_parse_errors_total", &[("kind", kind)]) >= 1.0,
+            "{kind} not counted"
+        );
+    }
+    assert!(m.value("mcptap_connections_not_http_total", &[]) >= 1.0, "binary junk not counted");
+    assert_eq!(m.value("mcptap_truncated_messages_total", &[]) >= 1.0, true);
+    assert_eq!(m.value("mcptap_capture_lost_total", &[("reason", "ringbuf_full")]), 0.0);
+    // Still running, still seeing new traffic.
+    let again = env.drive(&json!({"sessions": [{"url": format!("http://127.0.0.1:{}/mcp", json_srv.port),
+        "steps": [{"call": "refuse", "args": {"reason": "after"}}]}]}));
+    session(&again, 0);
+    agent.wait_events("a call after the junk", WAIT, |ev| {
+        count(&observed(ev, "server", json_srv.pid()), "tools/call", Some("refuse"), "tool_error") == 1
+    });
+}

@@ -63,6 +63,7 @@ pub struct Metrics {
     pub peer_scans_skipped: IntGauge,
     net_sniffs: IntCounterVec,
     tls_unpaired: IntCounter,
+    sockets_not_http: IntCounter,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -246,6 +247,10 @@ impl Metrics {
                 "Requests of untracked processes sent to the agent for discovery",
                 &["channel"],
             ),
+            sockets_not_http: counter(
+                "mcptap_connections_not_http_total",
+                "Connections of watched processes whose first bytes were neither HTTP/1.x nor TLS (left alone)",
+            ),
             tls_unpaired: counter(
                 "mcptap_tls_unpaired_returns_total",
                 "TLS calls of tracked processes whose start was not seen (in progress at attach)",
@@ -366,6 +371,7 @@ impl Metrics {
             .with_label_values(&["tls"])
             .inc_by(delta(counter::TLS_SNIFFS, last));
         self.tls_unpaired.inc_by(delta(counter::TLS_UNPAIRED, last));
+        self.sockets_not_http.inc_by(delta(counter::SOCKETS_NOT_HTTP, last));
         self.fd_beyond_bitmap.inc_by(delta(counter::FD_BEYOND_BITMAP, last));
     }
 
