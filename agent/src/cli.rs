@@ -22,6 +22,10 @@ pub enum Command {
     /// Check that this host can run the agent: privileges, tracefs, tracepoints,
     /// and loading and attaching the eBPF programs. Exits 0 when it can.
     Check,
+    /// Attach an empty program to the syscall hook and wait for SIGINT: the
+    /// kernel's own cost of the hook, for `cargo xtask bench`.
+    #[command(hide = true)]
+    Floor,
     /// Feed a capture recorded with `run --record` through the pipeline again
     /// and print the events (no kernel, no root): how parser bugs are
     /// reproduced.
@@ -82,6 +86,13 @@ pub struct RunArgs {
     /// Do not probe OpenSSL for TLS plaintext (plain TCP and stdio only).
     #[arg(long)]
     pub no_tls: bool,
+
+    /// Also discover MCP inside TLS of processes not tracked yet: probes OpenSSL
+    /// in every process, which costs every OpenSSL user a trap per SSL_read and
+    /// SSL_write (see docs/benchmarks.md). Without it, TLS is captured for
+    /// tracked processes only (selected, or discovered over stdio or plain HTTP).
+    #[arg(long)]
+    pub tls_discovery: bool,
 
     /// Record tool arguments, results and error messages in events (secrets are
     /// still masked). Off by default: payloads can hold anything.

@@ -378,8 +378,14 @@ mod tests {
     #[test]
     fn host_headers() {
         assert_eq!(split_host("127.0.0.1:8443", true), Some(("127.0.0.1".into(), 8443)));
-        assert_eq!(split_host("mcp.example.com", true), Some(("mcp.example.com".into(), 443)));
-        assert_eq!(split_host("mcp.example.com", false), Some(("mcp.example.com".into(), 80)));
+        assert_eq!(
+            split_host("mcp.example.com", true),
+            Some(("mcp.example.com".into(), 443))
+        );
+        assert_eq!(
+            split_host("mcp.example.com", false),
+            Some(("mcp.example.com".into(), 80))
+        );
         assert_eq!(split_host("[::1]:9000", false), Some(("::1".into(), 9000)));
         assert_eq!(split_host("x:notaport", false), None);
     }

@@ -46,6 +46,10 @@ fn main() -> std::process::ExitCode {
             init_logging("warn");
             runtime.block_on(run::check())
         }
+        cli::Command::Floor => {
+            init_logging("info");
+            runtime.block_on(run::floor())
+        }
         cli::Command::Replay(args) => {
             init_logging("warn");
             run::replay(args)

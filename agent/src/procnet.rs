@@ -87,11 +87,7 @@ fn parse_addr(s: &str) -> Option<SocketAddr> {
 #[cfg(test)]
 fn socket_inode(proc_root: &Path, pid: u32, fd: i32) -> Option<u64> {
     let link = fs::read_link(proc_root.join(pid.to_string()).join("fd").join(fd.to_string())).ok()?;
-    link.to_str()?
-        .strip_prefix("socket:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
+    link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
 }
 
 /// Socket descriptors (fd → inode) of a process.
@@ -103,7 +99,12 @@ pub fn socket_fds(proc_root: &Path, pid: u32) -> Vec<(i32, u64)> {
         .filter_map(|e| {
             let fd: i32 = e.file_name().to_str()?.parse().ok()?;
             let link = fs::read_link(e.path()).ok()?;
-            let ino = link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()?;
+            let ino = link
+                .to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()?;
             Some((fd, ino))
         })
         .collect()
@@ -141,12 +142,7 @@ fn copy_fd(pid: u32, fd: i32) -> Option<OwnedFd> {
             return None;
         }
         let pidfd = OwnedFd::from_raw_fd(pidfd as i32);
-        let copy = libc::syscall(
-            libc::SYS_pidfd_getfd,
-            std::os::fd::AsRawFd::as_raw_fd(&pidfd),
-            fd,
-            0,
-        );
+        let copy = libc::syscall(libc::SYS_pidfd_getfd, std::os::fd::AsRawFd::as_raw_fd(&pidfd), fd, 0);
         if copy < 0 {
             return None;
         }
@@ -267,7 +263,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.local, "[::1]:80".parse().unwrap());
-        assert_eq!(e.remote, "127.0.0.1:54321".parse().unwrap(), "v4-mapped peers read as v4");
+        assert_eq!(
+            e.remote,
+            "127.0.0.1:54321".parse().unwrap(),
+            "v4-mapped peers read as v4"
+        );
         assert_eq!(e.state, ESTABLISHED);
         assert!(parse_tcp_line("garbage").is_none());
     }

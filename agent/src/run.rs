@@ -41,6 +41,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         discovery: !args.no_discovery,
         capture_sockets: !args.no_network,
         capture_tls: !args.no_network && !args.no_tls,
+        tls_discovery: args.tls_discovery && !args.no_discovery,
         select_pids: args.pids.clone(),
         select_exes: args.exes.clone(),
         select_ports: args.ports.clone(),
@@ -145,8 +146,10 @@ async fn drain_all(capture: &mut Capture, pipeline: &mut Pipeline, recorder: &mu
         pipeline.on_raw(raw, control)
     }) == BATCH
     {
+        capture.after_drain();
         tokio::task::yield_now().await;
     }
+    capture.after_drain();
 }
 
 /// `--record`: every raw record, length-prefixed (u32, native endian).
@@ -229,9 +232,11 @@ pub fn replay(args: crate::cli::ReplayArgs) -> anyhow::Result<()> {
 
 fn publish_capture_state(capture: &Capture, metrics: &Metrics) {
     metrics.tracked_processes.set(capture.selection.tracked().len() as i64);
-    for (kind, n) in capture.tls_hooked() {
+    let (files, processes) = capture.tls_hooked();
+    for (kind, n) in files {
         metrics.tls_hooked_files.with_label_values(&[kind]).set(n as i64);
     }
+    metrics.tls_hooked_processes.set(processes as i64);
     if let Some(tls) = &capture.tls {
         metrics.tls_hook_errors.set(tls.errors as i64);
     }
@@ -240,10 +245,27 @@ fn publish_capture_state(capture: &Capture, metrics: &Metrics) {
         .set(capture.selection.budget_exhausted as i64);
 }
 
+/// `mcptap floor` (hidden): the empty program on the syscall hook, until
+/// SIGINT or SIGTERM.
+pub async fn floor() -> anyhow::Result<()> {
+    let _floor = crate::capture::attach_floor()?;
+    tracing::info!("mcptap is running (empty syscall hook only)");
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    tokio::select! {
+        _ = sigint.recv() => {}
+        _ = sigterm.recv() => {}
+    }
+    Ok(())
+}
+
 /// `mcptap check`: everything `run` does to the kernel, then stop.
 pub async fn check() -> anyhow::Result<()> {
-    let capture = Capture::start(&CaptureOptions::new(1 << 20))?;
-    let hooked: usize = capture.tls_hooked().iter().map(|(_, n)| n).sum();
+    let capture = Capture::start(&CaptureOptions {
+        tls_discovery: true,
+        ..CaptureOptions::new(1 << 20)
+    })?;
+    let hooked: usize = capture.tls_hooked().0.iter().map(|(_, n)| n).sum();
     drop(capture);
     let mut uname: libc::utsname = unsafe { std::mem::zeroed() };
     // SAFETY: valid pointer to a local.

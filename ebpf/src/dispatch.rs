@@ -76,9 +76,7 @@ fn unwatched(nr: u64, regs: &Regs, ret: i64, pid_tgid: u64, tgid: u32) {
     }
     match nr {
         sysnr::READ if ret > 0 => stdio::sniff_unwatched(pid_tgid, regs.arg0(), regs.arg1(), 0, ret as u64),
-        sysnr::READV if ret > 0 => {
-            stdio::sniff_unwatched(pid_tgid, regs.arg0(), regs.arg1(), regs.arg2(), ret as u64)
-        }
+        sysnr::READV if ret > 0 => stdio::sniff_unwatched(pid_tgid, regs.arg0(), regs.arg1(), regs.arg2(), ret as u64),
         sysnr::ACCEPT | sysnr::ACCEPT4 => sockets::on_accept(None, tgid, regs, ret),
         sysnr::CONNECT => sockets::on_connect(None, tgid, regs, ret),
         sysnr::DUP | sysnr::DUP2 | sysnr::DUP3 => fds::on_dup(None, tgid, regs, ret),
@@ -120,4 +118,13 @@ fn msg_io(p: *mut mcptap_common::ProcState, pid_tgid: u64, regs: &Regs, ret: i64
         return;
     }
     sockets::on_io(p, pid_tgid, regs.arg0(), io, iov, iov_cnt, ret as u64);
+}
+
+/// An empty program on the same hook, for `cargo xtask bench`: what any
+/// program on the raw `sys_exit` tracepoint costs every syscall of every
+/// process (the kernel's slow syscall path and the dispatch), measured
+/// beside mcptap's own cost. Never attached by `mcptap run`.
+#[btf_tracepoint(function = "sys_exit")]
+pub fn sys_exit_floor(_ctx: BtfTracePointContext) -> i32 {
+    0
 }

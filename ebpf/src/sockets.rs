@@ -19,8 +19,8 @@
 
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_user};
 use mcptap_common::{
-    ChunkHeader, ProcState, SEEDED_PATIENCE, SockState, SocketRecord, channel, chunk_flags, comm_rule, counter, op, proc_state,
-    record, sock_flags, sock_key, sock_role,
+    ChunkHeader, ProcState, SEEDED_PATIENCE, SockState, SocketRecord, channel, chunk_flags, comm_rule, counter, op,
+    proc_state, record, sock_flags, sock_key, sock_role,
 };
 
 use crate::{
@@ -76,7 +76,14 @@ pub fn on_accept(p: Option<*mut ProcState>, tgid: u32, regs: &Regs, ret: i64) {
             return; // a Unix socket: not an HTTP transport mcptap follows
         }
     }
-    opened(p, tgid, ret as u32, sock_role::SERVER, regs.arg0() as i32, peer.unwrap_or_default());
+    opened(
+        p,
+        tgid,
+        ret as u32,
+        sock_role::SERVER,
+        regs.arg0() as i32,
+        peer.unwrap_or_default(),
+    );
 }
 
 /// connect returned `ret` (0, or EINPROGRESS for a non-blocking socket).
@@ -192,11 +199,15 @@ pub fn on_io(p: *mut ProcState, pid_tgid: u64, fd: u64, io: u8, buf: u64, iov_cn
         flags |= class;
         unsafe { (*s).flags = flags };
     }
+    let state = unsafe { (*p).state };
     if flags & sock_flags::TLS != 0 {
-        note_thread_sock(pid_tgid, fd as i32, io);
+        // Only tracked processes' TLS sessions are tied to their sockets:
+        // for everyone else this would be a map write per socket call.
+        if state & proc_state::TRACKED != 0 {
+            note_thread_sock(pid_tgid, fd as i32, io);
+        }
         return;
     }
-    let state = unsafe { (*p).state };
     if state & proc_state::TRACKED != 0 {
         send_chunk(p, pid_tgid, fd, io, 0, buf, iov_cnt, ret);
         return;

@@ -73,12 +73,29 @@ fn interest(tgid: u32) -> Option<Option<*mut ProcState>> {
 #[inline(always)]
 fn enter(ctx: &ProbeContext, io: u8, ex: bool) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if interest((pid_tgid >> 32) as u32).is_none() {
+    let Some(p) = interest((pid_tgid >> 32) as u32) else {
         return 0;
-    }
+    };
     let (Some(ssl), Some(buf)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
         return 0;
     };
+    let tracked = p.is_some_and(|p| unsafe { (*p).state } & proc_state::TRACKED != 0);
+    if !tracked && io == op::WRITE {
+        // An untracked process's write is only worth its return when it
+        // starts a request, or continues a session being sniffed; its
+        // bytes are already there to look at.
+        let key = SslKey {
+            tgid: (pid_tgid >> 32) as u32,
+            _pad: 0,
+            ssl,
+        };
+        let sniffed = unsafe { SSLS.get(&key) }.is_some();
+        let request =
+            unsafe { bpf_probe_read_user(buf as *const [u8; 4]) }.is_ok_and(|b| &b == b"POST" || &b == b"GET ");
+        if !sniffed && !request {
+            return 0;
+        }
+    }
     let ex_len = if ex { ctx.arg::<u64>(3).unwrap_or(0) } else { 0 };
     let call = SslCall {
         ssl,
@@ -126,6 +143,16 @@ fn exit(ctx: &RetProbeContext, ex: bool) -> u32 {
     let tgid = (pid_tgid >> 32) as u32;
     let Some(p) = interest(tgid) else { return 0 };
     let fd = socket_of_call(pid_tgid, &call);
+    let key = SslKey {
+        tgid,
+        _pad: 0,
+        ssl: call.ssl,
+    };
+    // Sessions the agent let go (not MCP) are skipped, tracked or not.
+    let flags = unsafe { SSLS.get(&key) }.copied().unwrap_or(0);
+    if flags & ssl_flags::IGNORE != 0 {
+        return 0;
+    }
     let tracked = p.is_some_and(|p| unsafe { (*p).state } & proc_state::TRACKED != 0);
     if tracked {
         let lost = p.map(|p| unsafe { &raw mut (*p).lost });
@@ -133,15 +160,6 @@ fn exit(ctx: &RetProbeContext, ex: bool) -> u32 {
         return 0;
     }
     // Discovery: a session of an untracked process.
-    let key = SslKey {
-        tgid,
-        _pad: 0,
-        ssl: call.ssl,
-    };
-    let flags = unsafe { SSLS.get(&key) }.copied().unwrap_or(0);
-    if flags & ssl_flags::IGNORE != 0 {
-        return 0;
-    }
     if flags & ssl_flags::CAPTURE != 0 {
         send_chunk(pid_tgid, &call, fd, chunk_flags::DISCOVERY, len, None);
         return 0;
@@ -237,10 +255,11 @@ pub fn ssl_free(ctx: ProbeContext) -> u32 {
     let Some(p) = interest(tgid) else { return 0 };
     let Some(ssl) = ctx.arg::<u64>(0) else { return 0 };
     let key = SslKey { tgid, _pad: 0, ssl };
-    let sniffed = unsafe { SSLS.get(&key) }.is_some();
-    if sniffed {
+    let known = unsafe { SSLS.get(&key) }.copied();
+    if known.is_some() {
         let _ = SSLS.remove(&key);
     }
+    let sniffed = known.is_some_and(|f| f & ssl_flags::CAPTURE != 0);
     let tracked = p.is_some_and(|p| unsafe { (*p).state } & proc_state::TRACKED != 0);
     if tracked || sniffed {
         send(TlsCloseRecord {

@@ -124,7 +124,11 @@ impl Server {
             if let Some(status) = me.child.try_wait().ok().flatten() {
                 panic!("{what} exited ({status}) before listening");
             }
-            assert!(Instant::now() < deadline, "{what} did not listen on {} within 30 s", me.port);
+            assert!(
+                Instant::now() < deadline,
+                "{what} did not listen on {} within 30 s",
+                me.port
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -185,7 +189,11 @@ impl Env {
             .arg(&key)
             .output()
             .expect("make_cert.py");
-        assert!(out.status.success(), "make_cert.py: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "make_cert.py: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Cert { cert, key }
     }
 }

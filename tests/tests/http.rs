@@ -65,7 +65,11 @@ fn assert_every_outcome(ops: &[Value], what: &str, blob_status: &[&str]) {
     assert_eq!(count(ops, "prompts/get", None, "ok"), 1, "{what}");
     assert_eq!(count(ops, "resources/read", None, "ok"), 1, "{what}");
     assert!(count(ops, "tools/list", None, "ok") >= 1, "{what}");
-    assert_eq!(ops.iter().filter(|e| e["mcp.method.name"] == "ping").count(), 1, "{what}");
+    assert_eq!(
+        ops.iter().filter(|e| e["mcp.method.name"] == "ping").count(),
+        1,
+        "{what}"
+    );
     let blob = ops.iter().find(|e| e["gen_ai.tool.name"] == "blob").unwrap();
     if blob_status == ["ok"] {
         assert!(blob["response"]["bytes"].as_u64().unwrap() > 2 << 20, "{blob}");
@@ -127,9 +131,18 @@ fn every_outcome_over(env: &Env, agent: &Agent, servers: &[(&Server, &str, bool)
             .into_iter()
             .filter(|e| e["server"]["name"] == *name)
             .collect();
-        let server_blob: &[&str] = if *json_mode { &["ok"] } else { &["ok", "connection_closed"] };
+        let server_blob: &[&str] = if *json_mode {
+            &["ok"]
+        } else {
+            &["ok", "connection_closed"]
+        };
         assert_every_outcome(&server_ops, &format!("{name}, server side"), server_blob);
-        let blob_step = s["steps"].as_array().unwrap().iter().find(|st| st["tool"] == "blob").unwrap();
+        let blob_step = s["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|st| st["tool"] == "blob")
+            .unwrap();
         let client_blob: &[&str] = if *json_mode {
             assert_eq!(blob_step["outcome"], "ok");
             &["ok"]
@@ -149,10 +162,21 @@ fn every_outcome_over(env: &Env, agent: &Agent, servers: &[(&Server, &str, bool)
             assert_eq!(e["server"]["process"]["pid"], srv.pid(), "{e}");
         }
         // Loopback: the agent found the process at the other end.
-        assert!(server_ops.iter().filter(|e| e["client"]["process"]["pid"] == client_pid).count() >= server_ops.len() - 2);
+        assert!(
+            server_ops
+                .iter()
+                .filter(|e| e["client"]["process"]["pid"] == client_pid)
+                .count()
+                >= server_ops.len() - 2
+        );
         assert!(client_ops.iter().all(|e| e["client"]["process"]["pid"] == client_pid));
-        let sessions_seen: std::collections::HashSet<_> = server_ops.iter().map(|e| e["mcp.session.id"].clone()).collect();
-        assert_eq!(sessions_seen.len(), 1, "one MCP session (named by Mcp-Session-Id): {sessions_seen:?}");
+        let sessions_seen: std::collections::HashSet<_> =
+            server_ops.iter().map(|e| e["mcp.session.id"].clone()).collect();
+        assert_eq!(
+            sessions_seen.len(),
+            1,
+            "one MCP session (named by Mcp-Session-Id): {sessions_seen:?}"
+        );
         assert_eq!(
             client_ops[0]["mcp.session.id"], server_ops[0]["mcp.session.id"],
             "both sides name the session alike"
@@ -161,7 +185,10 @@ fn every_outcome_over(env: &Env, agent: &Agent, servers: &[(&Server, &str, bool)
         assert_durations(&server_ops, &client_ops, s, "add", 0.0);
         assert_durations(&server_ops, &client_ops, s, "refuse", 0.0);
         let m = agent.metrics();
-        for (metric, side) in [("mcp_server_operations_total", "server"), ("mcp_client_operations_total", "client")] {
+        for (metric, side) in [
+            ("mcp_server_operations_total", "server"),
+            ("mcp_client_operations_total", "client"),
+        ] {
             let series = |tool: &str, status: &str| {
                 m.value(
                     metric,
@@ -203,15 +230,27 @@ fn streamable_http_plain_with_json_and_event_stream_responses() {
     let agent = Agent::start(&env, "http_plain", &[]);
     let sse = env.http_server("e2e-http-sse", &[]);
     let json_mode = env.http_server("e2e-http-json", &["--json-response"]);
-    every_outcome_over(&env, &agent, &[(&sse, "e2e-http-sse", false), (&json_mode, "e2e-http-json", true)], None);
+    every_outcome_over(
+        &env,
+        &agent,
+        &[(&sse, "e2e-http-sse", false), (&json_mode, "e2e-http-json", true)],
+        None,
+    );
 }
 
 #[test]
 fn streamable_http_over_tls_through_libssl() {
     let env = env();
     let cert = env.cert("tls");
-    let agent = Agent::start(&env, "http_tls", &[]);
-    let tls = ["--tls-cert", cert.cert.to_str().unwrap(), "--tls-key", cert.key.to_str().unwrap()];
+    // Host-wide OpenSSL probes: both processes are discovered by what they
+    // say inside TLS.
+    let agent = Agent::start(&env, "http_tls", &["--tls-discovery"]);
+    let tls = [
+        "--tls-cert",
+        cert.cert.to_str().unwrap(),
+        "--tls-key",
+        cert.key.to_str().unwrap(),
+    ];
     let sse = env.http_server("e2e-https-sse", &tls);
     let json_args: Vec<&str> = tls.iter().copied().chain(["--json-response"]).collect();
     let json_mode = env.http_server("e2e-https-json", &json_args);
@@ -274,7 +313,12 @@ fn node_https_server_observed_from_node() {
     let node_pid = server.pid();
     assert_eq!(pid(s, "server_pid"), node_pid);
     let events = agent.wait_events("node's calls", WAIT, |ev| {
-        count(&observed(ev, "server", node_pid), "tools/call", Some("refuse"), "tool_error") == 2
+        count(
+            &observed(ev, "server", node_pid),
+            "tools/call",
+            Some("refuse"),
+            "tool_error",
+        ) == 2
     });
     let ops = observed(&events, "server", node_pid);
     assert_eq!(count(&ops, "tools/call", Some("add"), "ok"), 4, "{}", summary(&ops));
@@ -300,7 +344,10 @@ fn node_https_server_observed_from_node() {
     let m = agent.metrics();
     assert!(m.value("mcptap_tls_hooked_files", &[("kind", "executable")]) >= 1.0);
     assert_eq!(
-        m.value("mcp_server_operations_total", &[("mcp_server_name", "e2e-node-https"), ("gen_ai_tool_name", "add")]),
+        m.value(
+            "mcp_server_operations_total",
+            &[("mcp_server_name", "e2e-node-https"), ("gen_ai_tool_name", "add")]
+        ),
         4.0
     );
 }
@@ -309,7 +356,12 @@ fn node_https_server_observed_from_node() {
 fn client_side_only_calling_an_https_server() {
     let env = env();
     let cert = env.cert("client_only");
-    let tls = ["--tls-cert", cert.cert.to_str().unwrap(), "--tls-key", cert.key.to_str().unwrap()];
+    let tls = [
+        "--tls-cert",
+        cert.cert.to_str().unwrap(),
+        "--tls-key",
+        cert.key.to_str().unwrap(),
+    ];
     let srv = env.http_server("e2e-remote-https", &tls);
     let go = env.artifacts.join("client_only-go");
     let _ = std::fs::remove_file(&go);
@@ -325,12 +377,21 @@ fn client_side_only_calling_an_https_server() {
         .unwrap();
     let client_pid = u64::from(driver.id());
     // The agent watches the client process only; the server is unknown to it.
-    let agent = Agent::start(&env, "client_only", &["--no-discovery", "--pid", &client_pid.to_string()]);
+    let agent = Agent::start(
+        &env,
+        "client_only",
+        &["--no-discovery", "--pid", &client_pid.to_string()],
+    );
     std::fs::write(&go, b"").unwrap();
     let report = mcptap_tests::parse_report("drive.py", &driver.wait_with_output().unwrap());
     let s = session(&report, 0);
     let events = agent.wait_events("the client's calls", WAIT, |ev| {
-        count(&observed(ev, "client", client_pid), "tools/call", Some("refuse"), "tool_error") == 1
+        count(
+            &observed(ev, "client", client_pid),
+            "tools/call",
+            Some("refuse"),
+            "tool_error",
+        ) == 1
     });
     let ops = observed(&events, "client", client_pid);
     assert_eq!(count(&ops, "tools/call", Some("add"), "ok"), 3, "{}", summary(&ops));
@@ -348,7 +409,10 @@ fn client_side_only_calling_an_https_server() {
     assert!(events.iter().all(|e| e["observer"] == "client"), "{}", summary(&events));
     let m = agent.metrics();
     assert_eq!(
-        m.value("mcp_client_operation_duration_seconds_count", &[("gen_ai_tool_name", "add")]),
+        m.value(
+            "mcp_client_operation_duration_seconds_count",
+            &[("gen_ai_tool_name", "add")]
+        ),
         3.0
     );
     assert_eq!(m.value("mcp_server_operations_total", &[]), 0.0);
@@ -395,16 +459,23 @@ fn tls_server_in_its_own_mount_namespace() {
     // The libssl Python's ssl module uses, and a copy of it: the server
     // sees the copy at the same path, in a mount namespace of its own.
     let out = std::process::Command::new(&env.python)
-        .args(["-c", "import ssl; print([l.split()[-1] for l in open('/proc/self/maps') if 'libssl.so' in l][0])"])
+        .args([
+            "-c",
+            "import ssl; print([l.split()[-1] for l in open('/proc/self/maps') if 'libssl.so' in l][0])",
+        ])
         .output()
         .unwrap();
     let libssl = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(libssl.starts_with('/'), "libssl of python: {libssl:?}");
     let copy = env.artifacts.join("libssl-copy.so");
     std::fs::copy(&libssl, &copy).unwrap();
-    let agent = Agent::start(&env, "mount_namespace", &[]);
-    let hooked_before = agent.metrics().value("mcptap_tls_hooked_files", &[("kind", "shared_library")]);
+    // The server is selected by its port; its probes are its own (scoped),
+    // attached through its root once the agent sees it listen.
     let port = free_port();
+    let agent = Agent::start(&env, "mount_namespace", &["--port", &port.to_string()]);
+    let hooked_before = agent
+        .metrics()
+        .value("mcptap_tls_hooked_files", &[("kind", "shared_library")]);
     let server = env.server_command(
         "mntns-server",
         &format!(
@@ -418,8 +489,15 @@ fn tls_server_in_its_own_mount_namespace() {
     );
     // The agent finds the copy in the new process's maps and hooks it.
     let deadline = std::time::Instant::now() + WAIT;
-    while agent.metrics().value("mcptap_tls_hooked_files", &[("kind", "shared_library")]) <= hooked_before {
-        assert!(std::time::Instant::now() < deadline, "the copy of libssl was not hooked");
+    while agent
+        .metrics()
+        .value("mcptap_tls_hooked_files", &[("kind", "shared_library")])
+        <= hooked_before
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the copy of libssl was not hooked"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let report = env.drive(&json!({"sessions": [{
@@ -434,7 +512,12 @@ fn tls_server_in_its_own_mount_namespace() {
         count(&observed(ev, "server", server_pid), "tools/call", Some("add"), "ok") == 3
     });
     let ops = observed(&events, "server", server_pid);
-    assert!(ops.iter().all(|e| e["tls"] == true && e["server"]["name"] == "e2e-mntns"), "{}", summary(&ops));
+    assert!(
+        ops.iter()
+            .all(|e| e["tls"] == true && e["server"]["name"] == "e2e-mntns"),
+        "{}",
+        summary(&ops)
+    );
     let log = std::fs::read_to_string(agent.dir.join("agent.log")).unwrap();
     assert!(
         log.contains(&format!("/proc/{server_pid}/root")),
@@ -488,14 +571,24 @@ fn bad_input_over_http_sockets() {
             "{kind} not counted"
         );
     }
-    assert!(m.value("mcptap_connections_not_http_total", &[]) >= 1.0, "binary junk not counted");
+    assert!(
+        m.value("mcptap_connections_not_http_total", &[]) >= 1.0,
+        "binary junk not counted"
+    );
     assert_eq!(m.value("mcptap_truncated_messages_total", &[]) >= 1.0, true);
     assert_eq!(m.value("mcptap_capture_lost_total", &[("reason", "ringbuf_full")]), 0.0);
     // Still running, still seeing new traffic.
-    let again = env.drive(&json!({"sessions": [{"url": format!("http://127.0.0.1:{}/mcp", json_srv.port),
-        "steps": [{"call": "refuse", "args": {"reason": "after"}}]}]}));
+    let again = env.drive(
+        &json!({"sessions": [{"url": format!("http://127.0.0.1:{}/mcp", json_srv.port),
+        "steps": [{"call": "refuse", "args": {"reason": "after"}}]}]}),
+    );
     session(&again, 0);
     agent.wait_events("a call after the junk", WAIT, |ev| {
-        count(&observed(ev, "server", json_srv.pid()), "tools/call", Some("refuse"), "tool_error") == 1
+        count(
+            &observed(ev, "server", json_srv.pid()),
+            "tools/call",
+            Some("refuse"),
+            "tool_error",
+        ) == 1
     });
 }

@@ -1,21 +1,26 @@
 //! `cargo xtask bench`: the agent's cost, measured side by side in one run
 //! and reported as ratios (docs/benchmarks.md explains each figure).
 //!
-//! 1. Round-trip latency of real stdio MCP servers (FastMCP, and Node's
-//!    server-everything) without and with the agent, alternating blocks of
-//!    calls so that drift hits both sides alike: p50/p99 and their ratio.
+//! 1. Round-trip latency of real MCP servers without and with the agent,
+//!    in alternating rounds so that drift hits both sides alike: stdio
+//!    (FastMCP, Node's server-everything) and HTTPS (FastMCP on uvicorn,
+//!    TLS through libssl). p50/p99 of the pooled round trips, their ratio,
+//!    and the spread of the per-round p50 ratios.
 //! 2. The highest message rate captured with zero loss: a synthetic stdio
 //!    server answers pipelined tools/call requests sent at increasing
 //!    rates; a rate passes when every request became an event and nothing
 //!    was lost or dropped. Agent CPU and RSS at each rate.
-//! 3. The cost to an unrelated process: a read/write loop on /dev/zero and
-//!    /dev/null, without and with the agent.
+//! 3. The cost to unrelated processes: a read/write loop on /dev/zero and
+//!    /dev/null, and an HTTPS client/server (no MCP), without the agent,
+//!    with only an empty program on the same syscall hook (the kernel's
+//!    floor: what any syscall hook costs on a kernel without kprobes or
+//!    fentry), and with the agent.
 
 use std::{
     fs,
     io::{BufRead, BufReader, Read, Write},
     net::TcpListener,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
@@ -32,14 +37,24 @@ use crate::{
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// Calls per latency block.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 500)]
     calls: usize,
     /// Blocks per side (without / with the agent), alternating.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 8)]
     rounds: usize,
     /// Seconds per rate step.
     #[arg(long, default_value_t = 3)]
     rate_seconds: u64,
+    /// Run only these sections (default: all).
+    #[arg(long, value_enum)]
+    only: Vec<Section>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Section {
+    Latency,
+    Rate,
+    Unrelated,
 }
 
 /// Hidden helper processes the benchmark runs (`xtask bench-peer ...`).
@@ -58,15 +73,38 @@ pub fn peer(p: Peer) -> Result<()> {
             let mut zero = fs::File::open("/dev/zero")?;
             let mut null = fs::OpenOptions::new().write(true).open("/dev/null")?;
             let mut buf = vec![0u8; size];
-            let start = Instant::now();
-            for _ in 0..iters {
-                zero.read_exact(&mut buf)?;
-                null.write_all(&buf)?;
+            // CPU time (user + system) per iteration: what the hooks add to
+            // the process itself, steadier than wall time on a shared host.
+            // Five slices, the median: robust to a burst of noise.
+            let mut slices = Vec::new();
+            for _ in 0..5 {
+                let start = cpu_time_ns();
+                for _ in 0..iters / 5 {
+                    zero.read_exact(&mut buf)?;
+                    null.write_all(&buf)?;
+                }
+                slices.push((cpu_time_ns() - start) / (iters / 5) as f64);
             }
-            println!("{}", start.elapsed().as_nanos() as f64 / iters as f64);
+            println!("{}", median(slices));
             Ok(())
         }
     }
+}
+
+/// CPU time of this process so far (user + system), in nanoseconds.
+fn cpu_time_ns() -> f64 {
+    let mut ts = std::mem::MaybeUninit::<[i64; 2]>::uninit();
+    // SAFETY: clock_gettime writes a struct timespec (two longs on 64-bit Linux).
+    unsafe {
+        clock_gettime(2 /* CLOCK_PROCESS_CPUTIME_ID */, ts.as_mut_ptr())
+    };
+    // SAFETY: written by the call above.
+    let [s, ns] = unsafe { ts.assume_init() };
+    s as f64 * 1e9 + ns as f64
+}
+
+unsafe extern "C" {
+    fn clock_gettime(clock: i32, ts: *mut [i64; 2]) -> i32;
 }
 
 fn serve_stdio() -> Result<()> {
@@ -92,22 +130,34 @@ fn serve_stdio() -> Result<()> {
     Ok(())
 }
 
-struct Agent {
-    child: Child,
-    metrics: String,
-}
-
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A running `mcptap run` (or the empty hook, `mcptap floor`).
+struct Agent {
+    child: Child,
+    metrics: Option<String>,
 }
 
 impl Agent {
     fn start(bin: &Path, dir: &Path) -> Result<Agent> {
         let port = free_port()?;
+        let mut c = Command::new(bin);
+        c.args(["run", "--metrics-addr", &format!("127.0.0.1:{port}"), "--events"])
+            .arg(dir.join("events.jsonl"));
+        Agent::spawn(c, dir, Some(format!("http://127.0.0.1:{port}/metrics")))
+    }
+
+    fn floor(bin: &Path, dir: &Path) -> Result<Agent> {
+        let mut c = Command::new(bin);
+        c.arg("floor");
+        Agent::spawn(c, dir, None)
+    }
+
+    fn spawn(mut c: Command, dir: &Path, metrics: Option<String>) -> Result<Agent> {
         let log = dir.join("agent.log");
-        let child = Command::new(bin)
-            .args(["run", "--metrics-addr", &format!("127.0.0.1:{port}"), "--events"])
-            .arg(dir.join("events.jsonl"))
+        let child = c
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log)?)
             .spawn()
@@ -125,15 +175,13 @@ impl Agent {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(Agent {
-            child,
-            metrics: format!("http://127.0.0.1:{port}/metrics"),
-        })
+        Ok(Agent { child, metrics })
     }
 
     /// Sum of a metric's samples whose labels include `labels`.
     fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Result<f64> {
-        let text = ureq::get(&self.metrics).call()?.into_string()?;
+        let url = self.metrics.as_deref().context("no metrics")?;
+        let text = ureq::get(url).call()?.into_string()?;
         Ok(text
             .lines()
             .filter(|l| !l.starts_with('#'))
@@ -192,17 +240,15 @@ fn median(mut v: Vec<f64>) -> f64 {
     percentile(&v, 0.5)
 }
 
-/// One block of round trips from bench_client.py; microseconds.
-fn latency_block(calls: usize, (tool, args): (&str, &str), server: &[String]) -> Result<Vec<f64>> {
+/// Round trips (µs) printed by a peer script as `{"rtt_us": [...]}`.
+fn rtts(script: &str, args: &[String]) -> Result<Vec<f64>> {
     let out = Command::new(venv_python())
-        .arg(peers_dir().join("bench_client.py"))
-        .arg(calls.to_string())
-        .args([tool, args])
-        .args(server)
+        .arg(peers_dir().join(script))
+        .args(args)
         .current_dir(peers_dir())
         .output()?;
     if !out.status.success() {
-        bail!("bench_client.py failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!("{script} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let report: Value = serde_json::from_slice(&out.stdout)?;
     Ok(report["rtt_us"]
@@ -217,40 +263,54 @@ struct Latency {
     name: &'static str,
     off: Vec<f64>,
     on: Vec<f64>,
+    /// p50(with) / p50(without) of each round.
+    round_ratios: Vec<f64>,
 }
 
+/// Alternating rounds of `block` without and with the agent; after each
+/// round with the agent, checks it saw the calls (`expect` tools/call of
+/// `tool` at `side`'s metric).
 fn latency(
     agent_bin: &Path,
     dir: &Path,
-    args: &BenchArgs,
+    rounds: usize,
     name: &'static str,
-    call: (&str, &str),
-    server: &[String],
+    (metric, tool, expect): (&str, &str, usize),
+    block: &dyn Fn() -> Result<Vec<f64>>,
 ) -> Result<Latency> {
-    let (mut off, mut on) = (Vec::new(), Vec::new());
-    for round in 0..args.rounds {
-        eprintln!("bench: {name}: round {}/{}", round + 1, args.rounds);
-        off.extend(latency_block(args.calls, call, server)?);
+    let (mut off, mut on, mut round_ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        eprintln!("bench: {name}: round {}/{rounds}", round + 1);
+        let without = block()?;
         let agent = Agent::start(agent_bin, dir)?;
-        let before = agent.metric("mcp_server_operations_total", &[("gen_ai_tool_name", call.0)])?;
-        on.extend(latency_block(args.calls, call, server)?);
+        let before = agent.metric(metric, &[("gen_ai_tool_name", tool)])?;
+        let with = block()?;
         // The calls measured with the agent were seen by it.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let seen = agent.metric("mcp_server_operations_total", &[("gen_ai_tool_name", call.0)])? - before;
-            if seen >= (args.calls + 49) as f64 {
+            let seen = agent.metric(metric, &[("gen_ai_tool_name", tool)])? - before;
+            if seen >= expect as f64 {
                 break;
             }
             if Instant::now() > deadline {
-                bail!("{name}: the agent saw {seen} of {} calls", args.calls + 49);
+                bail!("{name}: the agent saw {seen} of {expect} calls");
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         agent.stop()?;
+        round_ratios.push(median(with.clone()) / median(without.clone()));
+        off.extend(without);
+        on.extend(with);
     }
     off.sort_by(f64::total_cmp);
     on.sort_by(f64::total_cmp);
-    Ok(Latency { name, off, on })
+    round_ratios.sort_by(f64::total_cmp);
+    Ok(Latency {
+        name,
+        off,
+        on,
+        round_ratios,
+    })
 }
 
 struct RateStep {
@@ -315,14 +375,18 @@ fn drive_rate(rate: u64, secs: u64) -> Result<(u64, u64, f64)> {
     Ok((sent, responses.saturating_sub(1), took))
 }
 
-fn rate_steps(agent_bin: &Path, dir: &Path, args: &BenchArgs) -> Result<Vec<RateStep>> {
+fn lost_so_far(agent: &Agent) -> Result<f64> {
+    Ok(agent.metric("mcptap_capture_lost_total", &[])?
+        + agent.metric("mcptap_events_dropped_total", &[])?
+        + agent.metric("mcptap_capture_gaps_total", &[])?)
+}
+
+fn rate_steps(agent_bin: &Path, dir: &Path, args: &BenchArgs) -> Result<(Vec<RateStep>, f64)> {
     let agent = Agent::start(agent_bin, dir)?;
     let mut steps = Vec::new();
     for target in [1_000u64, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000] {
         eprintln!("bench: zero-loss rate: {target} requests/s");
-        let lost_before = agent.metric("mcptap_capture_lost_total", &[])?
-            + agent.metric("mcptap_events_dropped_total", &[])?
-            + agent.metric("mcptap_capture_gaps_total", &[])?;
+        let lost_before = lost_so_far(&agent)?;
         let ops_before = agent.metric("mcp_server_operations_total", &[("gen_ai_tool_name", "bench")])?;
         let (cpu_before, _, _) = agent.usage();
         let t0 = Instant::now();
@@ -341,10 +405,7 @@ fn rate_steps(agent_bin: &Path, dir: &Path, args: &BenchArgs) -> Result<Vec<Rate
             std::thread::sleep(Duration::from_millis(100));
         }
         let (cpu_after, rss, _) = agent.usage();
-        let lost = agent.metric("mcptap_capture_lost_total", &[])?
-            + agent.metric("mcptap_events_dropped_total", &[])?
-            + agent.metric("mcptap_capture_gaps_total", &[])?
-            - lost_before;
+        let lost = lost_so_far(&agent)? - lost_before;
         steps.push(RateStep {
             target,
             achieved: sent as f64 / took,
@@ -354,34 +415,75 @@ fn rate_steps(agent_bin: &Path, dir: &Path, args: &BenchArgs) -> Result<Vec<Rate
             cpu_pct: 100.0 * (cpu_after - cpu_before) / t0.elapsed().as_secs_f64(),
             rss_mib: rss,
         });
-        let ok = seen == sent as f64 && lost == 0.0;
-        if !ok {
+        if !(seen == sent as f64 && lost == 0.0) {
             break;
         }
     }
     let (_, _, peak) = agent.usage();
-    eprintln!("bench: agent peak RSS {peak:.1} MiB");
     agent.stop()?;
-    Ok(steps)
+    Ok((steps, peak))
 }
 
-/// ns per read+write pair of an unrelated process, without and with agent.
-fn unrelated_loop(agent_bin: &Path, dir: &Path, size: usize, rounds: usize) -> Result<(f64, f64)> {
-    let iters = if size <= 4096 { 400_000 } else { 60_000 };
-    let run = || -> Result<f64> {
-        let out = Command::new(std::env::current_exe()?)
-            .args(["bench-peer", "loop", &size.to_string(), &iters.to_string()])
-            .output()?;
-        Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
-    };
-    let (mut off, mut on) = (Vec::new(), Vec::new());
+/// Per-iteration cost of an unrelated workload without the agent, with
+/// the empty hook only, and with the agent; medians of `rounds` runs.
+fn unrelated(agent_bin: &Path, dir: &Path, rounds: usize, run: &dyn Fn() -> Result<f64>) -> Result<(f64, f64, f64)> {
+    let (mut off, mut floor, mut on) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         off.push(run()?);
+        let f = Agent::floor(agent_bin, dir)?;
+        floor.push(run()?);
+        f.stop()?;
         let agent = Agent::start(agent_bin, dir)?;
         on.push(run()?);
         agent.stop()?;
     }
-    Ok((median(off), median(on)))
+    Ok((median(off), median(floor), median(on)))
+}
+
+/// An HTTPS MCP server (FastMCP, JSON responses) for the TLS latency case.
+struct HttpsServer {
+    child: Child,
+    port: u16,
+    cert: PathBuf,
+}
+
+impl HttpsServer {
+    fn start(dir: &Path) -> Result<HttpsServer> {
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        crate::cmd::run(
+            Command::new(venv_python())
+                .arg(peers_dir().join("make_cert.py"))
+                .arg(&cert)
+                .arg(&key),
+        )?;
+        let port = free_port()?;
+        let child = Command::new(venv_python())
+            .arg(peers_dir().join("http_server.py"))
+            .args(["--port", &port.to_string(), "--json-response", "--name", "bench-https"])
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .current_dir(peers_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("the HTTPS server did not start");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(HttpsServer { child, port, cert })
+    }
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
@@ -392,10 +494,16 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let agent = build_agent()?;
     let dir = repo_root().join("target/bench");
     fs::create_dir_all(&dir)?;
-    let python_server = vec![
-        venv_python().display().to_string(),
-        peers_dir().join("stdio_server.py").display().to_string(),
-    ];
+    let py = venv_python().display().to_string();
+    let stdio_block = |tool: &'static str, server: Vec<String>| {
+        let calls = args.calls;
+        move || {
+            let mut a = vec![calls.to_string(), tool.to_string(), r#"{"a":1,"b":2}"#.to_string()];
+            a.extend(server.clone());
+            rtts("bench_client.py", &a)
+        }
+    };
+    let python_server = vec![py.clone(), peers_dir().join("stdio_server.py").display().to_string()];
     let node_server = vec![
         "node".to_string(),
         peers_dir()
@@ -404,95 +512,194 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             .to_string(),
         "stdio".to_string(),
     ];
-    let lat = vec![
-        latency(
+    let expect = args.calls + 49;
+    let want = |s: Section| args.only.is_empty() || args.only.contains(&s);
+    let mut lat = Vec::new();
+    if want(Section::Latency) {
+        lat.extend([
+            latency(
+                &agent,
+                &dir,
+                args.rounds,
+                "FastMCP (Python), stdio",
+                ("mcp_server_operations_total", "add", expect),
+                &stdio_block("add", python_server),
+            )?,
+            latency(
+                &agent,
+                &dir,
+                args.rounds,
+                "server-everything (Node), stdio",
+                ("mcp_server_operations_total", "get-sum", expect),
+                &stdio_block("get-sum", node_server),
+            )?,
+        ]);
+    }
+    if want(Section::Latency) {
+        // Started before the agent: picked up by discovery at each round.
+        let https = HttpsServer::start(&dir)?;
+        let (port, cert) = (https.port, https.cert.display().to_string());
+        let calls = args.calls;
+        lat.push(latency(
             &agent,
             &dir,
-            &args,
-            "FastMCP (Python) stdio server",
-            ("add", r#"{"a":1,"b":2}"#),
-            &python_server,
-        )?,
-        latency(
-            &agent,
-            &dir,
-            &args,
-            "server-everything (Node) stdio server",
-            ("get-sum", r#"{"a":1,"b":2}"#),
-            &node_server,
-        )?,
-    ];
-    let steps = rate_steps(&agent, &dir, &args)?;
-    let loops = [
-        (4096, unrelated_loop(&agent, &dir, 4096, args.rounds.max(3))?),
-        (65536, unrelated_loop(&agent, &dir, 65536, args.rounds.max(3))?),
-    ];
+            args.rounds,
+            "FastMCP on uvicorn, HTTPS",
+            ("mcp_server_operations_total", "add", expect),
+            &|| {
+                rtts(
+                    "bench_https_client.py",
+                    &[calls.to_string(), port.to_string(), cert.clone()],
+                )
+            },
+        )?);
+    }
+    let (steps, peak_rss) = if want(Section::Rate) {
+        rate_steps(&agent, &dir, &args)?
+    } else {
+        (Vec::new(), 0.0)
+    };
+    let me = std::env::current_exe()?;
+    let rw_loop = |size: usize| {
+        let me = me.clone();
+        let iters = if size <= 4096 { 500_000 } else { 100_000 };
+        move || -> Result<f64> {
+            let out = Command::new(&me)
+                .args(["bench-peer", "loop", &size.to_string(), &iters.to_string()])
+                .output()?;
+            Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+        }
+    };
+    let rounds = args.rounds.clamp(3, 5);
+    let mut loops = Vec::new();
+    let mut tls_unrelated = None;
+    if want(Section::Unrelated) {
+        eprintln!("bench: unrelated read/write loops");
+        loops.push((4096usize, unrelated(&agent, &dir, rounds, &rw_loop(4096))?));
+        loops.push((65536, unrelated(&agent, &dir, rounds, &rw_loop(65536))?));
+        eprintln!("bench: unrelated TLS process");
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        if !cert.exists() {
+            crate::cmd::run(
+                Command::new(venv_python())
+                    .arg(peers_dir().join("make_cert.py"))
+                    .arg(&cert)
+                    .arg(&key),
+            )?;
+        }
+        tls_unrelated = Some(unrelated(&agent, &dir, rounds, &|| -> Result<f64> {
+            let out = Command::new(venv_python())
+                .arg(peers_dir().join("bench_tls_unrelated.py"))
+                .arg("3000")
+                .arg(&cert)
+                .arg(&key)
+                .output()?;
+            if !out.status.success() {
+                bail!("bench_tls_unrelated.py: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+        })?);
+    }
 
-    let mut report = String::new();
-    report.push_str(&format!(
-        "# mcptap benchmark\n\nMeasured by `cargo xtask bench` ({} calls × {} blocks per side, alternating; {} s per rate step), {}.\n\n",
+    let report = render(&args, &lat, &steps, peak_rss, &loops, tls_unrelated);
+    fs::write(dir.join("report.md"), &report)?;
+    println!("{report}");
+    eprintln!("bench: report written to {}", dir.join("report.md").display());
+    Ok(())
+}
+
+fn render(
+    args: &BenchArgs,
+    lat: &[Latency],
+    steps: &[RateStep],
+    peak_rss: f64,
+    loops: &[(usize, (f64, f64, f64))],
+    tls: Option<(f64, f64, f64)>,
+) -> String {
+    let mut r = String::new();
+    r.push_str(&format!(
+        "# mcptap benchmark\n\nMeasured by `cargo xtask bench` ({} calls × {} rounds per side, alternating; {} s per rate step), {}.\n\n",
         args.calls,
         args.rounds,
         args.rate_seconds,
         host_line()
     ));
-    report.push_str("## Round-trip latency of stdio tools/call, without → with the agent\n\n");
-    report.push_str("| server | p50 without | p50 with | p50 ratio | p99 without | p99 with | p99 ratio |\n|---|---|---|---|---|---|---|\n");
-    for l in &lat {
-        let (p50a, p50b) = (percentile(&l.off, 0.5), percentile(&l.on, 0.5));
-        let (p99a, p99b) = (percentile(&l.off, 0.99), percentile(&l.on, 0.99));
-        report.push_str(&format!(
-            "| {} | {:.0} µs | {:.0} µs | **{:.3}** | {:.0} µs | {:.0} µs | {:.3} |\n",
-            l.name,
-            p50a,
-            p50b,
-            p50b / p50a,
-            p99a,
-            p99b,
-            p99b / p99a
-        ));
-    }
-    report.push_str("\n## Capture rate (pipelined requests to a minimal stdio server)\n\n");
-    report.push_str("| requests/s asked | achieved | messages/s (both ways) | events / requests | lost or dropped | agent CPU | agent RSS |\n|---|---|---|---|---|---|---|\n");
-    let mut best = None;
-    for s in &steps {
-        let ok = s.seen == s.sent as f64 && s.lost == 0.0;
-        if ok {
-            best = Some(s.achieved * 2.0);
+    if !lat.is_empty() {
+        r.push_str("## Round-trip latency of tools/call, without → with the agent (target: p50 ratio ≤ 1.05)\n\n");
+        r.push_str("| server | p50 without | p50 with | p50 ratio | per-round p50 ratios (min / median / max) | p99 without | p99 with | p99 ratio |\n|---|---|---|---|---|---|---|---|\n");
+        for l in lat {
+            let (p50a, p50b) = (percentile(&l.off, 0.5), percentile(&l.on, 0.5));
+            let (p99a, p99b) = (percentile(&l.off, 0.99), percentile(&l.on, 0.99));
+            let rr = &l.round_ratios;
+            r.push_str(&format!(
+                "| {} | {:.0} µs | {:.0} µs | **{:.3}** | {:.3} / {:.3} / {:.3} | {:.0} µs | {:.0} µs | {:.3} |\n",
+                l.name,
+                p50a,
+                p50b,
+                p50b / p50a,
+                rr.first().copied().unwrap_or(f64::NAN),
+                percentile(rr, 0.5),
+                rr.last().copied().unwrap_or(f64::NAN),
+                p99a,
+                p99b,
+                p99b / p99a
+            ));
         }
-        report.push_str(&format!(
-            "| {} | {:.0} | {:.0} | {}/{} | {} | {:.0}% | {:.1} MiB |\n",
-            s.target,
-            s.achieved,
-            s.achieved * 2.0,
-            s.seen,
-            s.sent,
-            s.lost,
-            s.cpu_pct,
-            s.rss_mib
+    }
+    if !steps.is_empty() {
+        r.push_str("\n## Capture rate (pipelined requests to a minimal stdio server)\n\n");
+        r.push_str("| requests/s asked | achieved | messages/s (both ways) | events / requests | lost or dropped | agent CPU | agent RSS |\n|---|---|---|---|---|---|---|\n");
+        let mut best = None;
+        for s in steps {
+            if s.seen == s.sent as f64 && s.lost == 0.0 {
+                best = Some(s.achieved * 2.0);
+            }
+            r.push_str(&format!(
+                "| {} | {:.0} | {:.0} | {}/{} | {} | {:.0}% | {:.1} MiB |\n",
+                s.target,
+                s.achieved,
+                s.achieved * 2.0,
+                s.seen,
+                s.sent,
+                s.lost,
+                s.cpu_pct,
+                s.rss_mib
+            ));
+        }
+        match best {
+            Some(rate) => r.push_str(&format!(
+                "\nHighest rate captured with zero loss: **{rate:.0} messages/s**. Agent peak RSS: {peak_rss:.1} MiB.\n"
+            )),
+            None => r.push_str("\nNo rate was captured without loss.\n"),
+        }
+    }
+    if loops.is_empty() {
+        return r;
+    }
+    r.push_str("\n## Cost to unrelated processes (target: ≤ 3 %)\n\n");
+    r.push_str("CPU time (user + system) the process spends per iteration. `floor`: an empty program on the same syscall hook, i.e. what the kernel charges every syscall of every process once any syscall hook is attached; mcptap's own share is the rest.\n\n");
+    r.push_str("| workload | without | floor (empty hook) | with mcptap | ratio | of which floor | of which mcptap |\n|---|---|---|---|---|---|---|\n");
+    let mut row = |name: String, (off, floor, on): (f64, f64, f64)| {
+        r.push_str(&format!(
+            "| {name} | {off:.0} ns | {floor:.0} ns | {on:.0} ns | **{:.3}** | {:.3} | {:.3} |\n",
+            on / off,
+            floor / off,
+            on / floor
         ));
+    };
+    for (size, figures) in loops {
+        row(
+            format!("read+write loop, {} KiB, /dev/zero → /dev/null", size / 1024),
+            *figures,
+        );
     }
-    match best {
-        Some(rate) => report.push_str(&format!(
-            "\nHighest rate captured with zero loss: **{rate:.0} messages/s**.\n"
-        )),
-        None => report.push_str("\nNo rate was captured without loss.\n"),
+    if let Some(tls) = tls {
+        row(
+            "HTTPS GET loop (client and server in one process, 1 KiB bodies, TLS through libssl)".into(),
+            tls,
+        );
     }
-    report.push_str("\n## Cost to an unrelated process (read+write loop on /dev/zero → /dev/null)\n\n");
-    report.push_str("| buffer | without | with | ratio |\n|---|---|---|---|\n");
-    for (size, (off, on)) in &loops {
-        report.push_str(&format!(
-            "| {} KiB | {:.0} ns | {:.0} ns | **{:.3}** |\n",
-            size / 1024,
-            off,
-            on,
-            on / off
-        ));
-    }
-    fs::write(dir.join("report.md"), &report)?;
-    println!("{report}");
-    eprintln!("bench: report written to {}", dir.join("report.md").display());
-    Ok(())
+    r
 }
 
 fn host_line() -> String {

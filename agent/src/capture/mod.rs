@@ -36,8 +36,11 @@ pub struct CaptureOptions {
     pub discovery: bool,
     /// Capture TCP connections of tracked processes.
     pub capture_sockets: bool,
-    /// Probe OpenSSL for TLS plaintext.
+    /// Probe OpenSSL for TLS plaintext (of tracked processes).
     pub capture_tls: bool,
+    /// Probe OpenSSL in every process, to discover MCP inside TLS of
+    /// processes not tracked yet (costs every OpenSSL user a trap per call).
+    pub tls_discovery: bool,
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     pub ring_buffer_bytes: u32,
     /// Processes to track from the start.
@@ -58,6 +61,7 @@ impl CaptureOptions {
             discovery: true,
             capture_sockets: true,
             capture_tls: true,
+            tls_discovery: false,
             ring_buffer_bytes,
             select_pids: Vec::new(),
             select_exes: Vec::new(),
@@ -110,7 +114,10 @@ pub struct Capture {
     counters: PerCpuArray<MapData, u64>,
 }
 
-fn attach_err(program: &'static str, hook: impl Into<String>) -> impl FnOnce(aya::programs::ProgramError) -> CaptureError {
+fn attach_err(
+    program: &'static str,
+    hook: impl Into<String>,
+) -> impl FnOnce(aya::programs::ProgramError) -> CaptureError {
     let hook = hook.into();
     move |source| CaptureError::Attach { program, hook, source }
 }
@@ -181,11 +188,8 @@ impl Capture {
                     .map_err(attach_err(program, "OpenSSL"))?;
                 prog.load().map_err(attach_err(program, "OpenSSL"))?;
             }
-            let mut hooks = tls::TlsHooks::default();
-            hooks.start(&mut ebpf);
-            if hooks.hooked.is_empty() {
-                tracing::warn!("no OpenSSL found yet: TLS traffic is captured once a process loads it");
-            }
+            let mut hooks = tls::TlsHooks::new(opts.tls_discovery);
+            hooks.start(&mut ebpf, &selection.tracked());
             Some(hooks)
         } else {
             None
@@ -204,6 +208,7 @@ impl Capture {
             discovery = opts.discovery,
             sockets = opts.capture_sockets,
             tls = opts.capture_tls,
+            tls_discovery = opts.tls_discovery,
             fd = ring.get_ref().as_raw_fd(),
             "eBPF programs attached"
         );
@@ -242,25 +247,44 @@ impl Capture {
         n
     }
 
+    /// After a drain: processes that became tracked get their TLS probes,
+    /// those that ended lose them.
+    pub fn after_drain(&mut self) {
+        let (tracked, exited) = self.selection.take_changes();
+        if let Some(tls) = &mut self.tls {
+            for pid in tracked {
+                tls.on_tracked(&mut self.ebpf, pid);
+            }
+            for pid in exited {
+                tls.on_exit(&mut self.ebpf, pid);
+            }
+            let selection = &self.selection;
+            tls.run_due(&mut self.ebpf, &|pid| selection.is_tracked(pid));
+        }
+    }
+
     /// Periodic work of the capture side: TLS libraries of new and tracked
     /// processes, listeners on selected ports.
     pub fn tick(&mut self) {
+        for pid in self.selection.refresh_port_listeners() {
+            tracing::info!(pid, "listens on a selected port: tracking it");
+            if let Some(tls) = &mut self.tls {
+                tls.on_tracked(&mut self.ebpf, pid);
+            }
+        }
         if let Some(tls) = &mut self.tls {
             let tracked = self.selection.tracked();
             tls.tick(&mut self.ebpf, &tracked);
         }
-        for pid in self.selection.refresh_port_listeners() {
-            tracing::info!(pid, "listens on a selected port: tracking it");
-        }
     }
 
-    /// Files carrying the TLS probes, by kind.
-    pub fn tls_hooked(&self) -> Vec<(&'static str, usize)> {
-        let Some(tls) = &self.tls else { return Vec::new() };
-        ["shared_library", "executable"]
-            .into_iter()
-            .map(|kind| (kind, tls.hooked.iter().filter(|h| h.kind == kind).count()))
-            .collect()
+    /// Files carrying the TLS probes, by kind, and the processes with
+    /// probes of their own.
+    pub fn tls_hooked(&self) -> (Vec<(&'static str, usize)>, usize) {
+        match &self.tls {
+            Some(tls) => (tls.hooked_files(), tls.hooked_processes()),
+            None => (Vec::new(), 0),
+        }
     }
 
     /// The kernel's counters, summed over CPUs, indexed by `counter::*`.
@@ -273,6 +297,27 @@ impl Capture {
         }
         out
     }
+}
+
+/// The empty program on the syscall hook (benchmarks: the kernel's floor).
+pub fn attach_floor() -> Result<Ebpf, CaptureError> {
+    if !preflight::is_privileged() {
+        return Err(preflight::PreflightError::NotPrivileged.into());
+    }
+    preflight::check_btf()?;
+    raise_memlock_limit();
+    let btf = Btf::from_sys_fs().map_err(CaptureError::Btf)?;
+    let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(CaptureError::Load)?;
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut("sys_exit_floor")
+        .ok_or(CaptureError::Missing("sys_exit_floor"))?
+        .try_into()
+        .map_err(attach_err("sys_exit_floor", "raw tracepoint sys_exit"))?;
+    prog.load("sys_exit", &btf)
+        .map_err(attach_err("sys_exit_floor", "raw tracepoint sys_exit"))?;
+    prog.attach()
+        .map_err(attach_err("sys_exit_floor", "raw tracepoint sys_exit"))?;
+    Ok(ebpf)
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.

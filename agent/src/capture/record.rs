@@ -10,13 +10,29 @@ use thiserror::Error;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CaptureRecord<'a> {
     Chunk(Chunk<'a>),
-    ProcessExit { tgid: u32, ts_ns: u64 },
-    ProcessExec { tgid: u32, ts_ns: u64 },
+    ProcessExit {
+        tgid: u32,
+        ts_ns: u64,
+    },
+    ProcessExec {
+        tgid: u32,
+        ts_ns: u64,
+    },
     /// Some process ran a new program (TLS library discovery).
-    ExecAny { tgid: u32 },
+    ExecAny {
+        tgid: u32,
+    },
     SocketOpen(SocketOpen),
-    SocketClose { tgid: u32, fd: i32, ts_ns: u64 },
-    TlsClose { tgid: u32, ssl: u64, ts_ns: u64 },
+    SocketClose {
+        tgid: u32,
+        fd: i32,
+        ts_ns: u64,
+    },
+    TlsClose {
+        tgid: u32,
+        ssl: u64,
+        ts_ns: u64,
+    },
 }
 
 /// A watched process accepted (`server`) or connected (`!server`) a socket.
@@ -248,7 +264,10 @@ pub mod tests {
         let CaptureRecord::Chunk(c) = CaptureRecord::decode(&bytes).unwrap() else {
             panic!()
         };
-        assert_eq!((c.tgid, c.channel, c.direction, c.data), (7, Channel::Stdio(0), Io::Read, &b"{}\n"[..]));
+        assert_eq!(
+            (c.tgid, c.channel, c.direction, c.data),
+            (7, Channel::Stdio(0), Io::Read, &b"{}\n"[..])
+        );
         assert!(c.discovery && !c.truncated && !c.loss_before);
     }
 

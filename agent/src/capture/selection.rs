@@ -40,6 +40,10 @@ pub struct Selection {
     released: HashMap<u32, u32>,
     /// Processes excluded because discovery spent its budget on them.
     pub budget_exhausted: u64,
+    /// Processes confirmed, and processes gone, since the last look (the
+    /// TLS probes follow them).
+    newly_tracked: Vec<u32>,
+    exited: Vec<u32>,
 }
 
 fn take<K: aya::Pod, V: aya::Pod>(
@@ -52,9 +56,7 @@ fn take<K: aya::Pod, V: aya::Pod>(
 
 impl Selection {
     pub(super) fn new(ebpf: &mut Ebpf) -> Result<Self, CaptureError> {
-        let watch_user = ebpf
-            .take_map("WATCH_USER")
-            .ok_or(CaptureError::Missing("WATCH_USER"))?;
+        let watch_user = ebpf.take_map("WATCH_USER").ok_or(CaptureError::Missing("WATCH_USER"))?;
         Ok(Selection {
             procs: take(ebpf, "PROCS")?,
             watch_user: Array::try_from(watch_user).map_err(|e| CaptureError::Map("WATCH_USER", e))?,
@@ -66,6 +68,8 @@ impl Selection {
             select_ports: HashSet::new(),
             released: HashMap::new(),
             budget_exhausted: 0,
+            newly_tracked: Vec::new(),
+            exited: Vec::new(),
         })
     }
 
@@ -182,7 +186,9 @@ impl Selection {
         if fds.is_empty() {
             return 0;
         }
-        let Some(ns) = procnet::netns(proc_root, pid) else { return 0 };
+        let Some(ns) = procnet::netns(proc_root, pid) else {
+            return 0;
+        };
         let table = tables.entry(ns).or_insert_with(|| procnet::tcp_table(proc_root, pid));
         let listening: HashSet<u16> = table
             .iter()
@@ -255,10 +261,18 @@ impl Selection {
     /// The agent saw the process speak MCP.
     pub fn confirm(&mut self, tgid: u32) {
         if let Ok(mut value) = self.procs.get(&tgid, 0) {
-            value.state = (value.state & !(proc_state::PROVISIONAL | proc_state::NET_CANDIDATE)) | proc_state::CONFIRMED;
+            value.state =
+                (value.state & !(proc_state::PROVISIONAL | proc_state::NET_CANDIDATE)) | proc_state::CONFIRMED;
             let _ = self.procs.insert(tgid, value, 0);
         }
         self.released.remove(&tgid);
+        self.newly_tracked.push(tgid);
+    }
+
+    /// Processes that became tracked and processes that ended, since the
+    /// last call.
+    pub fn take_changes(&mut self) -> (Vec<u32>, Vec<u32>) {
+        (std::mem::take(&mut self.newly_tracked), std::mem::take(&mut self.exited))
     }
 
     /// The agent saw the process is not an MCP peer on its stdio: stop
@@ -320,6 +334,7 @@ impl Selection {
     pub fn forget_process(&mut self, tgid: u32) {
         self.released.remove(&tgid);
         self.clear_watched(tgid);
+        self.exited.push(tgid);
     }
 
     /// Whether the operator selected this process (never rejected then).

@@ -1,20 +1,32 @@
 //! Finding OpenSSL and hooking it: every `libssl.so*` a process maps, and
 //! every executable that links OpenSSL statically and exports its symbols
-//! (Node), gets the TLS uprobes once per file (device + inode), whatever
-//! path or mount namespace it is seen through.
-//!
-//! Where files are found: the well-known library directories at start,
-//! the memory maps of every running process at start, of every program
-//! started later (the kernel reports each exec; libraries load after exec,
-//! Python even loads libssl on its first `import ssl`, so a new process is
-//! looked at several times), and of tracked processes every few seconds.
-//! A file mapped by a process in another mount namespace (a container) is
+//! (Node), gets the TLS uprobes, whatever path or mount namespace it is
+//! seen through (a file mapped by a process in another mount namespace is
 //! opened through `/proc/PID/root`, so the probe lands on the file that
-//! process really uses.
+//! process really uses).
+//!
+//! **Scoped by default.** A uprobe costs every call of the hooked function
+//! a trap, in every process that maps the file, whether or not the program
+//! then cares: measured at ~12 µs per `SSL_read`/`SSL_write` on the
+//! project's VMs (docs/benchmarks.md), against ~1 µs for the call itself.
+//! So by default the probes are attached per tracked process (the kernel
+//! installs them in that process's address space only) when it becomes
+//! tracked, and removed when it exits: unrelated processes pay nothing.
+//!
+//! **Host-wide with `--tls-discovery`.** To discover MCP inside TLS of
+//! processes not tracked yet, the probes are attached once per file for
+//! every process, and the programs filter in the kernel; every OpenSSL user
+//! on the host then pays the trap.
+//!
+//! Where files are found: the maps of tracked processes (when they become
+//! tracked, after each exec, and every few seconds: Python loads libssl on
+//! its first `import ssl`); with `--tls-discovery` also the library
+//! directories, every running process, and every new program.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     fs,
+    num::NonZeroU32,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -22,7 +34,10 @@ use std::{
 
 use aya::{
     Ebpf,
-    programs::{UProbe, uprobe::UProbeScope},
+    programs::{
+        UProbe,
+        uprobe::{UProbeLinkId, UProbeScope},
+    },
 };
 use object::{Object, ObjectSection, ObjectSymbol};
 
@@ -50,7 +65,7 @@ pub const PROGRAMS: &[&str] = &[
     "ssl_free",
 ];
 
-/// Directories where distributions put libssl.
+/// Directories where distributions put libssl (host-wide mode).
 const LIB_DIRS: &[&str] = &[
     "/lib",
     "/lib64",
@@ -63,7 +78,7 @@ const LIB_DIRS: &[&str] = &[
     "/lib/aarch64-linux-gnu",
 ];
 
-/// When to look at a new process again after its exec.
+/// When to look at a process again after its exec.
 const RESCAN_AFTER: &[Duration] = &[
     Duration::from_millis(50),
     Duration::from_millis(500),
@@ -76,20 +91,28 @@ const TRACKED_RESCAN: Duration = Duration::from_secs(5);
 /// A file identity: device and inode.
 type FileId = (u64, u64);
 
-/// What was hooked, for logs and metrics.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hooked {
-    pub path: PathBuf,
-    /// `shared_library` or `executable`.
-    pub kind: &'static str,
-    pub symbols: Vec<&'static str>,
+/// An OpenSSL copy: its kind and its functions' file offsets.
+#[derive(Debug, Clone)]
+struct Target {
+    kind: &'static str,
+    offsets: HashMap<&'static str, u64>,
 }
 
+/// Probes attached for one tracked process.
 #[derive(Default)]
+struct Scoped {
+    files: HashSet<FileId>,
+    links: Vec<(&'static str, UProbeLinkId)>,
+}
+
 pub struct TlsHooks {
-    /// Files already looked at, hooked or not.
-    seen: HashSet<FileId>,
-    pub hooked: Vec<Hooked>,
+    host_wide: bool,
+    /// Files looked at: `None` when not OpenSSL.
+    files: HashMap<FileId, Option<Target>>,
+    /// Files hooked for every process (host-wide mode).
+    global: HashSet<FileId>,
+    /// Probes per tracked process (scoped mode).
+    scoped: HashMap<u32, Scoped>,
     pub errors: u64,
     /// Exec'd processes to look at, when.
     due: VecDeque<(Instant, u32, usize)>,
@@ -97,39 +120,72 @@ pub struct TlsHooks {
 }
 
 impl TlsHooks {
-    /// Hooks what is installed and what running processes map.
-    pub fn start(&mut self, ebpf: &mut Ebpf) {
-        for dir in LIB_DIRS {
-            let Ok(entries) = fs::read_dir(dir) else { continue };
-            for e in entries.flatten() {
-                let name = e.file_name();
-                let name = name.to_string_lossy();
-                if is_libssl(&name) {
-                    self.consider(ebpf, &e.path(), None, "shared_library");
+    pub fn new(host_wide: bool) -> TlsHooks {
+        TlsHooks {
+            host_wide,
+            files: HashMap::new(),
+            global: HashSet::new(),
+            scoped: HashMap::new(),
+            errors: 0,
+            due: VecDeque::new(),
+            last_tracked_scan: None,
+        }
+    }
+
+    /// Hooks the tracked processes (and, host-wide, everything installed
+    /// and running).
+    pub fn start(&mut self, ebpf: &mut Ebpf, tracked: &[u32]) {
+        if self.host_wide {
+            for dir in LIB_DIRS {
+                let Ok(entries) = fs::read_dir(dir) else { continue };
+                for e in entries.flatten() {
+                    if is_libssl(&e.file_name().to_string_lossy()) {
+                        self.hook_global(ebpf, &e.path(), None, "shared_library");
+                    }
                 }
             }
-        }
-        for exe in ["node", "nodejs"] {
-            if let Some(path) = which(exe) {
-                self.consider(ebpf, &path, None, "executable");
+            for exe in ["node", "nodejs"] {
+                if let Some(path) = which(exe) {
+                    self.hook_global(ebpf, &path, None, "executable");
+                }
+            }
+            for pid in pids() {
+                self.scan_process(ebpf, pid, false);
             }
         }
-        for pid in pids() {
-            self.scan_process(ebpf, pid);
+        for &pid in tracked {
+            self.scan_process(ebpf, pid, true);
         }
     }
 
     /// A process ran a new program: look at it a few times as it loads.
     pub fn on_exec(&mut self, pid: u32) {
-        let now = Instant::now();
         if self.due.len() > 100_000 {
             return; // an exec storm: the periodic scans still catch up
         }
-        self.due.push_back((now + RESCAN_AFTER[0], pid, 0));
+        self.due.push_back((Instant::now() + RESCAN_AFTER[0], pid, 0));
     }
 
-    /// Periodic work: due scans of new processes, rescans of tracked ones.
-    pub fn tick(&mut self, ebpf: &mut Ebpf, tracked: &[u32]) {
+    /// A process became tracked: its TLS is captured from now on.
+    pub fn on_tracked(&mut self, ebpf: &mut Ebpf, pid: u32) {
+        self.scan_process(ebpf, pid, true);
+    }
+
+    /// A process ended: its scoped probes go.
+    pub fn on_exit(&mut self, ebpf: &mut Ebpf, pid: u32) {
+        let Some(scoped) = self.scoped.remove(&pid) else { return };
+        for (program, link) in scoped.links {
+            if let Some(p) = ebpf
+                .program_mut(program)
+                .and_then(|p| <&mut UProbe>::try_from(p).ok())
+            {
+                let _ = p.detach(link);
+            }
+        }
+    }
+
+    /// Scans of new programs that are due (called often: cheap when none).
+    pub fn run_due(&mut self, ebpf: &mut Ebpf, is_tracked: &dyn Fn(u32) -> bool) {
         let now = Instant::now();
         while let Some(&(at, pid, step)) = self.due.front() {
             if at > now {
@@ -139,7 +195,10 @@ impl TlsHooks {
             if !Path::new("/proc").join(pid.to_string()).exists() {
                 continue;
             }
-            self.scan_process(ebpf, pid);
+            let tracked = is_tracked(pid);
+            if tracked || self.host_wide {
+                self.scan_process(ebpf, pid, tracked);
+            }
             if let Some(next) = RESCAN_AFTER.get(step + 1) {
                 // Keep the queue ordered: later deadlines go to the back.
                 let at = now + (*next - RESCAN_AFTER[step]);
@@ -147,16 +206,56 @@ impl TlsHooks {
                 self.due.insert(pos, (at, pid, step + 1));
             }
         }
+    }
+
+    /// Periodic work: rescans of tracked processes (late dlopen), and
+    /// probes of processes that ended unnoticed.
+    pub fn tick(&mut self, ebpf: &mut Ebpf, tracked: &[u32]) {
+        let now = Instant::now();
         if self.last_tracked_scan.is_none_or(|t| now - t >= TRACKED_RESCAN) {
             self.last_tracked_scan = Some(now);
             for &pid in tracked {
-                self.scan_process(ebpf, pid);
+                self.scan_process(ebpf, pid, true);
+            }
+            // Processes that exited without the agent hearing of it.
+            let gone: Vec<u32> = self
+                .scoped
+                .keys()
+                .copied()
+                .filter(|pid| !Path::new("/proc").join(pid.to_string()).exists())
+                .collect();
+            for pid in gone {
+                self.on_exit(ebpf, pid);
             }
         }
     }
 
-    /// Looks at the files a process maps.
-    pub fn scan_process(&mut self, ebpf: &mut Ebpf, pid: u32) {
+    /// Files with probes, by kind (`shared_library`, `executable`).
+    pub fn hooked_files(&self) -> Vec<(&'static str, usize)> {
+        let mut files: HashSet<FileId> = self.global.clone();
+        for s in self.scoped.values() {
+            files.extend(s.files.iter().copied());
+        }
+        ["shared_library", "executable"]
+            .into_iter()
+            .map(|kind| {
+                let n = files
+                    .iter()
+                    .filter(|id| self.files.get(id).and_then(|t| t.as_ref()).is_some_and(|t| t.kind == kind))
+                    .count();
+                (kind, n)
+            })
+            .collect()
+    }
+
+    /// Tracked processes with probes of their own.
+    pub fn hooked_processes(&self) -> usize {
+        self.scoped.values().filter(|s| !s.links.is_empty()).count()
+    }
+
+    /// Looks at the files a process maps; hooks the OpenSSL ones for this
+    /// process (`scoped`) or for every process (host-wide mode).
+    fn scan_process(&mut self, ebpf: &mut Ebpf, pid: u32, scoped: bool) {
         let proc_dir = Path::new("/proc").join(pid.to_string());
         let Ok(maps) = fs::read_to_string(proc_dir.join("maps")) else {
             return;
@@ -165,7 +264,7 @@ impl TlsHooks {
         let mut done = HashSet::new();
         for line in maps.lines() {
             let Some(m) = parse_maps_line(line) else { continue };
-            if !done.insert(m.id) || self.seen.contains(&m.id) {
+            if !done.insert(m.id) {
                 continue;
             }
             let name = m.path.rsplit('/').next().unwrap_or_default();
@@ -178,67 +277,101 @@ impl TlsHooks {
             };
             // The path as that process sees it, from our mount namespace.
             let path = proc_dir.join("root").join(m.path.trim_start_matches('/'));
-            self.consider(ebpf, &path, Some(m.id), kind);
+            if self.host_wide && !self.global.contains(&m.id) {
+                self.hook_global(ebpf, &path, Some(m.id), kind);
+            }
+            if scoped && !self.host_wide {
+                self.hook_scoped(ebpf, pid, &path, m.id, kind);
+            }
         }
     }
 
-    /// Hooks one file if it exports OpenSSL and was not hooked yet.
-    fn consider(&mut self, ebpf: &mut Ebpf, path: &Path, id: Option<FileId>, kind: &'static str) {
-        let Ok(meta) = fs::metadata(path) else { return };
+    /// The OpenSSL functions of a file, parsed once.
+    fn target(&mut self, path: &Path, id: Option<FileId>, kind: &'static str) -> Option<(FileId, Target)> {
+        let meta = fs::metadata(path).ok()?;
         // Overlay filesystems show another device and inode through the
         // path than in the maps (the real file): remember both.
-        let file_id = (meta.dev(), meta.ino());
-        if !self.seen.insert(file_id) {
-            return;
+        let id = id.unwrap_or((meta.dev(), meta.ino()));
+        if let Some(known) = self.files.get(&id) {
+            return known.clone().map(|t| (id, t));
         }
-        if let Some(id) = id {
-            self.seen.insert(id);
-        }
-        let offsets = match symbol_offsets(path) {
-            Ok(o) => o,
+        let target = match symbol_offsets(path) {
+            Ok(offsets)
+                if PROBES
+                    .iter()
+                    .filter(|(_, _, required)| *required)
+                    .all(|(_, sym, _)| offsets.contains_key(sym)) =>
+            {
+                Some(Target { kind, offsets })
+            }
+            Ok(_) => None,
             Err(err) => {
                 tracing::debug!(path = %path.display(), "not an ELF file with symbols: {err}");
-                return;
+                None
             }
         };
-        let exports = PROBES
-            .iter()
-            .filter(|(_, _, required)| *required)
-            .all(|(_, sym, _)| offsets.contains_key(sym));
-        if !exports {
+        self.files.insert(id, target.clone());
+        self.files.insert((meta.dev(), meta.ino()), target.clone());
+        target.map(|t| (id, t))
+    }
+
+    fn hook_global(&mut self, ebpf: &mut Ebpf, path: &Path, id: Option<FileId>, kind: &'static str) {
+        let Some((id, target)) = self.target(path, id, kind) else { return };
+        if !self.global.insert(id) {
             return;
         }
-        let mut symbols = Vec::new();
+        let links = self.attach(ebpf, &target, path, UProbeScope::AllProcesses);
+        if !links.is_empty() {
+            tracing::info!(path = %path.display(), kind, "hooked OpenSSL for every process");
+        }
+    }
+
+    fn hook_scoped(&mut self, ebpf: &mut Ebpf, pid: u32, path: &Path, id: FileId, kind: &'static str) {
+        if self.scoped.get(&pid).is_some_and(|s| s.files.contains(&id)) {
+            return;
+        }
+        let Some(nz) = NonZeroU32::new(pid) else { return };
+        let Some((_, target)) = self.target(path, Some(id), kind) else {
+            return;
+        };
+        let links = self.attach(ebpf, &target, path, UProbeScope::OneProcess(nz));
+        let scoped = self.scoped.entry(pid).or_default();
+        scoped.files.insert(id);
+        if !links.is_empty() {
+            tracing::info!(pid, path = %path.display(), kind, "hooked OpenSSL for this process");
+        }
+        scoped.links.extend(links);
+    }
+
+    fn attach(
+        &mut self,
+        ebpf: &mut Ebpf,
+        target: &Target,
+        path: &Path,
+        scope: UProbeScope,
+    ) -> Vec<(&'static str, UProbeLinkId)> {
+        let mut links = Vec::new();
         for &(program, symbol, _) in PROBES {
-            let Some(&offset) = offsets.get(symbol) else { continue };
+            let Some(&offset) = target.offsets.get(symbol) else { continue };
+            let scope = match scope {
+                UProbeScope::AllProcesses => UProbeScope::AllProcesses,
+                UProbeScope::CallingProcess => UProbeScope::CallingProcess,
+                UProbeScope::OneProcess(p) => UProbeScope::OneProcess(p),
+            };
             let result = ebpf
                 .program_mut(program)
                 .ok_or_else(|| format!("no program {program}"))
                 .and_then(|p| <&mut UProbe>::try_from(p).map_err(|e| e.to_string()))
-                .and_then(|p| {
-                    p.attach(offset, path, UProbeScope::AllProcesses)
-                        .map_err(|e| e.to_string())
-                });
+                .and_then(|p| p.attach(offset, path, scope).map_err(|e| e.to_string()));
             match result {
-                Ok(_) => {
-                    if !symbols.contains(&symbol) {
-                        symbols.push(symbol);
-                    }
-                }
+                Ok(link) => links.push((program, link)),
                 Err(err) => {
                     self.errors += 1;
                     tracing::warn!(path = %path.display(), symbol, "cannot attach the TLS probe: {err}");
                 }
             }
         }
-        if !symbols.is_empty() {
-            tracing::info!(path = %path.display(), kind, ?symbols, "hooked OpenSSL");
-            self.hooked.push(Hooked {
-                path: path.to_path_buf(),
-                kind,
-                symbols,
-            });
-        }
+        links
     }
 }
 

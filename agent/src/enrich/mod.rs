@@ -103,7 +103,13 @@ impl Enricher {
                 .unwrap_or_else(|| std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0));
             Some((local, peer))
         });
-        tracing::debug!(tgid, fd, late_us = open.map(|o| (Clock::monotonic_now_ns().saturating_sub(o.ts_ns)) / 1000), found = addrs.is_some(), "connection addresses");
+        tracing::debug!(
+            tgid,
+            fd,
+            late_us = open.map(|o| (Clock::monotonic_now_ns().saturating_sub(o.ts_ns)) / 1000),
+            found = addrs.is_some(),
+            "connection addresses"
+        );
         if let Some((_, peer)) = addrs {
             let _ = facts.addrs.set(addrs.unwrap_or((peer, peer)));
             if !peer.ip().is_loopback() {

@@ -215,7 +215,8 @@ impl Pipeline {
                 self.close_conn(open.tgid, Channel::Socket(open.fd), open.ts_ns, control);
                 self.sockets.remove(&(open.tgid, open.fd));
                 let facts = self.socket_facts(open.tgid, open.fd, Some(open));
-                self.enricher.resolve_connection(open.tgid, open.fd, Some(&open), &facts);
+                self.enricher
+                    .resolve_connection(open.tgid, open.fd, Some(&open), &facts);
                 self.index_addrs(open.tgid, &facts);
             }
             CaptureRecord::SocketClose { tgid, fd, ts_ns } => {
@@ -339,11 +340,10 @@ impl Pipeline {
                     (facts, None)
                 }
             };
-            let verdict = if chunk.discovery {
-                Verdict::Undecided
-            } else {
-                Verdict::Tracked
-            };
+            // Every connection's first exchange decides whether it is MCP,
+            // tracked process or not: a tracked server's calls to other
+            // HTTP APIs are let go in the kernel after one exchange.
+            let verdict = Verdict::Undecided;
             self.net.insert(
                 id,
                 NetConn {
@@ -356,9 +356,6 @@ impl Pipeline {
             );
         }
         let Some(conn) = self.net.get_mut(&id) else { return };
-        if !chunk.discovery && conn.mcp.verdict == Verdict::Undecided {
-            conn.mcp.verdict = Verdict::Tracked; // the process was confirmed meanwhile
-        }
         let bytes: StreamBytes<'_> = self.reassembler.push(chunk);
         if bytes.gap_before {
             self.metrics.gap();
@@ -368,7 +365,11 @@ impl Pipeline {
             .push(chunk.direction, bytes.data, bytes.ts_ns, bytes.gap_before, &mut events);
         for ev in &events {
             if let HttpEvent::Request(r) = ev {
-                conn.host_port = r.headers.host.as_deref().and_then(|h| h.rsplit_once(':')?.1.parse().ok());
+                conn.host_port = r
+                    .headers
+                    .host
+                    .as_deref()
+                    .and_then(|h| h.rsplit_once(':')?.1.parse().ok());
             }
         }
         let observer = conn.observer();
@@ -397,7 +398,7 @@ impl Pipeline {
         if chunk.fd >= 0 {
             self.associate(id, chunk);
         }
-        self.decide(chunk.tgid, chunk.channel, decision, chunk.ts_ns, control);
+        self.decide(chunk.tgid, chunk.channel, chunk.discovery, decision, chunk.ts_ns, control);
         self.dispatch(control);
     }
 
@@ -489,8 +490,17 @@ impl Pipeline {
         entry.facts.clone()
     }
 
-    /// Carries out what discovery decided about a connection.
-    fn decide(&mut self, tgid: u32, channel: Channel, decision: Decision, ts_ns: u64, control: &mut dyn Control) {
+    /// Carries out what discovery decided about a connection. `sniffed`:
+    /// the process is not tracked (the kernel sent the bytes for a decision).
+    fn decide(
+        &mut self,
+        tgid: u32,
+        channel: Channel,
+        sniffed: bool,
+        decision: Decision,
+        ts_ns: u64,
+        control: &mut dyn Control,
+    ) {
         match decision {
             Decision::None => {}
             Decision::Confirm => {
@@ -506,7 +516,14 @@ impl Pipeline {
                 }
             }
             Decision::Release => {
-                control.release(tgid, channel);
+                // Untracked: sniff its next request again (budgeted).
+                // Tracked: this connection is something else (an API the
+                // server calls): never capture it again.
+                if sniffed {
+                    control.release(tgid, channel);
+                } else {
+                    control.ignore(tgid, channel);
+                }
                 self.drop_conn(tgid, channel, ts_ns);
                 self.released.insert((tgid, channel));
                 self.metrics.discovery.with_label_values(&["released"]).inc();
@@ -517,7 +534,12 @@ impl Pipeline {
                 self.drop_conn(tgid, channel, ts_ns);
                 self.released.insert((tgid, channel));
                 self.metrics.http_unsupported.with_label_values(&[kind]).inc();
-                tracing::info!(pid = tgid, ?channel, kind, "connection speaks what mcptap does not parse: left alone");
+                tracing::info!(
+                    pid = tgid,
+                    ?channel,
+                    kind,
+                    "connection speaks what mcptap does not parse: left alone"
+                );
             }
         }
     }
@@ -527,8 +549,14 @@ impl Pipeline {
         if let Some(mut conn) = self.net.remove(&(tgid, channel)) {
             if conn.mcp.verdict == Verdict::Tracked {
                 let observer = conn.observer();
-                self.http_mcp
-                    .on_close(&mut conn.mcp, tgid, observer, ts_ns, &mut self.sessions, &mut self.outputs);
+                self.http_mcp.on_close(
+                    &mut conn.mcp,
+                    tgid,
+                    observer,
+                    ts_ns,
+                    &mut self.sessions,
+                    &mut self.outputs,
+                );
             }
         }
         self.reassembler.forget_channel(tgid, channel);
@@ -561,8 +589,14 @@ impl Pipeline {
         events.clear();
         self.http_events = events;
         self.count_problems(&problems);
-        self.http_mcp
-            .on_close(&mut conn.mcp, tgid, observer, ts_ns, &mut self.sessions, &mut self.outputs);
+        self.http_mcp.on_close(
+            &mut conn.mcp,
+            tgid,
+            observer,
+            ts_ns,
+            &mut self.sessions,
+            &mut self.outputs,
+        );
         self.reassembler.forget_channel(tgid, channel);
         self.dispatch(control);
     }
@@ -607,7 +641,9 @@ impl Pipeline {
         self.clock.resync();
         self.sessions.expire(now_ns, &mut self.outputs);
         self.dispatch(control);
-        self.metrics.peer_scans_skipped.set(self.enricher.peer_scans_skipped as i64);
+        self.metrics
+            .peer_scans_skipped
+            .set(self.enricher.peer_scans_skipped as i64);
     }
 
     /// Agent stopping: returns the number of requests still in flight.

@@ -282,7 +282,15 @@ impl HttpMcp {
 
     /// The connection closed: exchanges still open end with it, and so do
     /// sessions scoped to it.
-    pub fn on_close(&mut self, conn: &mut McpConn, tgid: u32, observer: Option<Observer>, ts_ns: u64, sessions: &mut SessionTable, out: &mut Vec<Output>) {
+    pub fn on_close(
+        &mut self,
+        conn: &mut McpConn,
+        tgid: u32,
+        observer: Option<Observer>,
+        ts_ns: u64,
+        sessions: &mut SessionTable,
+        out: &mut Vec<Output>,
+    ) {
         let mut open: Vec<_> = conn.exchanges.drain().collect();
         open.sort_by_key(|(e, _)| *e);
         if conn.verdict == Verdict::Tracked {
@@ -313,7 +321,15 @@ impl HttpMcp {
         if status >= 400 {
             sessions.end_exchange(&ex.key, serial, e, Status::Error, Some(ex.via.clone()), ts_ns, out);
         } else if !complete && !ex.legacy_stream {
-            sessions.end_exchange(&ex.key, serial, e, Status::ConnectionClosed, Some(ex.via.clone()), ts_ns, out);
+            sessions.end_exchange(
+                &ex.key,
+                serial,
+                e,
+                Status::ConnectionClosed,
+                Some(ex.via.clone()),
+                ts_ns,
+                out,
+            );
         }
         if ex.legacy_stream {
             if let SessionKey::Http {
@@ -435,9 +451,15 @@ mod tests {
             c.http.push(io, data.as_bytes(), ts, false, &mut events);
             let mut problems = Problems::default();
             for e in events {
-                let d = self
-                    .adapter
-                    .on_event(&mut c.mcp, 7, Observer::Server, e, &mut self.sessions, &mut problems, &mut self.out);
+                let d = self.adapter.on_event(
+                    &mut c.mcp,
+                    7,
+                    Observer::Server,
+                    e,
+                    &mut self.sessions,
+                    &mut problems,
+                    &mut self.out,
+                );
                 if d != Decision::None {
                     self.decisions.push(d);
                 }
@@ -512,13 +534,25 @@ mod tests {
             &post(Some("abc"), r#"{"jsonrpc":"2.0","id":"s1","result":{"model":"m"}}"#),
             6,
         );
-        w.feed(&mut c, Io::Write, "HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n", 7);
+        w.feed(
+            &mut c,
+            Io::Write,
+            "HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n",
+            7,
+        );
         let ops = w.ops();
         assert_eq!(ops.len(), 3, "{ops:#?}");
         assert_eq!((ops[0].method.as_str(), ops[0].status), ("initialize", Status::Ok));
-        assert_eq!((ops[1].method.as_str(), ops[1].status), ("tools/call", Status::ToolError));
+        assert_eq!(
+            (ops[1].method.as_str(), ops[1].status),
+            ("tools/call", Status::ToolError)
+        );
         assert_eq!(ops[1].end_ts_ns.unwrap() - ops[1].request_ts_ns, 2);
-        assert_eq!(ops[1].session.client.as_ref().unwrap().name, "c", "identity survives the re-key");
+        assert_eq!(
+            ops[1].session.client.as_ref().unwrap().name,
+            "c",
+            "identity survives the re-key"
+        );
         assert_eq!(ops[1].session.server.as_ref().unwrap().name, "s");
         assert_eq!(ops[2].method, "sampling/createMessage");
         assert_eq!(ops[2].direction, Direction::ServerToClient);
@@ -540,7 +574,10 @@ mod tests {
         );
         let ops = w.ops();
         assert_eq!(ops.len(), 1);
-        assert_eq!((ops[0].status, ops[0].error_type().as_deref()), (Status::Error, Some("404")));
+        assert_eq!(
+            (ops[0].status, ops[0].error_type().as_deref()),
+            (Status::Error, Some("404"))
+        );
     }
 
     #[test]
@@ -575,7 +612,12 @@ mod tests {
         let mut w = World::new();
         let mut stream = World::conn(1, Verdict::Undecided);
         let mut posts = World::conn(2, Verdict::Tracked);
-        w.feed(&mut stream, Io::Read, "GET /sse HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n", 1);
+        w.feed(
+            &mut stream,
+            Io::Read,
+            "GET /sse HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n",
+            1,
+        );
         assert!(w.decisions.is_empty(), "a bare event stream waits for its first event");
         let endpoint = "event: endpoint\r\ndata: /messages/?session_id=0123456789abcdef\r\n\r\n";
         w.feed(
@@ -588,8 +630,18 @@ mod tests {
             2,
         );
         assert_eq!(w.decisions, vec![Decision::Confirm]);
-        w.feed(&mut posts, Io::Read, &post(None, INIT).replace("POST /mcp", "POST /messages/?session_id=0123456789abcdef"), 3);
-        w.feed(&mut posts, Io::Write, "HTTP/1.1 202 Accepted\r\ncontent-length: 8\r\n\r\nAccepted", 4);
+        w.feed(
+            &mut posts,
+            Io::Read,
+            &post(None, INIT).replace("POST /mcp", "POST /messages/?session_id=0123456789abcdef"),
+            3,
+        );
+        w.feed(
+            &mut posts,
+            Io::Write,
+            "HTTP/1.1 202 Accepted\r\ncontent-length: 8\r\n\r\nAccepted",
+            4,
+        );
         let event = format!("event: message\r\ndata: {INIT_OK}\r\n\r\n");
         w.feed(&mut stream, Io::Write, &format!("{:x}\r\n{event}\r\n", event.len()), 5);
         let ops = w.ops();

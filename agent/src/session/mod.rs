@@ -100,7 +100,11 @@ pub enum HttpScope {
 pub enum SessionKey {
     /// A stdio server process: both directions are seen on its stdio.
     Stdio { tgid: u32 },
-    Http { tgid: u32, observer: Observer, scope: HttpScope },
+    Http {
+        tgid: u32,
+        observer: Observer,
+        scope: HttpScope,
+    },
 }
 
 impl SessionKey {
@@ -704,7 +708,9 @@ impl SessionTable {
                     existing.started = true;
                 } else if old.started {
                     // Two started sessions became one: one fewer is active.
-                    out.push(Output::SessionMerged { transport: to.transport() });
+                    out.push(Output::SessionMerged {
+                        transport: to.transport(),
+                    });
                 }
             }
             None => {

@@ -73,7 +73,8 @@ fn tool_error_and_jsonrpc_error() {
         S2C,
         4,
         msg(r#"{"jsonrpc":"2.0","id":2,"error":{"code":-32602,"message":"Unknown tool"}}"#),
-        None, &mut out,
+        None,
+        &mut out,
     );
     let ops = ops(&out);
     assert_eq!(ops[0].status, Status::ToolError);
@@ -114,14 +115,16 @@ fn same_id_in_both_directions_of_one_session() {
         S2C,
         2,
         msg(r#"{"jsonrpc":"2.0","id":0,"method":"sampling/createMessage","params":{"messages":[]}}"#),
-        None, &mut out,
+        None,
+        &mut out,
     );
     t.on_message(
         &S1,
         C2S,
         3,
         msg(r#"{"jsonrpc":"2.0","id":0,"result":{"role":"assistant","content":{"type":"text","text":"hi"}}}"#),
-        None, &mut out,
+        None,
+        &mut out,
     );
     t.on_message(&S1, S2C, 9, result(0, false), None, &mut out);
     let ops = ops(&out);
@@ -144,7 +147,8 @@ fn cancellation_ends_the_request_and_a_late_answer_is_unmatched() {
         C2S,
         5,
         msg(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":7}}"#),
-        None, &mut out,
+        None,
+        &mut out,
     );
     t.on_message(&S1, S2C, 9, result(7, false), None, &mut out);
     let ops = ops(&out);
@@ -197,7 +201,8 @@ fn discovery_confirms_mcp_and_replays_held_server_messages() {
         S2C,
         1,
         msg(r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#),
-        None, &mut out,
+        None,
+        &mut out,
     );
     assert!(out.is_empty());
     t.on_message(
@@ -232,7 +237,8 @@ fn discovery_rejects_other_json() {
         C2S,
         1,
         msg(r#"{"jsonrpc":"2.0","id":1,"method":"textDocument/hover"}"#),
-        None, &mut out,
+        None,
+        &mut out,
     );
     assert!(matches!(out.as_slice(), [Output::Reject(200)]));
     assert!(!t.contains(&S2));

@@ -59,6 +59,7 @@ pub struct Metrics {
     pub http_unsupported: IntCounterVec,
     pub tls_hooked_files: IntGaugeVec,
     pub tls_hook_errors: IntGauge,
+    pub tls_hooked_processes: IntGauge,
     pub discovery_budget_exhausted: IntGauge,
     pub peer_scans_skipped: IntGauge,
     net_sniffs: IntCounterVec,
@@ -219,6 +220,14 @@ impl Metrics {
                         "Files (libssl copies, executables with OpenSSL inside) carrying the TLS probes",
                     ),
                     &["kind"],
+                )
+                .expect("valid metric"),
+            ),
+            tls_hooked_processes: register(
+                &r,
+                IntGauge::new(
+                    "mcptap_tls_hooked_processes",
+                    "Tracked processes with OpenSSL probes of their own",
                 )
                 .expect("valid metric"),
             ),

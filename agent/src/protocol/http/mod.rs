@@ -152,7 +152,10 @@ pub enum HttpEvent {
     /// The connection speaks something this parser does not follow.
     Unsupported(&'static str),
     /// Bytes that were not usable, with why (counted by the caller).
-    Dropped { kind: &'static str, bytes: usize },
+    Dropped {
+        kind: &'static str,
+        bytes: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -226,9 +229,7 @@ pub struct HttpConn {
     first: Vec<u8>,
 }
 
-const METHODS: &[&[u8]] = &[
-    b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ",
-];
+const METHODS: &[&[u8]] = &[b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH "];
 
 fn starts_request(b: &[u8]) -> bool {
     METHODS.iter().any(|m| b.starts_with(m))
@@ -318,10 +319,17 @@ impl HttpConn {
         };
         let is_request = io == requests_on;
         if gap_before {
-            let side = if is_request { &mut self.requests } else { &mut self.responses };
+            let side = if is_request {
+                &mut self.requests
+            } else {
+                &mut self.responses
+            };
             let cut = side.pending();
             if !matches!(side.state, State::Head if side.buf.is_empty()) {
-                out.push(HttpEvent::Dropped { kind: "capture_gap", bytes: cut });
+                out.push(HttpEvent::Dropped {
+                    kind: "capture_gap",
+                    bytes: cut,
+                });
                 side.state = State::Resync { skipped: 0 };
                 side.buf.clear();
                 if !is_request {

@@ -117,7 +117,10 @@ fn chunked_event_stream_split_at_every_byte() {
         sse_data(&out),
         vec![(Some(0), b"{\"id\":1}".to_vec()), (Some(0), b"{\"id\":2}".to_vec())]
     );
-    assert!(matches!(out.last(), Some(HttpEvent::ResponseEnd { complete: true, .. })));
+    assert!(matches!(
+        out.last(),
+        Some(HttpEvent::ResponseEnd { complete: true, .. })
+    ));
 }
 
 #[test]
@@ -137,7 +140,11 @@ fn gzip_and_deflate_bodies_are_inflated() {
     let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
     z.write_all(b"[1]").unwrap();
     let z = z.finish().unwrap();
-    let mut wire = format!("HTTP/1.1 200 OK\r\nContent-Encoding: deflate\r\nContent-Length: {}\r\n\r\n", z.len()).into_bytes();
+    let mut wire = format!(
+        "HTTP/1.1 200 OK\r\nContent-Encoding: deflate\r\nContent-Length: {}\r\n\r\n",
+        z.len()
+    )
+    .into_bytes();
     wire.extend_from_slice(&z);
     let out = run(&[(Io::Read, POST), (Io::Write, &wire)]);
     assert_eq!(bodies(&out), vec![(Some(0), b"[1]".to_vec())]);
@@ -149,7 +156,13 @@ fn bogus_chunk_sizes_are_dropped_and_the_next_response_parses() {
     reqs.extend_from_slice(POST);
     let mut resps = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nxx\r\n".to_vec();
     let out1 = run(&[(Io::Read, &reqs), (Io::Write, &resps)]);
-    assert!(out1.iter().any(|e| matches!(e, HttpEvent::Dropped { kind: "bad_chunk_size", .. })));
+    assert!(out1.iter().any(|e| matches!(
+        e,
+        HttpEvent::Dropped {
+            kind: "bad_chunk_size",
+            ..
+        }
+    )));
     resps.extend_from_slice(JSON_OK);
     // The good response after the junk is found again (its pairing with a
     // request is lost: the junk may have been several responses).
@@ -177,7 +190,13 @@ fn garbage_is_dropped_not_parsed() {
     let out = run(&[(Io::Read, b"\x00\x01binary junk")]);
     assert!(matches!(out[0], HttpEvent::Dropped { kind: "not_http", .. }));
     let out = run(&[(Io::Read, b"POST /x HTTP/1.1\r\nBad Header Line\r\n\r\n")]);
-    assert!(matches!(out[0], HttpEvent::Dropped { kind: "bad_request_head", .. }));
+    assert!(matches!(
+        out[0],
+        HttpEvent::Dropped {
+            kind: "bad_request_head",
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -188,7 +207,13 @@ fn gaps_resync_at_the_next_message() {
     // Bytes lost: the rest of that request and part of another.
     c.push(Io::Read, b"tail of something", 1, true, &mut out);
     c.push(Io::Read, POST, 2, false, &mut out);
-    assert!(out.iter().any(|e| matches!(e, HttpEvent::Dropped { kind: "capture_gap", .. })));
+    assert!(out.iter().any(|e| matches!(
+        e,
+        HttpEvent::Dropped {
+            kind: "capture_gap",
+            ..
+        }
+    )));
     assert_eq!(requests(&out).len(), 1);
 }
 
