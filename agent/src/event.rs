@@ -144,6 +144,9 @@ pub struct NotificationFacts {
 
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct PayloadOut {
+    /// HTTP sessions: the request's headers, masked.
+    #[serde(rename = "http.request.headers", skip_serializing_if = "Option::is_none")]
+    pub http_request_headers: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub params: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -178,6 +181,7 @@ fn payload_out(p: Option<&Payload>, max: usize) -> Option<PayloadOut> {
         })
     };
     Some(PayloadOut {
+        http_request_headers: None,
         params: prep(&p.params),
         result: prep(&p.result),
         error: prep(&p.error),
@@ -326,8 +330,14 @@ pub fn from_operation(ctx: &EventContext<'_>, op: &Operation, peers: &Peers) -> 
         e.error_message = op.error_message.as_deref().map(|m| mask::mask_text(m).into_owned());
         let request = payload_out(op.request_payload.as_ref(), max);
         let response = payload_out(op.response_payload.as_ref(), max);
-        if request.is_some() || response.is_some() {
+        let headers = op
+            .request_via
+            .as_ref()
+            .and_then(|v| v.headers.as_deref())
+            .map(mask::mask_headers);
+        if request.is_some() || response.is_some() || headers.is_some() {
             e.payload = Some(PayloadOut {
+                http_request_headers: headers,
                 params: request.and_then(|p| p.params),
                 result: response.as_ref().and_then(|p| p.result.clone()),
                 error: response.and_then(|p| p.error),

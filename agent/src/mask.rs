@@ -176,6 +176,22 @@ pub fn mask_json(v: &mut Value) {
     }
 }
 
+/// HTTP headers as a JSON object for payload capture: values of secret
+/// headers (Authorization, Cookie, API keys, session ids...) replaced
+/// whole, every other value checked for secret shapes.
+pub fn mask_headers(headers: &[(String, String)]) -> Value {
+    let mut map = serde_json::Map::new();
+    for (name, value) in headers {
+        let value = if is_secret_name(name) {
+            REDACTED.to_string()
+        } else {
+            mask_text(value).into_owned()
+        };
+        map.insert(name.to_ascii_lowercase(), Value::String(value));
+    }
+    Value::Object(map)
+}
+
 /// Caps a JSON value's serialized size: a larger value is replaced by a
 /// marker stating its size, so events stay bounded.
 pub fn cap_json(v: Value, max_bytes: usize) -> Value {
@@ -184,6 +200,30 @@ pub fn cap_json(v: Value, max_bytes: usize) -> Value {
         v
     } else {
         serde_json::json!({ "mcptap.truncated": true, "bytes": len })
+    }
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::*;
+
+    #[test]
+    fn secret_headers_are_masked_whole() {
+        let h = |n: &str, v: &str| (n.to_string(), v.to_string());
+        let out = mask_headers(&[
+            h("Authorization", "Bearer abcdefghijklmnop"),
+            h("Cookie", "sid=1234"),
+            h("X-Api-Key", "k-123"),
+            h("Mcp-Session-Id", "3f1c"),
+            h("Content-Type", "application/json"),
+            h("X-Debug", "token=hunter2"),
+        ]);
+        assert_eq!(out["authorization"], REDACTED);
+        assert_eq!(out["cookie"], REDACTED);
+        assert_eq!(out["x-api-key"], REDACTED);
+        assert_eq!(out["mcp-session-id"], REDACTED);
+        assert_eq!(out["content-type"], "application/json");
+        assert!(!out["x-debug"].as_str().unwrap().contains("hunter2"));
     }
 }
 

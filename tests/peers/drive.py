@@ -12,6 +12,7 @@ Plan:
         "url": "https://127.0.0.1:8443/mcp",   # an HTTP server's endpoint
         "transport": "http" | "sse",           # with url: Streamable HTTP or legacy SSE
         "ca": "/path/cert.pem",                # with https: the certificate to trust
+        "headers": {"Authorization": "..."},   # with url: extra request headers
         "start_after": "/path",                # wait for this file before connecting
         "env": {"K": "V"},                     # extra server environment
         "mode": "legacy" | "auto" | "2026-07-28",
@@ -170,12 +171,13 @@ def http_transport(spec, stack):
     """A Streamable HTTP or legacy SSE transport to spec["url"]."""
     verify = ssl.create_default_context(cafile=spec["ca"]) if spec.get("ca") else True
     timeout = httpx2.Timeout(30, read=300)
+    extra = spec.get("headers", {})
     if spec.get("transport", "http") == "sse":
         def factory(headers=None, timeout=timeout, auth=None):
-            return httpx2.AsyncClient(headers=headers, timeout=timeout, auth=auth, verify=verify)
+            return httpx2.AsyncClient(headers={**(headers or {}), **extra}, timeout=timeout, auth=auth, verify=verify)
 
         return sse_client(spec["url"], httpx_client_factory=factory)
-    client = httpx2.AsyncClient(verify=verify, timeout=timeout)
+    client = httpx2.AsyncClient(verify=verify, timeout=timeout, headers=extra)
     stack.append(client)
     return streamable_http_client(spec["url"], http_client=client)
 

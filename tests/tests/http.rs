@@ -592,3 +592,38 @@ fn bad_input_over_http_sockets() {
         ) == 1
     });
 }
+
+#[test]
+fn payloads_over_http_are_opt_in_and_masked() {
+    let env = env();
+    let agent = Agent::start(&env, "http_payloads", &["--capture-payloads"]);
+    let srv = env.http_server("e2e-http-payloads", &["--json-response"]);
+    let token = "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789";
+    let report = env.drive(&json!({"sessions": [{
+        "url": format!("http://127.0.0.1:{}/mcp", srv.port), "client_name": "payload-client",
+        "headers": {"Authorization": format!("Bearer {token}"), "X-Trace": "trace-42"},
+        "steps": [{"call": "echo", "args": {"text": format!("use {token} please")}},
+                  {"call": "add", "args": {"a": 40, "b": 2}}]
+    }]}));
+    session(&report, 0);
+    let events = agent.wait_events("payload events", WAIT, |ev| {
+        count(&observed(ev, "server", srv.pid()), "tools/call", Some("add"), "ok") == 1
+    });
+    let ops = observed(&events, "server", srv.pid());
+    let text = serde_json::to_string(&events).unwrap();
+    assert!(!text.contains(token), "the token leaked: {text}");
+    let add = ops.iter().find(|e| e["gen_ai.tool.name"] == "add").unwrap();
+    let headers = &add["payload"]["http.request.headers"];
+    assert_eq!(headers["authorization"], "[REDACTED]", "{add}");
+    assert_eq!(headers["mcp-session-id"], "[REDACTED]");
+    assert_eq!(headers["x-trace"], "trace-42");
+    assert_eq!(add["payload"]["params"]["arguments"]["a"], 40);
+    let echo = ops.iter().find(|e| e["gen_ai.tool.name"] == "echo").unwrap();
+    assert!(
+        echo["payload"]["params"]["arguments"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("[REDACTED:anthropic_key]"),
+        "{echo}"
+    );
+}

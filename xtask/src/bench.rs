@@ -142,10 +142,15 @@ struct Agent {
 
 impl Agent {
     fn start(bin: &Path, dir: &Path) -> Result<Agent> {
+        Agent::start_with(bin, dir, &[])
+    }
+
+    fn start_with(bin: &Path, dir: &Path, extra: &[&str]) -> Result<Agent> {
         let port = free_port()?;
         let mut c = Command::new(bin);
         c.args(["run", "--metrics-addr", &format!("127.0.0.1:{port}"), "--events"])
-            .arg(dir.join("events.jsonl"));
+            .arg(dir.join("events.jsonl"))
+            .args(extra);
         Agent::spawn(c, dir, Some(format!("http://127.0.0.1:{port}/metrics")))
     }
 
@@ -270,10 +275,12 @@ struct Latency {
 /// Alternating rounds of `block` without and with the agent; after each
 /// round with the agent, checks it saw the calls (`expect` tools/call of
 /// `tool` at `side`'s metric).
+#[allow(clippy::too_many_arguments)]
 fn latency(
     agent_bin: &Path,
     dir: &Path,
     rounds: usize,
+    agent_args: &[&str],
     name: &'static str,
     (metric, tool, expect): (&str, &str, usize),
     block: &dyn Fn() -> Result<Vec<f64>>,
@@ -282,7 +289,7 @@ fn latency(
     for round in 0..rounds {
         eprintln!("bench: {name}: round {}/{rounds}", round + 1);
         let without = block()?;
-        let agent = Agent::start(agent_bin, dir)?;
+        let agent = Agent::start_with(agent_bin, dir, agent_args)?;
         let before = agent.metric(metric, &[("gen_ai_tool_name", tool)])?;
         let with = block()?;
         // The calls measured with the agent were seen by it.
@@ -425,15 +432,22 @@ fn rate_steps(agent_bin: &Path, dir: &Path, args: &BenchArgs) -> Result<(Vec<Rat
 }
 
 /// Per-iteration cost of an unrelated workload without the agent, with
-/// the empty hook only, and with the agent; medians of `rounds` runs.
-fn unrelated(agent_bin: &Path, dir: &Path, rounds: usize, run: &dyn Fn() -> Result<f64>) -> Result<(f64, f64, f64)> {
+/// the empty hook only, and with the agent (run with `extra`); medians of
+/// `rounds` runs.
+fn unrelated(
+    agent_bin: &Path,
+    dir: &Path,
+    rounds: usize,
+    extra: &[&str],
+    run: &dyn Fn() -> Result<f64>,
+) -> Result<(f64, f64, f64)> {
     let (mut off, mut floor, mut on) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         off.push(run()?);
         let f = Agent::floor(agent_bin, dir)?;
         floor.push(run()?);
         f.stop()?;
-        let agent = Agent::start(agent_bin, dir)?;
+        let agent = Agent::start_with(agent_bin, dir, extra)?;
         on.push(run()?);
         agent.stop()?;
     }
@@ -521,6 +535,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
                 &agent,
                 &dir,
                 args.rounds,
+                &[],
                 "FastMCP (Python), stdio",
                 ("mcp_server_operations_total", "add", expect),
                 &stdio_block("add", python_server),
@@ -529,6 +544,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
                 &agent,
                 &dir,
                 args.rounds,
+                &[],
                 "server-everything (Node), stdio",
                 ("mcp_server_operations_total", "get-sum", expect),
                 &stdio_block("get-sum", node_server),
@@ -544,6 +560,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             &agent,
             &dir,
             args.rounds,
+            // Selected by its port: its OpenSSL probes are its own.
+            &["--port", &port.to_string()],
             "FastMCP on uvicorn, HTTPS",
             ("mcp_server_operations_total", "add", expect),
             &|| {
@@ -575,8 +593,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let mut tls_unrelated = None;
     if want(Section::Unrelated) {
         eprintln!("bench: unrelated read/write loops");
-        loops.push((4096usize, unrelated(&agent, &dir, rounds, &rw_loop(4096))?));
-        loops.push((65536, unrelated(&agent, &dir, rounds, &rw_loop(65536))?));
+        loops.push((4096usize, unrelated(&agent, &dir, rounds, &[], &rw_loop(4096))?));
+        loops.push((65536, unrelated(&agent, &dir, rounds, &[], &rw_loop(65536))?));
         eprintln!("bench: unrelated TLS process");
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
         if !cert.exists() {
@@ -587,7 +605,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
                     .arg(&key),
             )?;
         }
-        tls_unrelated = Some(unrelated(&agent, &dir, rounds, &|| -> Result<f64> {
+        let tls_loop = || -> Result<f64> {
             let out = Command::new(venv_python())
                 .arg(peers_dir().join("bench_tls_unrelated.py"))
                 .arg("3000")
@@ -598,7 +616,11 @@ pub fn bench(args: BenchArgs) -> Result<()> {
                 bail!("bench_tls_unrelated.py: {}", String::from_utf8_lossy(&out.stderr));
             }
             Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
-        })?);
+        };
+        tls_unrelated = Some((
+            unrelated(&agent, &dir, rounds, &[], &tls_loop)?,
+            unrelated(&agent, &dir, rounds, &["--tls-discovery"], &tls_loop)?,
+        ));
     }
 
     let report = render(&args, &lat, &steps, peak_rss, &loops, tls_unrelated);
@@ -614,7 +636,7 @@ fn render(
     steps: &[RateStep],
     peak_rss: f64,
     loops: &[(usize, (f64, f64, f64))],
-    tls: Option<(f64, f64, f64)>,
+    tls: Option<((f64, f64, f64), (f64, f64, f64))>,
 ) -> String {
     let mut r = String::new();
     r.push_str(&format!(
@@ -693,10 +715,14 @@ fn render(
             *figures,
         );
     }
-    if let Some(tls) = tls {
+    if let Some((scoped, host_wide)) = tls {
         row(
             "HTTPS GET loop (client and server in one process, 1 KiB bodies, TLS through libssl)".into(),
-            tls,
+            scoped,
+        );
+        row(
+            "the same, agent run with `--tls-discovery` (OpenSSL probed in every process)".into(),
+            host_wide,
         );
     }
     r

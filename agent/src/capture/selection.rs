@@ -272,7 +272,10 @@ impl Selection {
     /// Processes that became tracked and processes that ended, since the
     /// last call.
     pub fn take_changes(&mut self) -> (Vec<u32>, Vec<u32>) {
-        (std::mem::take(&mut self.newly_tracked), std::mem::take(&mut self.exited))
+        (
+            std::mem::take(&mut self.newly_tracked),
+            std::mem::take(&mut self.exited),
+        )
     }
 
     /// The agent saw the process is not an MCP peer on its stdio: stop

@@ -175,10 +175,7 @@ impl TlsHooks {
     pub fn on_exit(&mut self, ebpf: &mut Ebpf, pid: u32) {
         let Some(scoped) = self.scoped.remove(&pid) else { return };
         for (program, link) in scoped.links {
-            if let Some(p) = ebpf
-                .program_mut(program)
-                .and_then(|p| <&mut UProbe>::try_from(p).ok())
-            {
+            if let Some(p) = ebpf.program_mut(program).and_then(|p| <&mut UProbe>::try_from(p).ok()) {
                 let _ = p.detach(link);
             }
         }
@@ -241,7 +238,12 @@ impl TlsHooks {
             .map(|kind| {
                 let n = files
                     .iter()
-                    .filter(|id| self.files.get(id).and_then(|t| t.as_ref()).is_some_and(|t| t.kind == kind))
+                    .filter(|id| {
+                        self.files
+                            .get(id)
+                            .and_then(|t| t.as_ref())
+                            .is_some_and(|t| t.kind == kind)
+                    })
                     .count();
                 (kind, n)
             })
@@ -316,7 +318,9 @@ impl TlsHooks {
     }
 
     fn hook_global(&mut self, ebpf: &mut Ebpf, path: &Path, id: Option<FileId>, kind: &'static str) {
-        let Some((id, target)) = self.target(path, id, kind) else { return };
+        let Some((id, target)) = self.target(path, id, kind) else {
+            return;
+        };
         if !self.global.insert(id) {
             return;
         }
@@ -352,7 +356,9 @@ impl TlsHooks {
     ) -> Vec<(&'static str, UProbeLinkId)> {
         let mut links = Vec::new();
         for &(program, symbol, _) in PROBES {
-            let Some(&offset) = target.offsets.get(symbol) else { continue };
+            let Some(&offset) = target.offsets.get(symbol) else {
+                continue;
+            };
             let scope = match scope {
                 UProbeScope::AllProcesses => UProbeScope::AllProcesses,
                 UProbeScope::CallingProcess => UProbeScope::CallingProcess,
@@ -477,7 +483,10 @@ mod tests {
         .unwrap();
         assert_eq!(m.path, "/usr/lib/x86_64-linux-gnu/libssl.so.3");
         assert_eq!(m.id, (libc::makedev(0xfd, 1), 1311023));
-        assert!(parse_maps_line("7ffd1c3d2000-7ffd1c3f3000 rw-p 00000000 00:00 0                          [stack]").is_none());
+        assert!(
+            parse_maps_line("7ffd1c3d2000-7ffd1c3f3000 rw-p 00000000 00:00 0                          [stack]")
+                .is_none()
+        );
         assert!(parse_maps_line("7f00-7f01 r--p 00000000 fd:01 12 /tmp/x (deleted)").is_none());
     }
 
@@ -490,7 +499,10 @@ mod tests {
             .filter_map(|d| fs::read_dir(d).ok())
             .flat_map(|d| d.flatten())
             .map(|e| e.path())
-            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libssl.so.3")))
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("libssl.so.3"))
+            })
         else {
             panic!("no libssl.so.3 on this machine");
         };

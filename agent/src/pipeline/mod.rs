@@ -398,7 +398,14 @@ impl Pipeline {
         if chunk.fd >= 0 {
             self.associate(id, chunk);
         }
-        self.decide(chunk.tgid, chunk.channel, chunk.discovery, decision, chunk.ts_ns, control);
+        self.decide(
+            chunk.tgid,
+            chunk.channel,
+            chunk.discovery,
+            decision,
+            chunk.ts_ns,
+            control,
+        );
         self.dispatch(control);
     }
 

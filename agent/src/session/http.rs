@@ -154,6 +154,7 @@ impl HttpMcp {
                     path: Some(path),
                     host: r.headers.host.as_deref().map(Arc::from),
                     status: None,
+                    headers: self.payloads.then(|| Arc::from(r.headers.all.clone())),
                 };
                 if conn.verdict == Verdict::Tracked {
                     for m in messages {

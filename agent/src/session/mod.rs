@@ -170,6 +170,8 @@ pub struct Via {
     pub host: Option<Arc<str>>,
     /// The status of the response that carried the message, once known.
     pub status: Option<u16>,
+    /// The request's headers, only when payloads are captured.
+    pub headers: Option<Arc<[(String, String)]>>,
 }
 
 /// How a session came to be watched.
