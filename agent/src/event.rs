@@ -127,6 +127,12 @@ pub struct Side {
     /// How the client process was identified.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub found_by: Option<ClientFoundBy>,
+    /// The application behind the client process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app: Option<&'static str>,
+    /// The client process's ancestors, nearest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ancestry: Vec<crate::enrich::clients::Ancestor>,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -169,6 +175,7 @@ fn side(info: Option<&Implementation>, process: Option<&Arc<ProcessInfo>>, found
         version: info.and_then(|i| i.version.clone()),
         process: process.cloned(),
         found_by,
+        ..Side::default()
     }
 }
 
@@ -230,7 +237,11 @@ fn base(
         request: None,
         response: None,
         server: side(session.server.as_ref(), peers.server.as_ref(), None),
-        client: side(session.client.as_ref(), peers.client.as_ref(), peers.client_found_by),
+        client: Side {
+            app: peers.client_app,
+            ancestry: peers.client_ancestry.clone(),
+            ..side(session.client.as_ref(), peers.client.as_ref(), peers.client_found_by)
+        },
         notification: None,
         payload: None,
     }

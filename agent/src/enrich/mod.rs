@@ -8,6 +8,8 @@
 //!   the connection it is on; the other end, when it is on this host
 //!   (loopback), is found from the socket tables.
 
+pub mod cgroup;
+pub mod clients;
 pub mod host;
 pub mod process;
 
@@ -32,7 +34,15 @@ pub struct Peers {
     pub server: Option<Arc<ProcessInfo>>,
     pub client: Option<Arc<ProcessInfo>>,
     pub client_found_by: Option<ClientFoundBy>,
+    /// The application behind the client process (`claude-code`, `vscode`...).
+    pub client_app: Option<&'static str>,
+    /// The client process's ancestors, nearest first, up to the
+    /// application (at most [`MAX_ANCESTRY`]).
+    pub client_ancestry: Vec<clients::Ancestor>,
 }
+
+/// Ancestors looked at above a client process.
+pub const MAX_ANCESTRY: usize = 8;
 
 /// Most /proc scans for loopback peers per second (each reads every
 /// process's descriptors).
@@ -154,8 +164,31 @@ impl Enricher {
         owner
     }
 
-    /// The processes of a session's ends.
+    /// The processes of a session's ends, with the client's ancestry and
+    /// application.
     pub fn peers(&mut self, key: &SessionKey, via: Option<&Via>, stdio_in_fd: i32) -> Peers {
+        let mut peers = self.ends(key, via, stdio_in_fd);
+        if let Some(client) = peers.client.clone() {
+            let mut chain = vec![client.clone()];
+            let mut ppid = client.ppid;
+            while chain.len() <= MAX_ANCESTRY && ppid > 1 {
+                let Some(parent) = self.process(ppid) else { break };
+                ppid = parent.ppid;
+                chain.push(parent);
+            }
+            let refs: Vec<&ProcessInfo> = chain.iter().map(|p| &**p).collect();
+            peers.client_app = clients::app_of_chain(&refs);
+            // Ancestors up to (and with) the application's process.
+            let upto = refs
+                .iter()
+                .position(|p| clients::app_of(p).is_some())
+                .unwrap_or(refs.len() - 1);
+            peers.client_ancestry = refs[1..=upto.max(0)].iter().map(|p| clients::Ancestor::of(p)).collect();
+        }
+        peers
+    }
+
+    fn ends(&mut self, key: &SessionKey, via: Option<&Via>, stdio_in_fd: i32) -> Peers {
         match key {
             SessionKey::Stdio { tgid } => {
                 let client = self.stdio_client(*tgid, stdio_in_fd);
@@ -163,6 +196,7 @@ impl Enricher {
                     server: self.process(*tgid),
                     client_found_by: client.as_ref().map(|(_, how)| *how),
                     client: client.map(|(c, _)| c),
+                    ..Peers::default()
                 }
             }
             SessionKey::Http { tgid, observer, .. } => {
@@ -175,11 +209,12 @@ impl Enricher {
                         server: me,
                         client_found_by: other.as_ref().map(|_| ClientFoundBy::SocketPeer),
                         client: other,
+                        ..Peers::default()
                     },
                     Observer::Client => Peers {
                         server: other,
                         client: me,
-                        client_found_by: None,
+                        ..Peers::default()
                     },
                 }
             }

@@ -24,6 +24,9 @@ pub struct ProcessInfo {
     /// Start time, RFC 3339.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub start_time: Option<String>,
+    /// cgroup, container, pod, systemd unit.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<super::cgroup::Placement>,
 }
 
 /// Reads a process's facts; `None` when it is gone.
@@ -58,6 +61,7 @@ pub fn read(proc_root: &std::path::Path, pid: u32) -> Option<ProcessInfo> {
         uid,
         user: uid.and_then(user_name),
         start_time: start_ticks.and_then(start_time_rfc3339),
+        placement: super::cgroup::read(proc_root, pid, std::path::Path::new("/var/log/pods")),
     })
 }
 

@@ -1,0 +1,396 @@
+//! Checking finished operations against the policy: scope violations
+//! (client, user, tool), error-rate and latency spikes over a sliding
+//! window, and first uses of tools and servers never seen before (the
+//! "shadow MCP servers" a security team wants to hear about). What was seen
+//! survives restarts in the agent's state directory.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    path::PathBuf,
+    sync::Arc,
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::Policy;
+
+/// What an alert says.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    /// `policy_violation`, `error_rate_spike`, `latency_spike`, `new_tool`,
+    /// `new_server`, `unknown_server`.
+    pub kind: &'static str,
+    /// The rule that fired (`server[1] github*`, `alerts.error_rate`...).
+    pub rule: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+/// The facts of one finished operation the policy looks at.
+#[derive(Debug, Clone, Default)]
+pub struct Facts<'a> {
+    pub server_name: Option<&'a str>,
+    pub server_exe: Option<&'a str>,
+    pub server_port: Option<u16>,
+    pub client_name: Option<&'a str>,
+    pub client_app: Option<&'a str>,
+    pub user: Option<&'a str>,
+    pub method: &'a str,
+    pub tool: Option<&'a str>,
+    pub ok: bool,
+    pub duration_s: Option<f64>,
+    pub ts_ns: u64,
+}
+
+impl Facts<'_> {
+    /// How a server is named in seen sets and windows.
+    fn server_id(&self) -> String {
+        self.server_name
+            .map(str::to_string)
+            .or_else(|| self.server_exe.map(str::to_string))
+            .or_else(|| self.server_port.map(|p| format!("port {p}")))
+            .unwrap_or_else(|| "unknown".into())
+    }
+}
+
+#[derive(Debug, Default)]
+struct Window {
+    calls: VecDeque<(u64, bool, Option<f64>)>,
+    error_firing: bool,
+    latency_firing: bool,
+}
+
+/// Tools and servers seen so far (persisted).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Seen {
+    servers: HashSet<String>,
+    tools: HashSet<String>,
+}
+
+pub struct Evaluator {
+    policy: Arc<Policy>,
+    windows: HashMap<String, Window>,
+    seen: Seen,
+    dirty: bool,
+    state_file: Option<PathBuf>,
+    unknown_reported: HashSet<String>,
+}
+
+impl Evaluator {
+    /// `state_file`: where seen tools and servers are kept across restarts.
+    pub fn new(policy: Arc<Policy>, state_file: Option<PathBuf>) -> Evaluator {
+        let seen = state_file
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Evaluator {
+            policy,
+            windows: HashMap::new(),
+            seen,
+            dirty: false,
+            state_file,
+            unknown_reported: HashSet::new(),
+        }
+    }
+
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    /// A reloaded policy (SIGHUP): windows and seen sets carry over.
+    pub fn set_policy(&mut self, policy: Arc<Policy>) {
+        self.policy = policy;
+        self.unknown_reported.clear();
+    }
+
+    /// Writes what was seen, when it changed.
+    pub fn persist(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        let Some(path) = &self.state_file else { return };
+        let result = serde_json::to_vec(&self.seen).map_err(std::io::Error::other).and_then(|b| {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, b)?;
+            std::fs::rename(&tmp, path)
+        });
+        match result {
+            Ok(()) => self.dirty = false,
+            Err(err) => tracing::warn!(path = %path.display(), "cannot save seen tools and servers: {err}"),
+        }
+    }
+
+    /// The alerts one finished operation raises.
+    pub fn check(&mut self, f: &Facts<'_>) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        let server = f.server_id();
+        let policy = self.policy.clone();
+        let rule = policy.rule_for(f.server_name, f.server_exe, f.server_port);
+
+        // First uses.
+        if self.seen.servers.insert(server.clone()) {
+            self.dirty = true;
+            if policy.alerts.new_server {
+                alerts.push(Alert {
+                    kind: "new_server",
+                    rule: "alerts.new_server".into(),
+                    message: format!("first use of server {server:?}"),
+                    owner: rule.and_then(|r| r.owner.clone()),
+                });
+            }
+        }
+        if let Some(tool) = f.tool {
+            if self.seen.tools.insert(format!("{server}\u{1f}{tool}")) {
+                self.dirty = true;
+                if policy.alerts.new_tool {
+                    alerts.push(Alert {
+                        kind: "new_tool",
+                        rule: "alerts.new_tool".into(),
+                        message: format!("first use of tool {tool:?} of server {server:?}"),
+                        owner: rule.and_then(|r| r.owner.clone()),
+                    });
+                }
+            }
+        }
+
+        // Scope.
+        match rule {
+            None => {
+                if policy.alerts.unknown_server && self.unknown_reported.insert(server.clone()) {
+                    alerts.push(Alert {
+                        kind: "unknown_server",
+                        rule: "alerts.unknown_server".into(),
+                        message: format!("server {server:?} matches no rule of the policy"),
+                        owner: None,
+                    });
+                }
+            }
+            Some(r) => {
+                let violation = |message: String| Alert {
+                    kind: "policy_violation",
+                    rule: r.label.clone(),
+                    message,
+                    owner: r.owner.clone(),
+                };
+                if let Some(allowed) = &r.allowed_clients {
+                    let names: Vec<&str> = [f.client_name, f.client_app].into_iter().flatten().collect();
+                    if !names.iter().any(|n| allowed.iter().any(|p| p.matches(n))) {
+                        alerts.push(violation(format!(
+                            "client {} is not allowed on server {server:?}",
+                            describe(&names)
+                        )));
+                    }
+                }
+                if let Some(allowed) = &r.allowed_users {
+                    if !f.user.is_some_and(|u| allowed.iter().any(|p| p.matches(u))) {
+                        alerts.push(violation(format!(
+                            "user {} is not allowed on server {server:?}",
+                            f.user.map_or("(unknown)".to_string(), |u| format!("{u:?}"))
+                        )));
+                    }
+                }
+                if let Some(tool) = f.tool {
+                    if let Some(p) = r.denied_tools.iter().find(|p| p.matches(tool)) {
+                        alerts.push(violation(format!(
+                            "tool {tool:?} is denied (pattern {:?}) on server {server:?}",
+                            p.text
+                        )));
+                    } else if let Some(allowed) = &r.allowed_tools {
+                        if !allowed.iter().any(|p| p.matches(tool)) {
+                            alerts.push(violation(format!(
+                                "tool {tool:?} is not among the allowed tools of server {server:?}"
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+
+        // Spikes, per server and tool (or method).
+        let (error_rule, latency_rule) = (policy.alerts.error_rate, policy.alerts.latency);
+        if error_rule.is_some() || latency_rule.is_some() {
+            let what = f.tool.unwrap_or(f.method);
+            let key = format!("{server}\u{1f}{what}");
+            let longest = error_rule.map_or(0, |r| r.window_s).max(latency_rule.map_or(0, |r| r.window_s));
+            let w = self.windows.entry(key).or_default();
+            w.calls.push_back((f.ts_ns, !f.ok, f.duration_s));
+            let horizon = f.ts_ns.saturating_sub(longest.saturating_mul(1_000_000_000));
+            while w.calls.front().is_some_and(|(ts, _, _)| *ts < horizon) {
+                w.calls.pop_front();
+            }
+            if let Some(rule) = error_rule {
+                let since = f.ts_ns.saturating_sub(rule.window_s.saturating_mul(1_000_000_000));
+                let recent: Vec<_> = w.calls.iter().filter(|(ts, _, _)| *ts >= since).collect();
+                let failed = recent.iter().filter(|(_, failed, _)| *failed).count();
+                let rate = failed as f64 / recent.len().max(1) as f64;
+                let high = recent.len() as u64 >= rule.min_calls && rate >= rule.threshold;
+                if high && !w.error_firing {
+                    alerts.push(Alert {
+                        kind: "error_rate_spike",
+                        rule: "alerts.error_rate".into(),
+                        message: format!(
+                            "{failed} of the last {} calls of {what:?} on server {server:?} failed ({:.0}% ≥ {:.0}%) within {} s",
+                            recent.len(),
+                            rate * 100.0,
+                            rule.threshold * 100.0,
+                            rule.window_s
+                        ),
+                        owner: rule_owner(&policy, f),
+                    });
+                }
+                w.error_firing = high;
+            }
+            if let Some(rule) = latency_rule {
+                let since = f.ts_ns.saturating_sub(rule.window_s.saturating_mul(1_000_000_000));
+                let mut durations: Vec<f64> = w
+                    .calls
+                    .iter()
+                    .filter(|(ts, _, _)| *ts >= since)
+                    .filter_map(|(_, _, d)| *d)
+                    .collect();
+                durations.sort_by(f64::total_cmp);
+                let p95 = durations
+                    .get(((durations.len().max(1) - 1) as f64 * 0.95).round() as usize)
+                    .copied();
+                let high = durations.len() as u64 >= rule.min_calls && p95.is_some_and(|p| p >= rule.p95_s);
+                if high && !w.latency_firing {
+                    alerts.push(Alert {
+                        kind: "latency_spike",
+                        rule: "alerts.latency".into(),
+                        message: format!(
+                            "p95 of {what:?} on server {server:?} is {:.3} s ≥ {} s over {} calls within {} s",
+                            p95.unwrap_or_default(),
+                            rule.p95_s,
+                            durations.len(),
+                            rule.window_s
+                        ),
+                        owner: rule_owner(&policy, f),
+                    });
+                }
+                w.latency_firing = high;
+            }
+        }
+        alerts
+    }
+}
+
+fn rule_owner(policy: &Policy, f: &Facts<'_>) -> Option<String> {
+    policy
+        .rule_for(f.server_name, f.server_exe, f.server_port)
+        .and_then(|r| r.owner.clone())
+}
+
+fn describe(names: &[&str]) -> String {
+    if names.is_empty() {
+        "(unknown)".into()
+    } else {
+        names.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(" / ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn evaluator(policy: &str) -> Evaluator {
+        Evaluator::new(Arc::new(Policy::parse(policy).unwrap()), None)
+    }
+
+    fn call<'a>(tool: &'a str, ts_s: u64) -> Facts<'a> {
+        Facts {
+            server_name: Some("github"),
+            client_name: Some("claude-code"),
+            user: Some("alice"),
+            method: "tools/call",
+            tool: Some(tool),
+            ok: true,
+            duration_s: Some(0.1),
+            ts_ns: ts_s * 1_000_000_000,
+            ..Facts::default()
+        }
+    }
+
+    const SCOPE: &str = r#"
+[[server]]
+name = "github"
+owner = "platform"
+allowed_clients = ["claude-code"]
+allowed_tools = ["get_*", "delete_branch"]
+denied_tools = ["delete_*"]
+allowed_users = ["alice"]
+"#;
+
+    #[test]
+    fn scope_violations_name_their_rule() {
+        let mut e = evaluator(SCOPE);
+        assert!(e.check(&call("get_issue", 1)).is_empty());
+        let denied = e.check(&call("delete_branch", 2));
+        assert_eq!(denied.len(), 1, "denied wins over allowed: {denied:?}");
+        assert_eq!(denied[0].kind, "policy_violation");
+        assert_eq!(denied[0].rule, "server[1] github");
+        assert_eq!(denied[0].owner.as_deref(), Some("platform"));
+        assert!(denied[0].message.contains("delete_*"));
+        assert_eq!(e.check(&call("create_issue", 3))[0].kind, "policy_violation");
+        let mut stranger = call("get_issue", 4);
+        stranger.client_name = Some("cursor");
+        stranger.user = Some("mallory");
+        let alerts = e.check(&stranger);
+        assert_eq!(alerts.len(), 2, "{alerts:?}");
+        // The client's application also counts as its name.
+        let mut by_app = call("get_issue", 5);
+        by_app.client_name = Some("my-wrapper");
+        by_app.client_app = Some("claude-code");
+        assert!(e.check(&by_app).is_empty());
+    }
+
+    #[test]
+    fn first_uses_and_unknown_servers() {
+        let mut e = evaluator("[alerts]\nnew_tool = true\nnew_server = true\nunknown_server = true\n");
+        let kinds = |a: Vec<Alert>| a.into_iter().map(|a| a.kind).collect::<Vec<_>>();
+        assert_eq!(
+            kinds(e.check(&call("get_issue", 1))),
+            vec!["new_server", "new_tool", "unknown_server"]
+        );
+        assert_eq!(kinds(e.check(&call("get_issue", 2))), Vec::<&str>::new());
+        assert_eq!(kinds(e.check(&call("list_repos", 3))), vec!["new_tool"]);
+    }
+
+    #[test]
+    fn seen_sets_survive_restarts() {
+        let file = std::env::temp_dir().join(format!("mcptap-seen-{}.json", std::process::id()));
+        let policy = Arc::new(Policy::parse("[alerts]\nnew_tool = true\n").unwrap());
+        let mut e = Evaluator::new(policy.clone(), Some(file.clone()));
+        assert_eq!(e.check(&call("get_issue", 1)).len(), 1);
+        e.persist();
+        let mut again = Evaluator::new(policy, Some(file.clone()));
+        assert!(again.check(&call("get_issue", 2)).is_empty());
+        let _ = std::fs::remove_file(file);
+    }
+
+    #[test]
+    fn error_rate_and_latency_spikes_fire_once_per_episode() {
+        let mut e = evaluator(
+            "[alerts]\nerror_rate = { threshold = 0.5, window_s = 60, min_calls = 4 }\nlatency = { p95_s = 1.0, window_s = 60, min_calls = 4 }\n",
+        );
+        let mut fired = Vec::new();
+        for i in 0..6 {
+            let mut c = call("get_issue", i);
+            c.ok = i < 2; // then failures
+            fired.extend(e.check(&c));
+        }
+        assert_eq!(fired.iter().filter(|a| a.kind == "error_rate_spike").count(), 1, "{fired:?}");
+        // Long after, the window has moved on: the episode is over.
+        for i in 200..210 {
+            assert!(e.check(&call("get_issue", i)).is_empty());
+        }
+        let mut slow = Vec::new();
+        for i in 300..306 {
+            let mut c = call("get_issue", i);
+            c.duration_s = Some(3.0);
+            slow.extend(e.check(&c));
+        }
+        assert_eq!(slow.iter().filter(|a| a.kind == "latency_spike").count(), 1, "{slow:?}");
+    }
+}
