@@ -130,6 +130,16 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 65536, value_name = "N")]
     pub event_queue: usize,
 
+    /// The policy of who may call what (TOML, see docs/policy.md): calls outside
+    /// a server's scope, error and latency spikes and first uses raise `mcp.alert`
+    /// events. Reloaded on SIGHUP.
+    #[arg(long, value_name = "PATH")]
+    pub policy: Option<std::path::PathBuf>,
+
+    /// Where the agent keeps what must survive restarts (tools and servers seen).
+    #[arg(long, default_value = "/var/lib/mcptap", value_name = "DIR")]
+    pub state_dir: std::path::PathBuf,
+
     /// Record every ring buffer record to this file, for `mcptap replay`. It holds
     /// raw payloads (secrets included): for debugging only, never left on.
     #[arg(long, value_name = "PATH")]

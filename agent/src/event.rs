@@ -28,6 +28,9 @@ pub enum EventType {
     Notification,
     #[serde(rename = "mcp.session.end")]
     SessionEnd,
+    /// A policy violation, a spike, a first use (see `alert`).
+    #[serde(rename = "mcp.alert")]
+    Alert,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -105,6 +108,21 @@ pub struct Event {
     pub notification: Option<NotificationFacts>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<PayloadOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert: Option<crate::policy::eval::Alert>,
+}
+
+impl Event {
+    /// The alert an operation raised: the operation's facts, a new id, and
+    /// what the alert says.
+    pub fn alert_from(op: &Event, alert: crate::policy::eval::Alert) -> Event {
+        let mut e = op.clone();
+        e.id = uuid::Uuid::new_v4().to_string();
+        e.kind = EventType::Alert;
+        e.payload = None;
+        e.alert = Some(alert);
+        e
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -161,12 +179,22 @@ pub struct PayloadOut {
     pub error: Option<Value>,
 }
 
+/// Whether and how payloads go into an event.
+#[derive(Debug, Clone)]
+pub enum PayloadMode {
+    Off,
+    /// `--capture-payloads`: values kept, secrets masked.
+    Full { max: usize },
+    /// A policy rule allows capture: structure kept, values masked except
+    /// under the allow-listed argument keys (secrets masked there too).
+    Policy { max: usize, allow_keys: Arc<[String]> },
+}
+
 /// What events are built with besides the stage outputs.
 pub struct EventContext<'a> {
     pub host: &'a Arc<HostInfo>,
     pub clock: &'a Clock,
-    /// `Some(max bytes per value)` when payloads are captured.
-    pub payloads: Option<usize>,
+    pub payloads: PayloadMode,
 }
 
 fn side(info: Option<&Implementation>, process: Option<&Arc<ProcessInfo>>, found_by: Option<ClientFoundBy>) -> Side {
@@ -179,19 +207,38 @@ fn side(info: Option<&Implementation>, process: Option<&Arc<ProcessInfo>>, found
     }
 }
 
-fn payload_out(p: Option<&Payload>, max: usize) -> Option<PayloadOut> {
+fn payload_out(p: Option<&Payload>, mode: &PayloadMode) -> Option<PayloadOut> {
     let p = p?;
-    let prep = |v: &Option<Value>| {
-        v.clone().map(|mut v| {
-            mask::mask_json(&mut v);
-            mask::cap_json(v, max)
+    let prep = |v: &Option<Value>, arguments_only: bool| {
+        v.clone().map(|mut v| match mode {
+            PayloadMode::Off => Value::Null,
+            PayloadMode::Full { max } => {
+                mask::mask_json(&mut v);
+                mask::cap_json(v, *max)
+            }
+            PayloadMode::Policy { max, allow_keys } => {
+                if arguments_only {
+                    // The tool/prompt name and _meta stay; the arguments'
+                    // values are masked but for the allowed keys.
+                    mask::mask_json(&mut v);
+                    if let Some(args) = v.get_mut("arguments") {
+                        mask::mask_values_except(args, allow_keys);
+                    }
+                } else {
+                    mask::mask_values_except(&mut v, allow_keys);
+                }
+                mask::cap_json(v, *max)
+            }
         })
     };
+    if matches!(mode, PayloadMode::Off) {
+        return None;
+    }
     Some(PayloadOut {
         http_request_headers: None,
-        params: prep(&p.params),
-        result: prep(&p.result),
-        error: prep(&p.error),
+        params: prep(&p.params, true),
+        result: prep(&p.result, false),
+        error: prep(&p.error, false),
     })
 }
 
@@ -244,6 +291,7 @@ fn base(
         },
         notification: None,
         payload: None,
+        alert: None,
     }
 }
 
@@ -337,10 +385,12 @@ pub fn from_operation(ctx: &EventContext<'_>, op: &Operation, peers: &Peers) -> 
         }),
         _ => None,
     };
-    if let Some(max) = ctx.payloads {
-        e.error_message = op.error_message.as_deref().map(|m| mask::mask_text(m).into_owned());
-        let request = payload_out(op.request_payload.as_ref(), max);
-        let response = payload_out(op.response_payload.as_ref(), max);
+    if !matches!(ctx.payloads, PayloadMode::Off) {
+        if matches!(ctx.payloads, PayloadMode::Full { .. }) {
+            e.error_message = op.error_message.as_deref().map(|m| mask::mask_text(m).into_owned());
+        }
+        let request = payload_out(op.request_payload.as_ref(), &ctx.payloads);
+        let response = payload_out(op.response_payload.as_ref(), &ctx.payloads);
         let headers = op
             .request_via
             .as_ref()
@@ -370,8 +420,8 @@ pub fn from_notification(ctx: &EventContext<'_>, n: &Notification, peers: &Peers
         progress: n.facts.progress.as_ref().and_then(|p| p.progress),
         total: n.facts.progress.as_ref().and_then(|p| p.total),
     });
-    if let Some(max) = ctx.payloads {
-        e.payload = payload_out(n.payload.as_ref(), max);
+    if matches!(ctx.payloads, PayloadMode::Full { .. }) {
+        e.payload = payload_out(n.payload.as_ref(), &ctx.payloads);
     }
     e
 }

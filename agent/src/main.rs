@@ -14,6 +14,7 @@ mod enrich;
 mod event;
 mod mask;
 mod pipeline;
+mod policy;
 mod procnet;
 mod protocol;
 mod reassembly;

@@ -176,6 +176,28 @@ pub fn mask_json(v: &mut Value) {
     }
 }
 
+/// Replaced values: kept structure, no content.
+pub const MASKED: &str = "[MASKED]";
+
+/// Masks every scalar of a JSON value (keeping its structure), except the
+/// values under `allow` keys, which only lose secret shapes.
+pub fn mask_values_except(v: &mut Value, allow: &[String]) {
+    match v {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                if allow.iter().any(|a| a == key) && !is_secret_name(key) {
+                    mask_json(value);
+                } else {
+                    mask_values_except(value, allow);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| mask_values_except(i, allow)),
+        Value::Null => {}
+        other => *other = Value::String(MASKED.into()),
+    }
+}
+
 /// HTTP headers as a JSON object for payload capture: values of secret
 /// headers (Authorization, Cookie, API keys, session ids...) replaced
 /// whole, every other value checked for secret shapes.
@@ -206,6 +228,23 @@ pub fn cap_json(v: Value, max_bytes: usize) -> Value {
 #[cfg(test)]
 mod header_tests {
     use super::*;
+
+    #[test]
+    fn policy_masking_keeps_only_allowed_keys() {
+        let mut v = serde_json::json!({
+            "repo": "acme/api", "path": "src/main.rs", "token": "abc",
+            "nested": {"repo": "x", "n": 5, "list": ["a", true]},
+            "note": "key sk-ant-abcdefghijklmnopqrstuvwxyz12"
+        });
+        mask_values_except(&mut v, &["repo".to_string(), "note".to_string(), "token".to_string()]);
+        assert_eq!(v["repo"], "acme/api");
+        assert_eq!(v["path"], MASKED);
+        assert_eq!(v["token"], MASKED, "secret names are never allowed");
+        assert_eq!(v["nested"]["repo"], "x");
+        assert_eq!(v["nested"]["n"], MASKED);
+        assert_eq!(v["nested"]["list"], serde_json::json!([MASKED, MASKED]));
+        assert!(v["note"].as_str().unwrap().contains("[REDACTED:anthropic_key]"));
+    }
 
     #[test]
     fn secret_headers_are_masked_whole() {

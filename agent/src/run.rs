@@ -35,6 +35,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         MetricsAddr::Off => None,
     };
     let (sink, writer) = JsonlSink::spawn(&Destination::parse(&args.events), args.event_queue, metrics.clone()).await?;
+    let policy = match &args.policy {
+        Some(path) => {
+            let p = crate::policy::Policy::load(path)?;
+            tracing::info!(path = %path.display(), rules = p.servers.len(), "policy loaded");
+            p
+        }
+        None => crate::policy::Policy::default(),
+    };
+    let state_file = prepare_state_dir(&args.state_dir).map(|d| d.join("seen.json"));
 
     let capture_opts = CaptureOptions {
         capture_cap: args.max_message_bytes as u64,
@@ -66,6 +75,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         PipelineConfig {
             max_message_bytes: args.max_message_bytes,
             payloads: args.capture_payloads.then_some(args.payload_max_bytes),
+            payload_max_bytes: args.payload_max_bytes,
+            policy: Arc::new(policy),
+            state_file,
             sessions: SessionConfig {
                 request_timeout_ns: args.request_timeout.saturating_mul(1_000_000_000),
                 idle_timeout_ns: args.session_idle_timeout.saturating_mul(1_000_000_000),
@@ -80,6 +92,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut sighup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let mut drain = tokio::time::interval(DRAIN_EVERY);
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -101,6 +114,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 capture.tick();
                 metrics.kernel_counters(&capture.kernel_counters(), &mut kernel_counters_seen);
                 publish_capture_state(&capture, &metrics);
+            }
+            _ = sighup.recv() => {
+                // Events already captured are handled under the old policy.
+                drain_all(&mut capture, &mut pipeline, &mut recorder).await;
+                reload_policy(args.policy.as_deref(), &mut pipeline, &metrics);
             }
             _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break; }
@@ -135,6 +153,37 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         "mcptap stopped"
     );
     Ok(())
+}
+
+/// SIGHUP: the policy file again; a bad file leaves the running policy.
+fn reload_policy(path: Option<&std::path::Path>, pipeline: &mut Pipeline, metrics: &Metrics) {
+    let Some(path) = path else {
+        tracing::info!("SIGHUP: no policy to reload");
+        return;
+    };
+    match crate::policy::Policy::load(path) {
+        Ok(p) => {
+            tracing::info!(path = %path.display(), rules = p.servers.len(), "SIGHUP: policy reloaded");
+            pipeline.set_policy(Arc::new(p));
+            metrics.policy_reloads.with_label_values(&["ok"]).inc();
+        }
+        Err(err) => {
+            tracing::error!("SIGHUP: policy not reloaded, the previous one stays: {err}");
+            metrics.policy_reloads.with_label_values(&["error"]).inc();
+        }
+    }
+}
+
+/// The state directory, created when missing; `None` (with a warning) when
+/// it cannot be used: what must survive restarts then does not.
+fn prepare_state_dir(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    match std::fs::create_dir_all(dir) {
+        Ok(()) => Some(dir.to_path_buf()),
+        Err(err) => {
+            tracing::warn!(dir = %dir.display(), "state directory unusable ({err}): first uses are not remembered across restarts");
+            None
+        }
+    }
 }
 
 /// Drains in batches, giving timers and signals a turn between.
@@ -208,6 +257,9 @@ pub fn replay(args: crate::cli::ReplayArgs) -> anyhow::Result<()> {
         PipelineConfig {
             max_message_bytes: 16 << 20,
             payloads: args.capture_payloads.then_some(64 * 1024),
+            payload_max_bytes: 64 * 1024,
+            policy: Arc::new(crate::policy::Policy::default()),
+            state_file: None,
             sessions: SessionConfig::default(),
             max_label_values: 100,
             proc_root: "/proc".into(),

@@ -16,7 +16,11 @@ use std::{
 use crate::{
     capture::{CaptureRecord, Channel, Chunk, Io, Selection, SocketOpen},
     enrich::{Clock, Enricher, HostInfo},
-    event::{self, Event, EventContext},
+    event::{self, Event, EventContext, PayloadMode},
+    policy::{
+        Policy,
+        eval::{Evaluator, Facts},
+    },
     protocol::{
         http::{HttpConn, HttpEvent},
         jsonrpc::{self, Parsed},
@@ -69,8 +73,14 @@ impl Control for Selection {
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
     pub max_message_bytes: usize,
-    /// `Some(max bytes per value)` when payloads are captured.
+    /// `Some(max bytes per value)` when payloads are captured
+    /// (`--capture-payloads`).
     pub payloads: Option<usize>,
+    /// Largest value kept when a policy rule allows payload capture.
+    pub payload_max_bytes: usize,
+    pub policy: Arc<Policy>,
+    /// Where the policy's seen tools and servers are kept.
+    pub state_file: Option<std::path::PathBuf>,
     pub sessions: SessionConfig,
     pub max_label_values: usize,
     pub proc_root: std::path::PathBuf,
@@ -151,6 +161,9 @@ pub struct Pipeline {
     framed: Vec<FramerOutput>,
     http_events: Vec<HttpEvent>,
     outputs: Vec<Output>,
+    evaluator: Evaluator,
+    /// Build payload trees when parsing (someone may want them).
+    parse_payloads: bool,
 }
 
 /// Stdio: the kernel sends only what the server read from its stdin (or a
@@ -168,7 +181,7 @@ impl Pipeline {
             reassembler: Reassembler::default(),
             framers: HashMap::new(),
             sessions: SessionTable::new(cfg.sessions.clone()),
-            http_mcp: HttpMcp::new(cfg.payloads.is_some()),
+            http_mcp: HttpMcp::new(cfg.payloads.is_some() || cfg.policy.any_capture()),
             net: HashMap::new(),
             released: HashSet::new(),
             sockets: HashMap::new(),
@@ -186,8 +199,17 @@ impl Pipeline {
             framed: Vec::new(),
             http_events: Vec::new(),
             outputs: Vec::new(),
+            evaluator: Evaluator::new(cfg.policy.clone(), cfg.state_file.clone()),
+            parse_payloads: cfg.payloads.is_some() || cfg.policy.any_capture(),
             cfg,
         }
+    }
+
+    /// A new policy (SIGHUP).
+    pub fn set_policy(&mut self, policy: Arc<Policy>) {
+        self.parse_payloads = self.cfg.payloads.is_some() || policy.any_capture();
+        self.http_mcp.set_payloads(self.parse_payloads);
+        self.evaluator.set_policy(policy);
     }
 
     /// One raw ring buffer record.
@@ -283,7 +305,7 @@ impl Pipeline {
                             },
                         }
                     } else {
-                        jsonrpc::parse(&frame.bytes, self.cfg.payloads.is_some())
+                        jsonrpc::parse(&frame.bytes, self.parse_payloads)
                     };
                     if parsed.utf8_replaced {
                         self.metrics.parse_error("invalid_utf8_replaced");
@@ -643,9 +665,11 @@ impl Pipeline {
         self.enricher.forget(tgid);
     }
 
-    /// Periodic work: request timeouts, idle sessions.
+    /// Periodic work: request timeouts, idle sessions, saving what the
+    /// policy has seen.
     pub fn tick(&mut self, now_ns: u64, control: &mut dyn Control) {
         self.clock.resync();
+        self.evaluator.persist();
         self.sessions.expire(now_ns, &mut self.outputs);
         self.dispatch(control);
         self.metrics
@@ -655,6 +679,7 @@ impl Pipeline {
 
     /// Agent stopping: returns the number of requests still in flight.
     pub fn finish(&mut self) -> usize {
+        self.evaluator.persist();
         self.sessions.abandon_all()
     }
 
@@ -714,8 +739,43 @@ impl Pipeline {
                     let server = op.session.server.as_ref().map(|s| s.name.as_str());
                     self.metrics
                         .operation(&op, client.unwrap_or(""), server.unwrap_or(""), &mut self.labels);
-                    let e = event::from_operation(&self.ctx(), &op, &peers);
+                    let policy = self.evaluator.policy().clone();
+                    let server_exe = peers.server.as_ref().and_then(|p| p.exe.as_deref());
+                    let server_port = via.as_ref().and_then(|v| {
+                        let &(local, peer) = v.conn.addrs.get()?;
+                        Some(match op.key.observer() {
+                            crate::session::Observer::Server => local.port(),
+                            crate::session::Observer::Client => peer.port(),
+                        })
+                    });
+                    let mode = match (self.cfg.payloads, policy.rule_for(server, server_exe, server_port)) {
+                        (Some(max), _) => PayloadMode::Full { max },
+                        (None, Some(rule)) if rule.capture_payloads => PayloadMode::Policy {
+                            max: self.cfg.payload_max_bytes,
+                            allow_keys: rule.payload_allow_keys.clone().into(),
+                        },
+                        _ => PayloadMode::Off,
+                    };
+                    let e = event::from_operation(&self.ctx_with(mode), &op, &peers);
                     self.sink.send(&e);
+                    let facts = Facts {
+                        server_name: server,
+                        server_exe,
+                        server_port: server_port.or(e.server_port),
+                        client_name: client,
+                        client_app: peers.client_app,
+                        user: peers.client.as_ref().and_then(|p| p.user.as_deref()),
+                        method: &op.method,
+                        tool: e.tool.as_deref(),
+                        ok: op.status == crate::session::Status::Ok,
+                        duration_s: op.duration_s(),
+                        ts_ns: op.request_ts_ns,
+                    };
+                    for alert in self.evaluator.check(&facts) {
+                        self.metrics.alert(alert.kind, &alert.rule, &mut self.labels);
+                        tracing::warn!(kind = alert.kind, rule = %alert.rule, "{}", alert.message);
+                        self.sink.send(&Event::alert_from(&e, alert));
+                    }
                 }
                 Output::Notification(n) => {
                     let peers = self.peers(&n.key, n.via.as_ref());
@@ -757,10 +817,18 @@ impl Pipeline {
     }
 
     fn ctx(&self) -> EventContext<'_> {
+        let mode = match self.cfg.payloads {
+            Some(max) => PayloadMode::Full { max },
+            None => PayloadMode::Off,
+        };
+        self.ctx_with(mode)
+    }
+
+    fn ctx_with(&self, payloads: PayloadMode) -> EventContext<'_> {
         EventContext {
             host: &self.host,
             clock: &self.clock,
-            payloads: self.cfg.payloads,
+            payloads,
         }
     }
 

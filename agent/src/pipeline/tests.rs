@@ -59,6 +59,9 @@ impl Harness {
         let cfg = PipelineConfig {
             max_message_bytes: 1024,
             payloads: None,
+            payload_max_bytes: 1024,
+            policy: Arc::new(Policy::default()),
+            state_file: None,
             sessions: SessionConfig::default(),
             max_label_values: 100,
             proc_root: "/nonexistent-proc".into(),

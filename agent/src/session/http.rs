@@ -95,6 +95,11 @@ pub struct HttpMcp {
 }
 
 impl HttpMcp {
+    /// Whether payload trees (and request headers) are kept.
+    pub fn set_payloads(&mut self, payloads: bool) {
+        self.payloads = payloads;
+    }
+
     pub fn new(payloads: bool) -> Self {
         HttpMcp {
             payloads,

@@ -65,6 +65,8 @@ pub struct Metrics {
     net_sniffs: IntCounterVec,
     tls_unpaired: IntCounter,
     sockets_not_http: IntCounter,
+    alerts: IntCounterVec,
+    pub policy_reloads: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -256,6 +258,16 @@ impl Metrics {
                 "Requests of untracked processes sent to the agent for discovery",
                 &["channel"],
             ),
+            alerts: counter_vec(
+                "mcptap_alerts_total",
+                "Alerts raised: policy violations, error-rate and latency spikes, first uses",
+                &["kind", "rule"],
+            ),
+            policy_reloads: counter_vec(
+                "mcptap_policy_reloads_total",
+                "Policy reloads (SIGHUP), by outcome",
+                &["outcome"],
+            ),
             sockets_not_http: counter(
                 "mcptap_connections_not_http_total",
                 "Connections of watched processes whose first bytes were neither HTTP/1.x nor TLS (left alone)",
@@ -300,6 +312,11 @@ impl Metrics {
                 .with_label_values(&[&method, t.as_str(), d.as_str()])
                 .inc();
         }
+    }
+
+    pub fn alert(&self, kind: &str, rule: &str, labels: &mut LabelLimiter) {
+        let rule = labels.bound(self, "rule", rule);
+        self.alerts.with_label_values(&[kind, &rule]).inc();
     }
 
     pub fn parse_error(&self, kind: &str) {
