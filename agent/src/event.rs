@@ -184,10 +184,15 @@ pub struct PayloadOut {
 pub enum PayloadMode {
     Off,
     /// `--capture-payloads`: values kept, secrets masked.
-    Full { max: usize },
+    Full {
+        max: usize,
+    },
     /// A policy rule allows capture: structure kept, values masked except
     /// under the allow-listed argument keys (secrets masked there too).
-    Policy { max: usize, allow_keys: Arc<[String]> },
+    Policy {
+        max: usize,
+        allow_keys: Arc<[String]>,
+    },
 }
 
 /// What events are built with besides the stage outputs.

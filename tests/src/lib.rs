@@ -264,8 +264,30 @@ impl Agent {
         agent
     }
 
-    fn log_text(&self) -> String {
+    /// The agent's own log so far.
+    pub fn log_text(&self) -> String {
         fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// Sends a signal to the running agent.
+    pub fn signal(&self, signal: i32) {
+        if let Some(child) = &self.child {
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(child.id() as i32, signal) };
+        }
+    }
+
+    /// Waits until the agent's log contains `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log_text().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "the agent never logged {needle:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn wait_running(&mut self) {

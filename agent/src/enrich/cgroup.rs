@@ -85,10 +85,7 @@ pub fn from_cgroup_file(text: &str) -> Placement {
             placement.pod = pod_of(path);
         }
         if placement.systemd_unit.is_none() {
-            placement.systemd_unit = path
-                .rsplit('/')
-                .find(|c| c.ends_with(".service"))
-                .map(str::to_string);
+            placement.systemd_unit = path.rsplit('/').find(|c| c.ends_with(".service")).map(str::to_string);
         }
     }
     placement
@@ -197,14 +194,7 @@ mod tests {
             (format!("libpod-{ID}.scope"), "podman"),
         ] {
             let p = from_cgroup_file(&format!("0::/system.slice/{scope}\n"));
-            assert_eq!(
-                p.container,
-                Some(Container {
-                    id: ID.into(),
-                    runtime
-                }),
-                "{scope}"
-            );
+            assert_eq!(p.container, Some(Container { id: ID.into(), runtime }), "{scope}");
         }
     }
 
@@ -240,10 +230,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mcptap-pods-{}", std::process::id()));
         let uid = "8b7a5c1e-1f2a-4d3b-9c8d-7e6f5a4b3c2d";
         fs::create_dir_all(dir.join(format!("agents_mcp-github-7d9f_{uid}"))).unwrap();
-        assert_eq!(
-            pod_names(&dir, uid),
-            Some(("agents".into(), "mcp-github-7d9f".into()))
-        );
+        assert_eq!(pod_names(&dir, uid), Some(("agents".into(), "mcp-github-7d9f".into())));
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -32,13 +32,29 @@ impl Ancestor {
 /// (matched against the executable path, `comm` and the first arguments,
 /// lower-cased).
 const APPS: &[(&str, &[&str])] = &[
-    ("claude-code", &["@anthropic-ai/claude-code", "/claude-code/", "/.claude/local/"]),
-    ("claude-desktop", &["/claude-desktop", "/opt/claude/", "claude desktop", "/anthropic/claude"]),
-    ("cursor", &["/cursor/", "cursor.appimage", "/.cursor-server/", "/cursor-"]),
+    (
+        "claude-code",
+        &["@anthropic-ai/claude-code", "/claude-code/", "/.claude/local/"],
+    ),
+    (
+        "claude-desktop",
+        &["/claude-desktop", "/opt/claude/", "claude desktop", "/anthropic/claude"],
+    ),
+    (
+        "cursor",
+        &["/cursor/", "cursor.appimage", "/.cursor-server/", "/cursor-"],
+    ),
     ("windsurf", &["/windsurf", "codeium"]),
     (
         "vscode",
-        &["/code/code", "/vscode/", "/.vscode-server/", "/code-insiders", "/usr/share/code/", "/vscode-"],
+        &[
+            "/code/code",
+            "/vscode/",
+            "/.vscode-server/",
+            "/code-insiders",
+            "/usr/share/code/",
+            "/vscode-",
+        ],
     ),
 ];
 
@@ -107,18 +123,36 @@ mod tests {
     fn known_applications() {
         let cases = [
             (
-                proc("node", "/usr/bin/node", &["node", "/usr/lib/node_modules/@anthropic-ai/claude-code/cli.js"]),
+                proc(
+                    "node",
+                    "/usr/bin/node",
+                    &["node", "/usr/lib/node_modules/@anthropic-ai/claude-code/cli.js"],
+                ),
                 "claude-code",
             ),
             (proc("claude", "/home/a/.local/bin/claude", &["claude"]), "claude-code"),
-            (proc("cursor", "/opt/Cursor/cursor", &["/opt/Cursor/cursor", "--type=utility"]), "cursor"),
             (
-                proc("code", "/usr/share/code/code", &["/usr/share/code/code", "--type=extensionHost"]),
+                proc(
+                    "cursor",
+                    "/opt/Cursor/cursor",
+                    &["/opt/Cursor/cursor", "--type=utility"],
+                ),
+                "cursor",
+            ),
+            (
+                proc(
+                    "code",
+                    "/usr/share/code/code",
+                    &["/usr/share/code/code", "--type=extensionHost"],
+                ),
                 "vscode",
             ),
             (proc("node", "/home/a/.vscode-server/bin/x/node", &["node"]), "vscode"),
             (proc("windsurf", "/opt/windsurf/windsurf", &["windsurf"]), "windsurf"),
-            (proc("claude-desktop", "/usr/lib/claude-desktop/claude-desktop", &[]), "claude-desktop"),
+            (
+                proc("claude-desktop", "/usr/lib/claude-desktop/claude-desktop", &[]),
+                "claude-desktop",
+            ),
         ];
         for (p, want) in cases {
             assert_eq!(app_of(&p), Some(want), "{p:?}");

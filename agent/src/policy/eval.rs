@@ -111,11 +111,13 @@ impl Evaluator {
             return;
         }
         let Some(path) = &self.state_file else { return };
-        let result = serde_json::to_vec(&self.seen).map_err(std::io::Error::other).and_then(|b| {
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, b)?;
-            std::fs::rename(&tmp, path)
-        });
+        let result = serde_json::to_vec(&self.seen)
+            .map_err(std::io::Error::other)
+            .and_then(|b| {
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, b)?;
+                std::fs::rename(&tmp, path)
+            });
         match result {
             Ok(()) => self.dirty = false,
             Err(err) => tracing::warn!(path = %path.display(), "cannot save seen tools and servers: {err}"),
@@ -213,7 +215,9 @@ impl Evaluator {
         if error_rule.is_some() || latency_rule.is_some() {
             let what = f.tool.unwrap_or(f.method);
             let key = format!("{server}\u{1f}{what}");
-            let longest = error_rule.map_or(0, |r| r.window_s).max(latency_rule.map_or(0, |r| r.window_s));
+            let longest = error_rule
+                .map_or(0, |r| r.window_s)
+                .max(latency_rule.map_or(0, |r| r.window_s));
             let w = self.windows.entry(key).or_default();
             w.calls.push_back((f.ts_ns, !f.ok, f.duration_s));
             let horizon = f.ts_ns.saturating_sub(longest.saturating_mul(1_000_000_000));
@@ -380,7 +384,11 @@ allowed_users = ["alice"]
             c.ok = i < 2; // then failures
             fired.extend(e.check(&c));
         }
-        assert_eq!(fired.iter().filter(|a| a.kind == "error_rate_spike").count(), 1, "{fired:?}");
+        assert_eq!(
+            fired.iter().filter(|a| a.kind == "error_rate_spike").count(),
+            1,
+            "{fired:?}"
+        );
         // Long after, the window has moved on: the episode is over.
         for i in 200..210 {
             assert!(e.check(&call("get_issue", i)).is_empty());

@@ -175,12 +175,7 @@ impl Policy {
 
     /// Parses and checks a policy; errors carry the byte range at fault.
     pub fn parse(text: &str) -> Result<Policy, (std::ops::Range<usize>, String)> {
-        let file: File = toml::from_str(text).map_err(|e| {
-            (
-                e.span().unwrap_or(0..0),
-                e.message().to_string(),
-            )
-        })?;
+        let file: File = toml::from_str(text).map_err(|e| (e.span().unwrap_or(0..0), e.message().to_string()))?;
         let glob = |s: &Spanned<String>| -> Result<Pattern, (std::ops::Range<usize>, String)> {
             let g = Glob::new(s.get_ref()).map_err(|e| (s.span(), format!("bad pattern {:?}: {e}", s.get_ref())))?;
             Ok(Pattern {
@@ -195,7 +190,10 @@ impl Policy {
             if r.name.is_none() && r.exe.is_none() && r.port.is_none() {
                 return Err((
                     spanned.span(),
-                    format!("server rule {} matches nothing: give it a name, an exe or a port", i + 1),
+                    format!(
+                        "server rule {} matches nothing: give it a name, an exe or a port",
+                        i + 1
+                    ),
                 ));
             }
             let what = r
@@ -221,7 +219,10 @@ impl Policy {
         if let Some(rule) = &file.alerts.error_rate {
             let r = rule.get_ref();
             if !(0.0..=1.0).contains(&r.threshold) || r.threshold.is_nan() {
-                return Err((rule.span(), format!("error_rate threshold {} is not between 0 and 1", r.threshold)));
+                return Err((
+                    rule.span(),
+                    format!("error_rate threshold {} is not between 0 and 1", r.threshold),
+                ));
             }
             if r.window_s == 0 {
                 return Err((rule.span(), "error_rate window_s must be positive".into()));
