@@ -43,9 +43,16 @@ pub struct ReplayArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
-    /// Where events go, one JSON object per line: a file path, or `-` for stdout.
+    /// Where events go, one JSON object per line: a file path, `-` for stdout,
+    /// or `off` (when the configuration file's sinks are enough).
     #[arg(long, default_value = "-", value_name = "PATH")]
     pub events: String,
+
+    /// Configuration file (TOML, see docs/configuration.md): further sinks
+    /// (rotated files, syslog, HTTP collectors, OTLP), each with filters and a
+    /// rate limit.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<std::path::PathBuf>,
 
     /// Address of the Prometheus endpoint (`/metrics`, `/healthz`), or `off`.
     #[arg(long, default_value = "127.0.0.1:9464", value_name = "ADDR", value_parser = parse_metrics_addr)]
@@ -126,7 +133,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub max_label_values: usize,
 
-    /// Events buffered for the event stream before new ones are dropped (and counted).
+    /// Events buffered for `--events` before new ones are dropped (and counted).
     #[arg(long, default_value_t = 65536, value_name = "N")]
     pub event_queue: usize,
 
@@ -136,7 +143,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub policy: Option<std::path::PathBuf>,
 
-    /// Where the agent keeps what must survive restarts (tools and servers seen).
+    /// Where the agent keeps what must survive restarts: tools and servers seen,
+    /// the network sinks' spools.
     #[arg(long, default_value = "/var/lib/mcptap", value_name = "DIR")]
     pub state_dir: std::path::PathBuf,
 

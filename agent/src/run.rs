@@ -13,7 +13,8 @@ use crate::{
     pipeline::{Pipeline, PipelineConfig},
     session::SessionConfig,
     sinks::{
-        jsonl::{Destination, JsonlSink},
+        self,
+        config::{FileOptions, SinkConfig, SinkKind},
         metrics::{self, Metrics},
     },
 };
@@ -34,7 +35,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         MetricsAddr::On(addr) => Some(metrics::bind(addr).await?),
         MetricsAddr::Off => None,
     };
-    let (sink, writer) = JsonlSink::spawn(&Destination::parse(&args.events), args.event_queue, metrics.clone()).await?;
+    let state_dir = prepare_state_dir(&args.state_dir);
+    let (sinks, sink_workers) = sinks::start(
+        sink_configs(&args)?,
+        state_dir.as_deref().map(|d| d.join("spool")).as_deref(),
+        metrics.clone(),
+    )?;
     let policy = match &args.policy {
         Some(path) => {
             let p = crate::policy::Policy::load(path)?;
@@ -43,7 +49,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         None => crate::policy::Policy::default(),
     };
-    let state_file = prepare_state_dir(&args.state_dir).map(|d| d.join("seen.json"));
+    let state_file = state_dir.map(|d| d.join("seen.json"));
 
     let capture_opts = CaptureOptions {
         capture_cap: args.max_message_bytes as u64,
@@ -87,7 +93,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             proc_root: "/proc".into(),
         },
         metrics.clone(),
-        Box::new(sink),
+        Box::new(sinks),
     );
 
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
@@ -139,20 +145,49 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     metrics.kernel_counters(&capture.kernel_counters(), &mut kernel_counters_seen);
     let active = pipeline.active_sessions();
     let in_flight = pipeline.finish();
-    drop(pipeline); // closes the event queue: the writer flushes and ends
+    drop(pipeline); // closes the sinks' queues: writers flush and end
     drop(capture); // detaches the kernel programs
-    match tokio::time::timeout(Duration::from_secs(10), writer).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(err))) => tracing::error!("writing events failed: {err}"),
-        Ok(Err(err)) => tracing::error!("event writer failed: {err}"),
-        Err(_) => tracing::error!("event writer did not finish flushing within 10 s"),
-    }
+    sink_workers.finish(SHUTDOWN_GRACE).await;
     tracing::info!(
         active_sessions = active,
         requests_in_flight = in_flight,
         "mcptap stopped"
     );
     Ok(())
+}
+
+/// How long network sinks get at shutdown to deliver what is spooled.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// `--events` (unless `off`) and the configuration file's sinks.
+fn sink_configs(args: &RunArgs) -> anyhow::Result<Vec<SinkConfig>> {
+    let mut configs = Vec::new();
+    let kind = match args.events.as_str() {
+        "off" => None,
+        "-" => Some(SinkKind::Stdout),
+        path => Some(SinkKind::File(FileOptions {
+            path: path.into(),
+            ..FileOptions::default()
+        })),
+    };
+    if let Some(kind) = kind {
+        configs.push(SinkConfig {
+            name: "events".into(),
+            kind,
+            filter: Default::default(),
+            rate_limit: None,
+            queue: args.event_queue.max(1),
+        });
+    }
+    if let Some(path) = &args.config {
+        let more = sinks::config::load(path)?;
+        tracing::info!(path = %path.display(), sinks = more.len(), "configuration loaded");
+        configs.extend(more);
+    }
+    if configs.is_empty() {
+        tracing::warn!("--events off and no sinks configured: events go nowhere (metrics only)");
+    }
+    Ok(configs)
 }
 
 /// SIGHUP: the policy file again; a bad file leaves the running policy.

@@ -39,6 +39,7 @@ pub fn setup(needs: Needs) -> Result<()> {
         step("bpf-linker", ensure_bpf_linker)?;
     }
     if needs.peers {
+        step("Debian packages of the tests' receivers", ensure_test_packages)?;
         step("Python MCP peers (tests/peers/requirements.txt)", ensure_python_peers)?;
         step("Node MCP peers (tests/peers/package-lock.json)", ensure_node_peers)?;
     }
@@ -99,6 +100,31 @@ fn ensure_llvm() -> Result<Option<String>> {
         );
     }
     Ok(Some(format!("installed {package}")))
+}
+
+/// Real receivers and tools the end-to-end tests drive: rsyslog (syslog
+/// delivery, with its GnuTLS driver for syslog over TLS).
+const TEST_PACKAGES: &[&str] = &["rsyslog", "rsyslog-gnutls"];
+
+fn deb_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| o.stdout.ends_with(b"install ok installed"))
+}
+
+fn ensure_test_packages() -> Result<Option<String>> {
+    let missing: Vec<&str> = TEST_PACKAGES.iter().copied().filter(|p| !deb_installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    cmd::run(as_root("apt-get", &["update"]).env("DEBIAN_FRONTEND", "noninteractive"))
+        .context("apt-get update failed (is this a Debian/Ubuntu host with network access?)")?;
+    let mut args = vec!["install", "-y", "--no-install-recommends"];
+    args.extend(&missing);
+    cmd::run(as_root("apt-get", &args).env("DEBIAN_FRONTEND", "noninteractive"))
+        .with_context(|| format!("apt-get install {} failed", missing.join(" ")))?;
+    Ok(Some(format!("installed {}", missing.join(" "))))
 }
 
 fn ensure_nightly() -> Result<Option<String>> {

@@ -91,15 +91,6 @@ pub trait EventSink {
     fn send(&mut self, event: &Event);
 }
 
-impl EventSink for crate::sinks::jsonl::JsonlSink {
-    fn send(&mut self, event: &Event) {
-        match serde_json::to_string(event) {
-            Ok(line) => crate::sinks::jsonl::JsonlSink::send(self, line),
-            Err(err) => tracing::error!("event did not serialize: {err}"),
-        }
-    }
-}
-
 struct SocketEntry {
     open: Option<SocketOpen>,
     facts: Arc<ConnFacts>,

@@ -118,6 +118,14 @@ pub struct Pattern {
 }
 
 impl Pattern {
+    pub fn new(text: &str) -> Result<Pattern, String> {
+        let g = Glob::new(text).map_err(|e| format!("bad pattern {text:?}: {e}"))?;
+        Ok(Pattern {
+            text: text.to_string(),
+            matcher: g.compile_matcher(),
+        })
+    }
+
     pub fn matches(&self, s: &str) -> bool {
         self.matcher.is_match(s)
     }
@@ -263,7 +271,7 @@ impl Policy {
 }
 
 /// 1-based line and column of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;

@@ -54,6 +54,11 @@ pub struct Metrics {
     pub duplicate_request_ids: IntCounter,
     pub events: IntCounterVec,
     pub events_dropped: IntCounterVec,
+    pub sink_filtered: IntCounterVec,
+    pub sink_delivered: IntCounterVec,
+    pub sink_failures: IntCounterVec,
+    pub sink_up: IntGaugeVec,
+    pub sink_spool_bytes: IntGaugeVec,
     label_overflow: IntCounterVec,
     pub tracked_processes: IntGauge,
     pub http_unsupported: IntCounterVec,
@@ -194,11 +199,48 @@ impl Metrics {
                 "mcptap_duplicate_request_ids_total",
                 "Requests reusing the id of one still in flight",
             ),
-            events: counter_vec("mcptap_events_total", "Events delivered to a sink", &["sink"]),
+            events: counter_vec("mcptap_events_total", "Events handed to a sink", &["sink"]),
             events_dropped: counter_vec(
                 "mcptap_events_dropped_total",
-                "Events a sink could not take (queue full)",
+                "Events a sink lost, by reason: queue_full, rate_limit, spool_full, rejected, too_large, write_error, sink_stopped",
+                &["sink", "reason"],
+            ),
+            sink_filtered: counter_vec(
+                "mcptap_sink_filtered_events_total",
+                "Events a sink's include/exclude filter left out (by design, not a loss)",
                 &["sink"],
+            ),
+            sink_delivered: counter_vec(
+                "mcptap_sink_delivered_events_total",
+                "Events a network sink's receiver acknowledged",
+                &["sink"],
+            ),
+            sink_failures: counter_vec(
+                "mcptap_sink_delivery_failures_total",
+                "Failed delivery attempts of a network sink (the events stay spooled and are retried)",
+                &["sink"],
+            ),
+            sink_up: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "mcptap_sink_up",
+                        "1 when a network sink's latest delivery succeeded, 0 while it fails",
+                    ),
+                    &["sink"],
+                )
+                .expect("valid metric"),
+            ),
+            sink_spool_bytes: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "mcptap_sink_spool_bytes",
+                        "Bytes of events waiting in a network sink's spool",
+                    ),
+                    &["sink"],
+                )
+                .expect("valid metric"),
             ),
             label_overflow: counter_vec(
                 "mcptap_label_overflow_total",
