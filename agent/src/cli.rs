@@ -26,6 +26,11 @@ pub enum Command {
     /// kernel's own cost of the hook, for `cargo xtask bench`.
     #[command(hide = true)]
     Floor,
+    /// List the MCP servers this host's clients (Claude Desktop, Claude Code,
+    /// Cursor, VS Code, Windsurf, mcp.json files) are configured to run, flag
+    /// credentials written into their configurations, and compare with the
+    /// servers the agent observed.
+    Scan(crate::scan::ScanArgs),
     /// Feed a capture recorded with `run --record` through the pipeline again
     /// and print the events (no kernel, no root): how parser bugs are
     /// reproduced.

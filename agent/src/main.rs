@@ -12,6 +12,7 @@ mod capture;
 mod cli;
 mod enrich;
 mod event;
+mod inventory;
 mod mask;
 mod pipeline;
 mod policy;
@@ -19,6 +20,7 @@ mod procnet;
 mod protocol;
 mod reassembly;
 mod run;
+mod scan;
 mod session;
 mod sinks;
 
@@ -50,6 +52,16 @@ fn main() -> std::process::ExitCode {
         cli::Command::Floor => {
             init_logging("info");
             runtime.block_on(run::floor())
+        }
+        cli::Command::Scan(args) => {
+            init_logging("warn");
+            return match scan::run(args) {
+                Ok(code) => code,
+                Err(err) => {
+                    eprintln!("mcptap: {err:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
         }
         cli::Command::Replay(args) => {
             init_logging("warn");

@@ -116,6 +116,29 @@ pub fn mask_text(s: &str) -> Cow<'_, str> {
     out
 }
 
+/// The kinds of secret found in a text (`github_token`, `jwt`,
+/// `url_credentials`, `inline_assignment`, ...), for reports that must say
+/// what leaked without repeating it.
+pub fn secret_kinds(s: &str) -> Vec<&'static str> {
+    let mut kinds: Vec<&'static str> = SHAPES
+        .iter()
+        .filter(|(_, re)| re.is_match(s))
+        .map(|(label, _)| *label)
+        .collect();
+    if URL_CREDENTIALS.is_match(s) {
+        kinds.push("url_credentials");
+    }
+    if INLINE_ASSIGNMENT.is_match(s) {
+        kinds.push("inline_assignment");
+    }
+    kinds.dedup();
+    // `sk-ant-...` fits the OpenAI shape too; it is Anthropic's.
+    if kinds.contains(&"anthropic_key") {
+        kinds.retain(|k| *k != "openai_key");
+    }
+    kinds
+}
+
 /// Masks a command line: values of secret-named flags (`--token x`,
 /// `--api-key=x`), secret-named `KEY=value` words, and secret shapes.
 pub fn mask_cmdline(args: &[String]) -> Vec<String> {

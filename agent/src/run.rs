@@ -49,7 +49,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         None => crate::policy::Policy::default(),
     };
-    let state_file = state_dir.map(|d| d.join("seen.json"));
 
     let capture_opts = CaptureOptions {
         capture_cap: args.max_message_bytes as u64,
@@ -83,7 +82,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             payloads: args.capture_payloads.then_some(args.payload_max_bytes),
             payload_max_bytes: args.payload_max_bytes,
             policy: Arc::new(policy),
-            state_file,
+            state_dir,
             sessions: SessionConfig {
                 request_timeout_ns: args.request_timeout.saturating_mul(1_000_000_000),
                 idle_timeout_ns: args.session_idle_timeout.saturating_mul(1_000_000_000),
@@ -294,7 +293,7 @@ pub fn replay(args: crate::cli::ReplayArgs) -> anyhow::Result<()> {
             payloads: args.capture_payloads.then_some(64 * 1024),
             payload_max_bytes: 64 * 1024,
             policy: Arc::new(crate::policy::Policy::default()),
-            state_file: None,
+            state_dir: None,
             sessions: SessionConfig::default(),
             max_label_values: 100,
             proc_root: "/proc".into(),

@@ -117,6 +117,25 @@ pub struct TlsHooks {
     /// Exec'd processes to look at, when.
     due: VecDeque<(Instant, u32, usize)>,
     last_tracked_scan: Option<Instant>,
+    /// Where links of exited processes go to be dropped: detaching a
+    /// uprobe waits for an RCU grace period (~100 ms each here), which
+    /// would stall the ring buffer drain for a second per process.
+    detacher: Option<std::sync::mpsc::Sender<Vec<aya::programs::uprobe::UProbeLink>>>,
+}
+
+/// A thread that drops (detaches) links; `None` if it cannot start, and
+/// links are then detached in place.
+fn spawn_detacher() -> Option<std::sync::mpsc::Sender<Vec<aya::programs::uprobe::UProbeLink>>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<aya::programs::uprobe::UProbeLink>>();
+    std::thread::Builder::new()
+        .name("uprobe-detach".into())
+        .spawn(move || {
+            while let Ok(links) = rx.recv() {
+                drop(links);
+            }
+        })
+        .ok()
+        .map(|_| tx)
 }
 
 impl TlsHooks {
@@ -129,6 +148,7 @@ impl TlsHooks {
             errors: 0,
             due: VecDeque::new(),
             last_tracked_scan: None,
+            detacher: spawn_detacher(),
         }
     }
 
@@ -174,10 +194,20 @@ impl TlsHooks {
     /// A process ended: its scoped probes go.
     pub fn on_exit(&mut self, ebpf: &mut Ebpf, pid: u32) {
         let Some(scoped) = self.scoped.remove(&pid) else { return };
+        let mut owned = Vec::new();
         for (program, link) in scoped.links {
             if let Some(p) = ebpf.program_mut(program).and_then(|p| <&mut UProbe>::try_from(p).ok()) {
-                let _ = p.detach(link);
+                match &self.detacher {
+                    Some(_) => owned.extend(p.take_link(link).ok()),
+                    None => drop(p.detach(link)),
+                }
             }
+        }
+        if let Some(tx) = &self.detacher
+            && !owned.is_empty()
+            && let Err(back) = tx.send(owned)
+        {
+            drop(back.0); // the thread is gone: detach here after all
         }
     }
 

@@ -17,6 +17,7 @@ use crate::{
     capture::{CaptureRecord, Channel, Chunk, Io, Selection, SocketOpen},
     enrich::{Clock, Enricher, HostInfo},
     event::{self, Event, EventContext, PayloadMode},
+    inventory::Inventory,
     policy::{
         Policy,
         eval::{Evaluator, Facts},
@@ -79,8 +80,9 @@ pub struct PipelineConfig {
     /// Largest value kept when a policy rule allows payload capture.
     pub payload_max_bytes: usize,
     pub policy: Arc<Policy>,
-    /// Where the policy's seen tools and servers are kept.
-    pub state_file: Option<std::path::PathBuf>,
+    /// Where what must survive restarts is kept: the policy's seen tools
+    /// and servers (`seen.json`), the server inventory (`inventory.json`).
+    pub state_dir: Option<std::path::PathBuf>,
     pub sessions: SessionConfig,
     pub max_label_values: usize,
     pub proc_root: std::path::PathBuf,
@@ -153,6 +155,7 @@ pub struct Pipeline {
     http_events: Vec<HttpEvent>,
     outputs: Vec<Output>,
     evaluator: Evaluator,
+    inventory: Inventory,
     /// Build payload trees when parsing (someone may want them).
     parse_payloads: bool,
 }
@@ -190,7 +193,8 @@ impl Pipeline {
             framed: Vec::new(),
             http_events: Vec::new(),
             outputs: Vec::new(),
-            evaluator: Evaluator::new(cfg.policy.clone(), cfg.state_file.clone()),
+            evaluator: Evaluator::new(cfg.policy.clone(), cfg.state_dir.as_ref().map(|d| d.join("seen.json"))),
+            inventory: Inventory::open(cfg.state_dir.as_ref().map(|d| d.join("inventory.json"))),
             parse_payloads: cfg.payloads.is_some() || cfg.policy.any_capture(),
             cfg,
         }
@@ -661,6 +665,7 @@ impl Pipeline {
     pub fn tick(&mut self, now_ns: u64, control: &mut dyn Control) {
         self.clock.resync();
         self.evaluator.persist();
+        self.inventory.persist();
         self.sessions.expire(now_ns, &mut self.outputs);
         self.dispatch(control);
         self.metrics
@@ -671,6 +676,7 @@ impl Pipeline {
     /// Agent stopping: returns the number of requests still in flight.
     pub fn finish(&mut self) -> usize {
         self.evaluator.persist();
+        self.inventory.persist();
         self.sessions.abandon_all()
     }
 
@@ -749,6 +755,7 @@ impl Pipeline {
                     };
                     let e = event::from_operation(&self.ctx_with(mode), &op, &peers);
                     self.sink.send(&e);
+                    self.inventory.observe(&e);
                     let facts = Facts {
                         server_name: server,
                         server_exe,

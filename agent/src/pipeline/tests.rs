@@ -61,7 +61,7 @@ impl Harness {
             payloads: None,
             payload_max_bytes: 1024,
             policy: Arc::new(Policy::default()),
-            state_file: None,
+            state_dir: None,
             sessions: SessionConfig::default(),
             max_label_values: 100,
             proc_root: "/nonexistent-proc".into(),
