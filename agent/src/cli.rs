@@ -4,6 +4,9 @@ use std::net::SocketAddr;
 
 use clap::{Args, Parser, Subcommand};
 
+/// Where the agent serves its local API (`top`, `tail`).
+pub const DEFAULT_API_SOCKET: &str = "/run/mcptap/api.sock";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "mcptap",
@@ -26,6 +29,11 @@ pub enum Command {
     /// kernel's own cost of the hook, for `cargo xtask bench`.
     #[command(hide = true)]
     Floor,
+    /// Live figures of a running agent in the terminal: calls, errors and
+    /// latency by tool, client and server, recent calls.
+    Top(crate::top::TopArgs),
+    /// Print a running agent's events as they happen, filtered.
+    Tail(crate::tail::TailArgs),
     /// List the MCP servers this host's clients (Claude Desktop, Claude Code,
     /// Cursor, VS Code, Windsurf, mcp.json files) are configured to run, flag
     /// credentials written into their configurations, and compare with the
@@ -153,6 +161,33 @@ pub struct RunArgs {
     #[arg(long, default_value = "/var/lib/mcptap", value_name = "DIR")]
     pub state_dir: std::path::PathBuf,
 
+    /// The local API's unix socket (for `mcptap top` and `mcptap tail`;
+    /// root-only permissions), or `off`.
+    #[arg(long, default_value = DEFAULT_API_SOCKET, value_name = "PATH")]
+    pub api_socket: String,
+
+    /// Serve the web dashboard on this address (e.g. 127.0.0.1:9465). Off by
+    /// default. An address other hosts can reach needs a bearer token.
+    #[arg(long, value_name = "ADDR")]
+    pub ui: Option<SocketAddr>,
+
+    /// File holding the dashboard's bearer token (also MCPTAP_UI_TOKEN).
+    #[arg(long, value_name = "PATH")]
+    pub ui_token_file: Option<std::path::PathBuf>,
+
+    /// Events kept in the agent's store (the dashboard's and top's history, in
+    /// the state directory); the oldest go first.
+    #[arg(long, default_value_t = 200_000, value_name = "N")]
+    pub store_max_events: u64,
+
+    /// Events older than this leave the store.
+    #[arg(long, default_value = "7d", value_name = "DURATION", value_parser = parse_duration)]
+    pub store_max_age: std::time::Duration,
+
+    /// Do not keep events in the store (no dashboard history, no top).
+    #[arg(long)]
+    pub no_store: bool,
+
     /// Record every ring buffer record to this file, for `mcptap replay`. It holds
     /// raw payloads (secrets included): for debugging only, never left on.
     #[arg(long, value_name = "PATH")]
@@ -177,6 +212,10 @@ fn parse_metrics_addr(s: &str) -> Result<MetricsAddr, String> {
     s.parse()
         .map(MetricsAddr::On)
         .map_err(|_| format!("`{s}` is not an address like 127.0.0.1:9464 (or `off`)"))
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 7d or 12h: {e}"))
 }
 
 fn parse_ring_mib(s: &str) -> Result<u32, String> {

@@ -8,6 +8,7 @@
 //! `event` + `sinks` (JSON Lines, Prometheus). `pipeline` wires them;
 //! `run` drives it.
 
+mod api;
 mod capture;
 mod cli;
 mod enrich;
@@ -23,6 +24,9 @@ mod run;
 mod scan;
 mod session;
 mod sinks;
+mod store;
+mod tail;
+mod top;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -52,6 +56,11 @@ fn main() -> std::process::ExitCode {
         cli::Command::Floor => {
             init_logging("info");
             runtime.block_on(run::floor())
+        }
+        cli::Command::Top(args) => runtime.block_on(top::run(args)),
+        cli::Command::Tail(args) => {
+            init_logging("warn");
+            runtime.block_on(tail::run(args))
         }
         cli::Command::Scan(args) => {
             init_logging("warn");

@@ -36,8 +36,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         MetricsAddr::Off => None,
     };
     let state_dir = prepare_state_dir(&args.state_dir);
+    let (live, _) = tokio::sync::broadcast::channel(4096);
+    let store_path = state_dir
+        .as_ref()
+        .filter(|_| !args.no_store)
+        .map(|d| d.join("events.db"));
+    let store = store_path.clone().map(|path| sinks::StoreSink {
+        opts: crate::store::StoreOptions {
+            path,
+            max_events: args.store_max_events,
+            max_age: args.store_max_age,
+        },
+        live: live.clone(),
+    });
+    let ui_token = ui_token(&args)?;
+    let ui_listener = match args.ui {
+        Some(addr) => Some(crate::api::bind_ui(addr, ui_token.as_deref()).await?),
+        None => None,
+    };
     let (sinks, sink_workers) = sinks::start(
         sink_configs(&args)?,
+        store,
         state_dir.as_deref().map(|d| d.join("spool")).as_deref(),
         metrics.clone(),
     )?;
@@ -64,6 +83,33 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ..CaptureOptions::new(args.ring_buffer_mib << 20)
     };
     let mut capture = Capture::start(&capture_opts)?;
+
+    let api_state = crate::api::ApiState {
+        db: store_path.unwrap_or_else(|| args.state_dir.join("events.db")),
+        live,
+        token: None,
+    };
+    if args.api_socket != "off" {
+        let (path, state) = (std::path::PathBuf::from(&args.api_socket), api_state.clone());
+        tokio::spawn(async move {
+            if let Err(err) = crate::api::serve_unix(path, state).await {
+                tracing::error!("local API stopped: {err:#}");
+            }
+        });
+    }
+    if let Some(listener) = ui_listener {
+        let addr = listener.local_addr()?;
+        let state = crate::api::ApiState {
+            token: ui_token.map(Into::into),
+            ..api_state.clone()
+        };
+        tokio::spawn(async move {
+            if let Err(err) = crate::api::serve_ui(listener, state).await {
+                tracing::error!("dashboard stopped: {err}");
+            }
+        });
+        tracing::info!(url = %format!("http://{addr}/"), "serving the dashboard");
+    }
 
     if let Some(listener) = listener {
         let addr = listener.local_addr()?;
@@ -104,6 +150,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut kernel_counters_seen = [0u64; mcptap_common::counter::COUNT as usize];
     let mut recorder = args.record.as_deref().map(Recorder::create).transpose()?;
     publish_capture_state(&capture, &metrics);
+    metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!("mcptap is running");
 
     loop {
@@ -114,6 +161,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             _ = drain.tick() => drain_all(&mut capture, &mut pipeline, &mut recorder).await,
             _ = tick.tick() => {
+                metrics.heartbeat_ms.store(chrono::Utc::now().timestamp_millis(), std::sync::atomic::Ordering::Relaxed);
                 drain_all(&mut capture, &mut pipeline, &mut recorder).await;
                 pipeline.tick(Clock::monotonic_now_ns(), &mut capture.selection);
                 capture.tick();
@@ -130,6 +178,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
 
+    metrics.ready.store(false, std::sync::atomic::Ordering::Relaxed);
     // What the kernel already captured still becomes events.
     capture.drain(usize::MAX, |control, raw| {
         if let Some(r) = &mut recorder {
@@ -153,6 +202,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         "mcptap stopped"
     );
     Ok(())
+}
+
+/// The dashboard's bearer token: `--ui-token-file`, else `MCPTAP_UI_TOKEN`.
+fn ui_token(args: &RunArgs) -> anyhow::Result<Option<String>> {
+    let token = match &args.ui_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --ui-token-file {}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var("MCPTAP_UI_TOKEN").ok().map(|t| t.trim().to_string()),
+    };
+    match token {
+        Some(t) if t.len() < 16 => anyhow::bail!("the dashboard's token is too short: use at least 16 characters"),
+        t => Ok(t),
+    }
 }
 
 /// How long network sinks get at shutdown to deliver what is spooled.

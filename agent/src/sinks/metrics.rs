@@ -30,6 +30,11 @@ const OP_LABELS: &[&str] = &[
 ];
 
 pub struct Metrics {
+    /// The capture loop's last turn (unix ms): `/healthz` fails when it
+    /// stalls.
+    pub heartbeat_ms: std::sync::atomic::AtomicI64,
+    /// Kernel programs attached and the loop running: `/readyz`.
+    pub ready: std::sync::atomic::AtomicBool,
     pub registry: Registry,
     server_duration: HistogramVec,
     server_operations: IntCounterVec,
@@ -319,6 +324,8 @@ impl Metrics {
                 "TLS calls of tracked processes whose start was not seen (in progress at attach)",
             ),
             registry: r,
+            heartbeat_ms: std::sync::atomic::AtomicI64::new(0),
+            ready: std::sync::atomic::AtomicBool::new(false),
         };
         let build = register(
             &m.registry,
@@ -490,9 +497,35 @@ impl LabelLimiter {
     }
 }
 
-/// Serves `/metrics` and `/healthz` on an already bound listener.
+impl Metrics {
+    /// Liveness: the capture loop turned within the last 30 s (before it
+    /// first turns, the agent is starting: alive).
+    fn live(&self) -> (axum::http::StatusCode, &'static str) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let beat = self.heartbeat_ms.load(Relaxed);
+        let now = chrono::Utc::now().timestamp_millis();
+        if beat == 0 || now - beat < 30_000 {
+            (axum::http::StatusCode::OK, "ok\n")
+        } else {
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "capture loop stalled\n")
+        }
+    }
+
+    /// Readiness: the kernel programs are attached and events flow.
+    fn ready(&self) -> (axum::http::StatusCode, &'static str) {
+        if self.ready.load(std::sync::atomic::Ordering::Relaxed) {
+            (axum::http::StatusCode::OK, "ready\n")
+        } else {
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+        }
+    }
+}
+
+/// Serves `/metrics`, `/healthz` (liveness) and `/readyz` (readiness) on an
+/// already bound listener.
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) -> std::io::Result<()> {
     use axum::{Router, http::header, routing::get};
+    let (health, ready) = (metrics.clone(), metrics.clone());
     let app = Router::new()
         .route(
             "/metrics",
@@ -501,7 +534,8 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) -> 
                 async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.render()) }
             }),
         )
-        .route("/healthz", get(|| async { "ok\n" }));
+        .route("/healthz", get(move || async move { health.live() }))
+        .route("/readyz", get(move || async move { ready.ready() }));
     axum::serve(listener, app).await
 }
 

@@ -68,10 +68,17 @@ pub struct Workers {
     deliveries: Vec<(Arc<str>, Arc<Spool>, tokio::task::JoinHandle<()>)>,
 }
 
+/// The agent's event store, fed like a sink (see `store`).
+pub struct StoreSink {
+    pub opts: crate::store::StoreOptions,
+    pub live: tokio::sync::broadcast::Sender<Arc<serde_json::Value>>,
+}
+
 /// Starts a worker per sink. `spool_root` holds the network sinks' spools
 /// (one directory per sink name); without it they cannot start.
 pub fn start(
     configs: Vec<SinkConfig>,
+    store: Option<StoreSink>,
     spool_root: Option<&Path>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<(Sinks, Workers)> {
@@ -80,6 +87,22 @@ pub fn start(
         threads: Vec::new(),
         deliveries: Vec::new(),
     };
+    if let Some(store) = store {
+        let name: Arc<str> = "store".into();
+        let (tx, rx) = mpsc::sync_channel::<Arc<str>>(config::DEFAULT_QUEUE);
+        let path = store.opts.path.clone();
+        let thread = crate::store::spawn_writer(store.opts, rx, store.live, metrics.clone())
+            .with_context(|| format!("the event store {}", path.display()))?;
+        workers.threads.push((name.clone(), thread));
+        outs.push(Out {
+            name,
+            filter: Filter::default(),
+            limit: None,
+            tx,
+            dropped: 0,
+            warned: None,
+        });
+    }
     for cfg in configs {
         let name: Arc<str> = cfg.name.as_str().into();
         let (tx, rx) = mpsc::sync_channel::<Arc<str>>(cfg.queue);

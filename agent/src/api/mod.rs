@@ -1,0 +1,276 @@
+//! The local API over the event store: JSON for the dashboard and
+//! `mcptap top`, a server-sent event stream for `mcptap tail` and the live
+//! tail. Served on a unix socket (file permissions: root only) and, with
+//! `--ui`, on TCP with the dashboard's assets — a bearer token is required
+//! there whenever the address is not loopback.
+//!
+//! | route | |
+//! |---|---|
+//! | `GET /api/summary?window=15m\|1h\|24h\|7d&server=&client=&tool=&user=&status=` | headline figures, calls over time, rankings |
+//! | `GET /api/calls?kind=mcp.operation\|mcp.alert\|all&limit=&before=&...filters` | events newest first |
+//! | `GET /api/events/{id}` | one full event |
+//! | `GET /api/tail?...filters` | live events (`text/event-stream`) |
+
+pub mod client;
+pub mod query;
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use axum::{
+    Json, Router,
+    extract::{Path as UrlPath, Query, Request, State},
+    http::{HeaderMap, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response, sse},
+    routing::get,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio_stream::{StreamExt as _, wrappers::BroadcastStream};
+
+use self::query::Filters;
+
+/// The dashboard's files, built by `cargo xtask` (ui/) and embedded.
+mod assets {
+    include!(concat!(env!("OUT_DIR"), "/ui_assets.rs"));
+}
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub db: PathBuf,
+    pub live: tokio::sync::broadcast::Sender<Arc<Value>>,
+    /// Required as `Authorization: Bearer <token>` (or `?token=` for the
+    /// browser's event stream) when set.
+    pub token: Option<Arc<str>>,
+}
+
+fn router(state: ApiState, with_ui: bool) -> Router {
+    let mut app = Router::new()
+        .route("/api/summary", get(summary))
+        .route("/api/calls", get(calls))
+        .route("/api/events/{id}", get(event))
+        .route("/api/tail", get(tail))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize));
+    if with_ui {
+        app = app
+            .route("/", get(|| asset(UrlPath("index.html".into()))))
+            .route("/{*path}", get(asset));
+    }
+    app.with_state(state)
+}
+
+/// Serves the API on a unix socket, readable by the agent's user only.
+pub async fn serve_unix(path: PathBuf, state: ApiState) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // A socket left by a previous run (not a file someone cares about).
+    if std::fs::symlink_metadata(&path).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type())) {
+        std::fs::remove_file(&path)?;
+    }
+    let listener = tokio::net::UnixListener::bind(&path)
+        .map_err(|e| anyhow::anyhow!("cannot serve the API on {}: {e}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    tracing::info!(socket = %path.display(), "serving the local API");
+    axum::serve(listener, router(state, false)).await?;
+    Ok(())
+}
+
+/// Binds the dashboard's address; refuses a non-loopback one without a token.
+pub async fn bind_ui(addr: SocketAddr, token: Option<&str>) -> anyhow::Result<tokio::net::TcpListener> {
+    if !addr.ip().is_loopback() && token.is_none() {
+        anyhow::bail!(
+            "--ui {addr} is reachable from other hosts: give it a bearer token (--ui-token-file or MCPTAP_UI_TOKEN), or bind it to 127.0.0.1"
+        );
+    }
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!("cannot serve the dashboard on {addr}: the address is in use; pick another with --ui")
+        } else {
+            anyhow::anyhow!("cannot serve the dashboard on {addr}: {e}")
+        }
+    })
+}
+
+pub async fn serve_ui(listener: tokio::net::TcpListener, state: ApiState) -> std::io::Result<()> {
+    axum::serve(listener, router(state, true)).await
+}
+
+async fn authorize(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let Some(token) = &state.token else {
+        return next.run(request).await;
+    };
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let query = request
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")))
+        .map(str::to_string);
+    let given = bearer.or(query).unwrap_or_default();
+    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "a bearer token is required"})),
+        )
+            .into_response()
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Debug, Deserialize)]
+struct SummaryQuery {
+    window: Option<String>,
+    #[serde(flatten)]
+    filters: Filters,
+}
+
+fn internal(err: impl std::fmt::Display) -> Response {
+    tracing::warn!("API query failed: {err}");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(json!({"error": err.to_string()})),
+    )
+        .into_response()
+}
+
+/// Runs a query on a fresh read-only connection, off the async threads.
+async fn with_db<T: Send + 'static>(
+    db: &Path,
+    f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+) -> Result<T, Response> {
+    let db = db.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        if !db.exists() {
+            return Err(rusqlite::Error::InvalidPath(db));
+        }
+        let conn = crate::store::open_reader(&db)?;
+        f(&conn)
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)
+}
+
+async fn summary(State(state): State<ApiState>, Query(q): Query<SummaryQuery>) -> Response {
+    let window = q.window.unwrap_or_else(|| "15m".into());
+    let Some(ms) = query::window_ms(&window) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "window: 15m, 1h, 24h or 7d"})),
+        )
+            .into_response();
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    match with_db(&state.db, move |c| query::summary(c, &window, ms, now, &q.filters)).await {
+        Ok(s) => Json(s).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct CallsQuery {
+    kind: Option<String>,
+    limit: Option<usize>,
+    before: Option<i64>,
+    window: Option<String>,
+    #[serde(flatten)]
+    filters: Filters,
+}
+
+async fn calls(State(state): State<ApiState>, Query(q): Query<CallsQuery>) -> Response {
+    let kind = q.kind.unwrap_or_else(|| "mcp.operation".into());
+    let since = q
+        .window
+        .as_deref()
+        .and_then(query::window_ms)
+        .map(|ms| chrono::Utc::now().timestamp_millis() - ms);
+    let limit = q.limit.unwrap_or(100);
+    match with_db(&state.db, move |c| {
+        query::calls(c, &q.filters, &kind, since, q.before, limit)
+    })
+    .await
+    {
+        Ok(rows) => Json(json!({ "calls": rows })).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn event(State(state): State<ApiState>, UrlPath(id): UrlPath<String>) -> Response {
+    match with_db(&state.db, move |c| query::event(c, &id)).await {
+        Ok(Some(e)) => Json(e).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, Json(json!({"error": "no such event"}))).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct TailQuery {
+    kind: Option<String>,
+    #[serde(flatten)]
+    filters: Filters,
+}
+
+async fn tail(State(state): State<ApiState>, Query(q): Query<TailQuery>) -> impl IntoResponse {
+    let kind = q.kind.unwrap_or_else(|| "all".into());
+    let stream = BroadcastStream::new(state.live.subscribe()).filter_map(move |item| {
+        let event = match item {
+            Ok(e) => e,
+            // A slow reader missed events: say so in the stream.
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                return Some(Ok::<_, Infallible>(
+                    sse::Event::default().event("lagged").data(n.to_string()),
+                ));
+            }
+        };
+        let type_ok = kind == "all" || event["event.type"].as_str() == Some(kind.as_str());
+        (type_ok && q.filters.matches(&event)).then(|| Ok(sse::Event::default().data(event.to_string())))
+    });
+    sse::Sse::new(stream).keep_alive(sse::KeepAlive::default())
+}
+
+async fn asset(UrlPath(path): UrlPath<String>) -> Response {
+    let path = path.trim_start_matches('/');
+    // Client-side routes fall back to the page itself.
+    let (name, bytes) = match assets::FILES.iter().find(|(n, _)| *n == path) {
+        Some(&(n, b)) => (n, b),
+        None => match assets::FILES.iter().find(|(n, _)| *n == "index.html") {
+            Some(&(n, b)) if !path.starts_with("assets/") => (n, b),
+            _ => return (StatusCode::NOT_FOUND, "not found").into_response(),
+        },
+    };
+    let kind = match name.rsplit('.').next() {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("json") => "application/json",
+        Some("png") => "image/png",
+        Some("ico") => "image/x-icon",
+        _ => "application/octet-stream",
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static(kind));
+    // No framing by other sites: the page shows what agents did.
+    headers.insert(header::X_FRAME_OPTIONS, header::HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static("default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"),
+    );
+    (headers, bytes).into_response()
+}

@@ -1,0 +1,290 @@
+//! The agent's own store of recent events: SQLite in the state directory
+//! (`events.db`), fed like a sink, read by the local API (dashboard,
+//! `mcptap top`, `mcptap tail`). Bounded by count and age; survives
+//! restarts, so the dashboard keeps its history.
+//!
+//! One table, one row per event: the fields the views group and filter by
+//! as columns, the whole event as JSON (payloads only where they were
+//! captured and allowed: the store holds what the sinks get).
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        mpsc::{Receiver, RecvTimeoutError},
+    },
+    time::Duration,
+};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::sinks::{filter::lookup, metrics::Metrics};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    ts_ms INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    method TEXT,
+    tool TEXT,
+    server TEXT,
+    client TEXT,
+    user TEXT,
+    status TEXT,
+    duration_ms REAL,
+    observer TEXT,
+    transport TEXT,
+    json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_ts ON events(ts_ms);
+CREATE INDEX IF NOT EXISTS events_type_ts ON events(type, ts_ms);
+";
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub path: PathBuf,
+    pub max_events: u64,
+    pub max_age: Duration,
+}
+
+/// Opens the database (creating it), in WAL mode so that readers never
+/// wait for the writer.
+pub fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+/// A read-only connection for queries.
+pub fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// The columns of one event.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct Row {
+    pub id: String,
+    pub ts_ms: i64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub method: Option<String>,
+    pub tool: Option<String>,
+    pub server: Option<String>,
+    pub client: Option<String>,
+    pub user: Option<String>,
+    pub status: Option<String>,
+    pub duration_ms: Option<f64>,
+    pub observer: Option<String>,
+    pub transport: Option<String>,
+}
+
+impl Row {
+    pub fn of(e: &Value) -> Option<Row> {
+        let text = |f: &str| lookup(e, f).and_then(Value::as_str).map(str::to_string);
+        let ts_ms = text("time")
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.timestamp_millis())?;
+        Some(Row {
+            id: text("event.id")?,
+            ts_ms,
+            kind: text("event.type")?,
+            method: text("mcp.method.name"),
+            tool: text("gen_ai.tool.name"),
+            server: text("server.name").or_else(|| text("server.process.exe")),
+            client: text("client.name").or_else(|| text("client.app")),
+            user: text("client.process.user"),
+            status: text("status"),
+            duration_ms: lookup(e, "duration_s").and_then(Value::as_f64).map(|s| s * 1000.0),
+            observer: text("observer"),
+            transport: text("network.transport"),
+        })
+    }
+}
+
+/// Inserts a batch of events in one transaction; returns how many were new.
+pub fn insert(conn: &mut Connection, events: &[(Row, &str)]) -> rusqlite::Result<usize> {
+    let tx = conn.transaction()?;
+    let mut n = 0;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT OR IGNORE INTO events (id, ts_ms, type, method, tool, server, client, user, status, duration_ms, observer, transport, json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )?;
+        for (r, json) in events {
+            n += stmt.execute(params![
+                r.id,
+                r.ts_ms,
+                r.kind,
+                r.method,
+                r.tool,
+                r.server,
+                r.client,
+                r.user,
+                r.status,
+                r.duration_ms,
+                r.observer,
+                r.transport,
+                json
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(n)
+}
+
+/// Deletes what is past the bounds: the oldest beyond `max_events`, and
+/// anything older than `max_age`.
+pub fn prune(conn: &Connection, max_events: u64, max_age: Duration, now_ms: i64) -> rusqlite::Result<usize> {
+    let mut n = conn.execute(
+        "DELETE FROM events WHERE ts_ms < ?1",
+        params![now_ms - max_age.as_millis() as i64],
+    )?;
+    let last: Option<i64> = conn
+        .query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))
+        .optional()?
+        .flatten();
+    if let Some(last) = last {
+        n += conn.execute("DELETE FROM events WHERE seq <= ?1", params![last - max_events as i64])?;
+    }
+    Ok(n)
+}
+
+/// The store's writer: a sink thread. Inserts what arrives, in batches,
+/// prunes now and then, and passes each stored event to live subscribers.
+pub fn spawn_writer(
+    opts: StoreOptions,
+    rx: Receiver<Arc<str>>,
+    live: tokio::sync::broadcast::Sender<Arc<Value>>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    if let Some(dir) = opts.path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut conn = open(&opts.path).map_err(|e| anyhow::anyhow!("event store {}: {e}", opts.path.display()))?;
+    let now = chrono::Utc::now().timestamp_millis();
+    if let Err(err) = prune(&conn, opts.max_events, opts.max_age, now) {
+        tracing::warn!("pruning the event store failed: {err}");
+    }
+    let thread = std::thread::Builder::new().name("sink-store".into()).spawn(move || {
+        let mut since_prune = 0usize;
+        let mut warned: Option<std::time::Instant> = None;
+        loop {
+            let first = match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => line,
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = prune(
+                        &conn,
+                        opts.max_events,
+                        opts.max_age,
+                        chrono::Utc::now().timestamp_millis(),
+                    );
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let mut lines = vec![first];
+            while lines.len() < 1000
+                && let Ok(line) = rx.try_recv()
+            {
+                lines.push(line);
+            }
+            let values: Vec<Value> = lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
+            let batch: Vec<(Row, &str)> = values
+                .iter()
+                .zip(lines.iter())
+                .filter_map(|(v, l)| Some((Row::of(v)?, &**l)))
+                .collect();
+            match insert(&mut conn, &batch) {
+                Ok(_) => {
+                    for v in values {
+                        // No subscriber is fine.
+                        let _ = live.send(Arc::new(v));
+                    }
+                }
+                Err(err) => {
+                    metrics
+                        .events_dropped
+                        .with_label_values(&["store", "write_error"])
+                        .inc_by(batch.len() as u64);
+                    if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                        tracing::error!("writing the event store failed: {err}");
+                        warned = Some(std::time::Instant::now());
+                    }
+                }
+            }
+            since_prune += batch.len();
+            if since_prune >= 1000 {
+                since_prune = 0;
+                if let Err(err) = prune(
+                    &conn,
+                    opts.max_events,
+                    opts.max_age,
+                    chrono::Utc::now().timestamp_millis(),
+                ) {
+                    tracing::warn!("pruning the event store failed: {err}");
+                }
+            }
+        }
+    })?;
+    Ok(thread)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn event(i: i64, tool: &str, status: &str) -> Value {
+        json!({
+            "event.id": format!("id-{i}"),
+            "event.type": "mcp.operation",
+            "time": chrono::DateTime::from_timestamp_millis(1_800_000_000_000 + i * 1000).unwrap().to_rfc3339(),
+            "mcp.method.name": "tools/call",
+            "gen_ai.tool.name": tool,
+            "status": status,
+            "duration_s": 0.25,
+            "server": {"name": "demo"},
+            "client": {"name": "claude-code", "process": {"user": "alice"}}
+        })
+    }
+
+    #[test]
+    fn rows_insert_once_and_prune_by_count_and_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open(&dir.path().join("events.db")).unwrap();
+        let values: Vec<Value> = (0..10).map(|i| event(i, "add", "ok")).collect();
+        let lines: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+        let batch: Vec<(Row, &str)> = values
+            .iter()
+            .zip(&lines)
+            .map(|(v, l)| (Row::of(v).unwrap(), l.as_str()))
+            .collect();
+        assert_eq!(insert(&mut conn, &batch).unwrap(), 10);
+        assert_eq!(insert(&mut conn, &batch).unwrap(), 0, "event ids are unique");
+        let r = Row::of(&values[3]).unwrap();
+        assert_eq!(
+            (r.tool.as_deref(), r.client.as_deref(), r.user.as_deref(), r.duration_ms),
+            (Some("add"), Some("claude-code"), Some("alice"), Some(250.0))
+        );
+        assert_eq!(
+            prune(&conn, 6, Duration::from_secs(86400), 1_800_000_010_000).unwrap(),
+            4
+        );
+        // Older than 5 s at t = 12 s: events 0..=6 (4..=6 remain of them).
+        assert_eq!(prune(&conn, 100, Duration::from_secs(5), 1_800_000_012_000).unwrap(), 3);
+        let left: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 3);
+    }
+}
