@@ -52,26 +52,32 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
     let color = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut out = std::io::stdout().lock();
     let mut failed = None;
+    let socket = args.socket.display().to_string();
     client
-        .stream(&path, |name, data| {
-            if failed.is_some() {
-                return;
-            }
-            let line = if name == "lagged" {
-                format!("… {data} events skipped: this terminal did not keep up")
-            } else if args.json {
-                data.to_string()
-            } else {
-                match serde_json::from_str::<Value>(data) {
-                    Ok(e) => pretty(&e, color),
-                    Err(_) => return,
+        .stream(
+            &path,
+            // On stderr, so that `--json` output stays pure JSON Lines.
+            || eprintln!("following live events from {socket} (Ctrl-C to stop)"),
+            |name, data| {
+                if failed.is_some() {
+                    return;
                 }
-            };
-            // A closed pipe (`| head`) ends the tail quietly.
-            if let Err(err) = writeln!(out, "{line}").and_then(|_| out.flush()) {
-                failed = Some(err);
-            }
-        })
+                let line = if name == "lagged" {
+                    format!("… {data} events skipped: this terminal did not keep up")
+                } else if args.json {
+                    data.to_string()
+                } else {
+                    match serde_json::from_str::<Value>(data) {
+                        Ok(e) => pretty(&e, color),
+                        Err(_) => return,
+                    }
+                };
+                // A closed pipe (`| head`) ends the tail quietly.
+                if let Err(err) = writeln!(out, "{line}").and_then(|_| out.flush()) {
+                    failed = Some(err);
+                }
+            },
+        )
         .await?;
     match failed {
         Some(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(err.into()),

@@ -243,6 +243,14 @@ impl Agent {
             // Raw records of the test, for `mcptap replay` when it fails.
             command.arg("--record").arg(dir.join("capture.bin"));
         }
+        // Each test's own store and API socket unless it names them: the
+        // host's /var/lib/mcptap and /run/mcptap stay out of the tests.
+        if !extra.contains(&"--state-dir") {
+            command.arg("--state-dir").arg(dir.join("state"));
+        }
+        if !extra.contains(&"--api-socket") {
+            command.arg("--api-socket").arg(dir.join("api.sock"));
+        }
         let child = command
             .arg("--events")
             .arg(&events_path)
@@ -336,6 +344,11 @@ impl Agent {
     }
 
     /// SIGINT, wait for the agent to flush and exit; returns all events.
+    /// The local API's unix socket (unless the test named its own).
+    pub fn api_socket(&self) -> PathBuf {
+        self.dir.join("api.sock")
+    }
+
     pub fn stop(mut self) -> Vec<Value> {
         self.shutdown(libc::SIGINT);
         read_events(&self.events_path)

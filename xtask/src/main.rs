@@ -57,14 +57,51 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Builds the release agent; returns the binary's path.
+/// Builds the dashboard (ui/dist), then the release agent that embeds it
+/// and the kernel programs; returns the binary's path.
 pub fn build_agent() -> Result<PathBuf> {
+    build_ui()?;
     cmd::run(
         Command::new("cargo")
             .args(["build", "--release", "-p", "mcptap"])
             .current_dir(repo_root()),
     )?;
     Ok(repo_root().join("target/release/mcptap"))
+}
+
+/// `npm run build` in ui/ when a source is newer than ui/dist (a rebuilt
+/// dist makes cargo re-embed it, so it is not rebuilt for nothing).
+fn build_ui() -> Result<()> {
+    let ui = repo_root().join("ui");
+    let built = std::fs::metadata(ui.join("dist/index.html"))
+        .and_then(|m| m.modified())
+        .ok();
+    let sources = [
+        "src",
+        "index.html",
+        "package-lock.json",
+        "vite.config.ts",
+        "tsconfig.json",
+    ];
+    let newest = sources.iter().filter_map(|s| newest_mtime(&ui.join(s))).max();
+    if let (Some(built), Some(newest)) = (built, newest)
+        && built >= newest
+    {
+        return Ok(());
+    }
+    cmd::run(Command::new("npm").args(["run", "--silent", "build"]).current_dir(&ui))
+}
+
+fn newest_mtime(path: &std::path::Path) -> Option<std::time::SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| newest_mtime(&e.path()))
+        .max()
 }
 
 fn main() -> Result<()> {

@@ -37,6 +37,10 @@ pub fn setup(needs: Needs) -> Result<()> {
         step("LLVM 22 development files", ensure_llvm)?;
         step("nightly Rust with rust-src", ensure_nightly)?;
         step("bpf-linker", ensure_bpf_linker)?;
+        step(
+            "dashboard front-end packages (ui/package-lock.json)",
+            ensure_ui_packages,
+        )?;
     }
     if needs.peers {
         step("Debian packages of the tests' receivers", ensure_test_packages)?;
@@ -104,7 +108,9 @@ fn ensure_llvm() -> Result<Option<String>> {
 
 /// Real receivers and tools the end-to-end tests drive: rsyslog (syslog
 /// delivery, with its GnuTLS driver for syslog over TLS).
-const TEST_PACKAGES: &[&str] = &["rsyslog", "rsyslog-gnutls"];
+/// Chromium drives the dashboard's browser test; promtool (Debian's
+/// prometheus package) checks the alerting rules; tmux drives `mcptap top`.
+const TEST_PACKAGES: &[&str] = &["rsyslog", "rsyslog-gnutls", "chromium", "prometheus", "tmux"];
 
 fn deb_installed(package: &str) -> bool {
     Command::new("dpkg-query")
@@ -242,6 +248,25 @@ fn ensure_python_peers() -> Result<Option<String>> {
     .context("pip could not install the Python peers")?;
     fs::copy(&requirements, &stamp)?;
     Ok(Some("installed into tests/peers/.venv".into()))
+}
+
+/// The dashboard's build tooling (Vite, React, TypeScript), from the lock
+/// file; `build_agent` then builds ui/dist, which the agent embeds.
+fn ensure_ui_packages() -> Result<Option<String>> {
+    let dir = repo_root().join("ui");
+    let lock = dir.join("package-lock.json");
+    let stamp = dir.join("node_modules/.mcptap-installed");
+    if up_to_date(&stamp, &lock)? {
+        return Ok(None);
+    }
+    cmd::run(
+        Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&dir),
+    )
+    .context("npm ci in ui/ failed: the dashboard needs Node.js 20.19+ and npm")?;
+    fs::copy(&lock, &stamp)?;
+    Ok(Some("installed into ui/node_modules".into()))
 }
 
 fn ensure_node_peers() -> Result<Option<String>> {

@@ -55,14 +55,21 @@ impl ApiClient {
         Ok(serde_json::from_slice(&body)?)
     }
 
-    /// Follows a server-sent event stream, calling `each` with every
+    /// Follows a server-sent event stream: `opened` once the agent has
+    /// accepted it (events from then on reach us), then `each` with every
     /// event's data, until the agent closes it.
-    pub async fn stream(&self, path_and_query: &str, mut each: impl FnMut(&str, &str)) -> anyhow::Result<()> {
+    pub async fn stream(
+        &self,
+        path_and_query: &str,
+        opened: impl FnOnce(),
+        mut each: impl FnMut(&str, &str),
+    ) -> anyhow::Result<()> {
         let mut sender = self.connect().await?;
         let response = sender.send_request(Self::request(path_and_query)?).await?;
         if !response.status().is_success() {
             anyhow::bail!("{path_and_query}: HTTP {}", response.status());
         }
+        opened();
         let mut body = response.into_body();
         let mut buf: Vec<u8> = Vec::new();
         while let Some(frame) = body.frame().await {
