@@ -43,6 +43,9 @@ pub enum Command {
     /// and print the events (no kernel, no root): how parser bugs are
     /// reproduced.
     Replay(ReplayArgs),
+    /// Install the agent as a service: `mcptap install systemd`.
+    #[command(subcommand)]
+    Install(crate::install::Install),
 }
 
 #[derive(Debug, Args, Clone)]

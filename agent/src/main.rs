@@ -13,6 +13,7 @@ mod capture;
 mod cli;
 mod enrich;
 mod event;
+mod install;
 mod inventory;
 mod mask;
 mod pipeline;
@@ -76,6 +77,7 @@ fn main() -> std::process::ExitCode {
             init_logging("warn");
             run::replay(args)
         }
+        cli::Command::Install(what) => install::run(what),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -231,13 +231,26 @@ impl Agent {
     /// Starts `mcptap run` with its events, log and metrics of its own, and
     /// waits until it says it is running.
     pub fn start(env: &Env, test: &str, extra: &[&str]) -> Agent {
+        Agent::start_wrapped(env, test, &[], extra)
+    }
+
+    /// As `start`, with the agent run through `wrapper` (e.g. `setpriv` with
+    /// a reduced capability set).
+    pub fn start_wrapped(env: &Env, test: &str, wrapper: &[&str], extra: &[&str]) -> Agent {
         let dir = env.artifacts.join(test);
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("artifacts dir");
         let events_path = dir.join("events.jsonl");
         let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let log = fs::File::create(dir.join("agent.log")).expect("agent log");
-        let mut command = Command::new(&env.agent);
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&env.agent);
+                c
+            }
+            None => Command::new(&env.agent),
+        };
         command.arg("run");
         if std::env::var_os("MCPTAP_E2E_RECORD").is_some() {
             // Raw records of the test, for `mcptap replay` when it fails.
@@ -270,6 +283,11 @@ impl Agent {
         };
         agent.wait_running();
         agent
+    }
+
+    /// The agent's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The agent's own log so far.

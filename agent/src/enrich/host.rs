@@ -10,10 +10,16 @@ pub struct HostInfo {
 }
 
 impl HostInfo {
+    /// The host's name: `MCPTAP_HOST_NAME` when set (in a Kubernetes pod the
+    /// kernel's host name is the pod's; the DaemonSet passes the node's),
+    /// else gethostname. The id: /etc/machine-id.
     pub fn detect() -> HostInfo {
         let mut buf = [0u8; 256];
+        let from_env = std::env::var("MCPTAP_HOST_NAME").ok().filter(|n| !n.trim().is_empty());
         // SAFETY: buffer and its length are valid.
-        let name = if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
+        let name = if let Some(name) = from_env {
+            name.trim().to_string()
+        } else if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
             let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
             String::from_utf8_lossy(&buf[..end]).into_owned()
         } else {

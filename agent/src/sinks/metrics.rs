@@ -86,9 +86,37 @@ fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registr
     metric
 }
 
+/// Every `kind` of `mcptap_parse_errors_total` (docs/metrics.md).
+const PARSE_ERROR_KINDS: &[&str] = &[
+    "invalid_json",
+    "invalid_utf8",
+    "invalid_utf8_replaced",
+    "not_jsonrpc",
+    "empty_batch",
+    "truncated_unusable",
+    "capture_gap",
+    "exited_mid_message",
+    "closed_mid_message",
+    "not_http",
+    "bad_request_head",
+    "bad_response_head",
+    "head_too_large",
+    "bad_chunk_size",
+    "bad_chunk_framing",
+    "bad_compressed_body",
+    "compressed_body_too_large",
+    "unsupported_content_encoding",
+];
+
 impl Metrics {
     pub fn new() -> Metrics {
         let r = Registry::new();
+        // The agent's own CPU, memory and file descriptors (process_*), for
+        // the dashboards' agent health.
+        #[cfg(target_os = "linux")]
+        if let Err(err) = r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())) {
+            tracing::warn!("cannot export the agent's process metrics: {err}");
+        }
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
             register(
                 &r,
@@ -332,6 +360,14 @@ impl Metrics {
             IntGaugeVec::new(Opts::new("mcptap_build_info", "mcptap version"), &["version"]).expect("valid metric"),
         );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        // Series with known label values exist from the start (at zero), so
+        // that dashboards and alerts see them before the first occurrence.
+        for t in [Transport::Pipe, Transport::Tcp] {
+            m.active_sessions.with_label_values(&[t.as_str()]);
+        }
+        for kind in PARSE_ERROR_KINDS {
+            m.parse_errors.with_label_values(&[kind]);
+        }
         m
     }
 

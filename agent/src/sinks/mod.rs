@@ -105,6 +105,8 @@ pub fn start(
     }
     for cfg in configs {
         let name: Arc<str> = cfg.name.as_str().into();
+        // Zero from the start, so that rate() and alerts see the first drop.
+        metrics.events_dropped.with_label_values(&[&*name, "queue_full"]);
         let (tx, rx) = mpsc::sync_channel::<Arc<str>>(cfg.queue);
         let ctx = || format!("sink `{name}` ({})", cfg.kind.label());
         match &cfg.kind {
