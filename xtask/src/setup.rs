@@ -253,24 +253,19 @@ fn ensure_python_peers() -> Result<Option<String>> {
 /// The dashboard's build tooling (Vite, React, TypeScript), from the lock
 /// file; `build_agent` then builds ui/dist, which the agent embeds.
 fn ensure_ui_packages() -> Result<Option<String>> {
-    let dir = repo_root().join("ui");
-    let lock = dir.join("package-lock.json");
-    let stamp = dir.join("node_modules/.mcptap-installed");
-    if up_to_date(&stamp, &lock)? {
-        return Ok(None);
-    }
-    cmd::run(
-        Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&dir),
+    npm_ci(
+        &repo_root().join("ui"),
+        "ui",
+        "the dashboard needs Node.js 20.19+ and npm",
     )
-    .context("npm ci in ui/ failed: the dashboard needs Node.js 20.19+ and npm")?;
-    fs::copy(&lock, &stamp)?;
-    Ok(Some("installed into ui/node_modules".into()))
 }
 
 fn ensure_node_peers() -> Result<Option<String>> {
-    let dir = peers_dir();
+    npm_ci(&peers_dir(), "tests/peers", "install Node.js 20+ and npm")
+}
+
+/// `npm ci` in `dir` unless its lock file is what was installed last.
+fn npm_ci(dir: &Path, name: &str, hint: &str) -> Result<Option<String>> {
     let lock = dir.join("package-lock.json");
     let stamp = dir.join("node_modules/.mcptap-installed");
     if up_to_date(&stamp, &lock)? {
@@ -279,9 +274,9 @@ fn ensure_node_peers() -> Result<Option<String>> {
     cmd::run(
         Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&dir),
+            .current_dir(dir),
     )
-    .context("npm ci failed: install Node.js 18+ and npm")?;
+    .with_context(|| format!("npm ci in {name} failed: {hint}"))?;
     fs::copy(&lock, &stamp)?;
-    Ok(Some("installed into tests/peers/node_modules".into()))
+    Ok(Some(format!("installed into {name}/node_modules")))
 }
