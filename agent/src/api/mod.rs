@@ -274,3 +274,105 @@ async fn asset(UrlPath(path): UrlPath<String>) -> Response {
     );
     (headers, bytes).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    fn state(dir: &Path, token: Option<&str>) -> ApiState {
+        let db = dir.join("events.db");
+        crate::store::open(&db).unwrap();
+        ApiState {
+            db,
+            live: tokio::sync::broadcast::channel(4).0,
+            token: token.map(Into::into),
+        }
+    }
+
+    async fn get(app: &Router, uri: &str, auth: Option<&str>) -> (StatusCode, HeaderMap, String) {
+        let mut req = Request::builder().uri(uri);
+        if let Some(a) = auth {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        let res = app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+        let (parts, body) = res.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_token_is_required_when_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = router(state(dir.path(), Some("0123456789abcdef-token")), true);
+        assert_eq!(get(&app, "/api/summary", None).await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            get(&app, "/api/summary", Some("Bearer wrong")).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            get(&app, "/api/summary", Some("Bearer 0123456789abcdef-token")).await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            get(&app, "/api/summary?window=24h&token=0123456789abcdef-token", None)
+                .await
+                .0,
+            StatusCode::OK
+        );
+        // The page itself is public: it holds no data, and asks for the token.
+        assert_eq!(get(&app, "/", None).await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn bad_queries_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = router(state(dir.path(), None), false);
+        let (status, _, body) = get(&app, "/api/summary?window=1y", None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("15m"), "{body}");
+        assert_eq!(get(&app, "/api/events/nope", None).await.0, StatusCode::NOT_FOUND);
+        let (status, _, body) = get(&app, "/api/calls?limit=5", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, r#"{"calls":[]}"#);
+        // The unix-socket API serves no pages.
+        assert_eq!(get(&app, "/", None).await.0, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn pages_carry_a_strict_policy_and_unknown_assets_are_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = router(state(dir.path(), None), true);
+        let (status, headers, body) = get(&app, "/", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("<title>mcptap</title>"), "{body}");
+        assert!(
+            headers[header::CONTENT_SECURITY_POLICY]
+                .to_str()
+                .unwrap()
+                .contains("default-src 'self'")
+        );
+        assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY");
+        // Client-side routes get the page; missing assets do not.
+        assert_eq!(get(&app, "/calls/123", None).await.0, StatusCode::OK);
+        assert_eq!(get(&app, "/assets/missing.js", None).await.0, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn the_dashboard_refuses_other_hosts_without_a_token() {
+        let err = bind_ui("0.0.0.0:0".parse().unwrap(), None).await.unwrap_err();
+        assert!(err.to_string().contains("bearer token"), "{err}");
+        assert!(bind_ui("127.0.0.1:0".parse().unwrap(), None).await.is_ok());
+        assert!(
+            bind_ui("0.0.0.0:0".parse().unwrap(), Some("0123456789abcdef"))
+                .await
+                .is_ok()
+        );
+    }
+}
