@@ -148,8 +148,14 @@ impl Agent {
     fn start_with(bin: &Path, dir: &Path, extra: &[&str]) -> Result<Agent> {
         let port = free_port()?;
         let mut c = Command::new(bin);
+        // Defaults otherwise (the event store included), with the run's own
+        // state directory and API socket.
         c.args(["run", "--metrics-addr", &format!("127.0.0.1:{port}"), "--events"])
             .arg(dir.join("events.jsonl"))
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--api-socket")
+            .arg(dir.join("api.sock"))
             .args(extra);
         Agent::spawn(c, dir, Some(format!("http://127.0.0.1:{port}/metrics")))
     }
