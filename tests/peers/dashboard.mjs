@@ -106,6 +106,9 @@ try {
   const json = page.getByTestId("event-json");
   await json.waitFor({ timeout: TIMEOUT });
   report.event = JSON.parse(await json.textContent());
+  report.event_summary = await page.getByTestId("event-summary").locator("tr").evaluateAll((rows) =>
+    Object.fromEntries(rows.map((r) => [r.querySelector("th").textContent, r.querySelector("td").textContent])),
+  );
   await page.getByTestId("event").screenshot({ path: `${plan.shots}/dashboard-event.png` });
   await page.getByTestId("event-close").click();
   await page.getByTestId("filters-clear").click();

@@ -269,6 +269,12 @@ fn dashboard_in_chromium_matches_events_and_keeps_history_across_restart() {
         .find(|e| e["event.id"] == opened["event.id"])
         .unwrap_or_else(|| panic!("the opened event is not one of the refuse calls: {opened}"));
     assert_eq!(opened, written);
+    // Its key fields first, as the event has them.
+    let key = &report["event_summary"];
+    assert_eq!(key["tool"], "refuse", "{key}");
+    assert_eq!(key["status"], "tool_error", "{key}");
+    assert_eq!(key["client"], "dash-client-a", "{key}");
+    assert_eq!(key["time"], written["time"], "{key}");
 
     // Live tail: the calls made while the page was open, as they happened.
     let echo_ids: BTreeSet<String> = wait_calls(&agent, pid_c, 4)

@@ -11,6 +11,7 @@ import {
   fetchCalls,
   fetchEvent,
   fetchSummary,
+  lookup,
   openTail,
 } from "./api";
 import { CallsChart } from "./Chart";
@@ -192,8 +193,46 @@ function EventView({ id, onClose }: { id: string; onClose: () => void }) {
           <button data-testid="event-close" onClick={onClose}>close</button>
         </header>
         {error && <div className="error">{error}</div>}
+        {event && <EventSummary event={event} />}
         {event && <pre data-testid="event-json">{JSON.stringify(event, null, 2)}</pre>}
       </div>
     </div>
+  );
+}
+
+/** The fields an operator reads first, above the full event. */
+const SUMMARY_FIELDS: [string, string][] = [
+  ["time", "time"],
+  ["mcp.method.name", "method"],
+  ["gen_ai.tool.name", "tool"],
+  ["status", "status"],
+  ["error.type", "error"],
+  ["duration_s", "duration (s)"],
+  ["client.name", "client"],
+  ["client.app", "client app"],
+  ["client.process.user", "user"],
+  ["server.name", "server"],
+  ["server.process.exe", "server exe"],
+  ["network.transport", "transport"],
+  ["observer", "seen at"],
+  ["mcp.session.id", "session"],
+  ["host.name", "host"],
+];
+
+function EventSummary({ event }: { event: Record<string, unknown> }) {
+  const rows = SUMMARY_FIELDS.map(([path, label]) => [label, lookup(event, path)] as const).filter(
+    ([, v]) => v !== undefined && v !== null,
+  );
+  return (
+    <table className="event-summary" data-testid="event-summary">
+      <tbody>
+        {rows.map(([label, v]) => (
+          <tr key={label}>
+            <th>{label}</th>
+            <td>{String(v)}</td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
   );
 }
