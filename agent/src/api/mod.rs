@@ -43,7 +43,8 @@ mod assets {
 #[derive(Clone)]
 pub struct ApiState {
     pub db: PathBuf,
-    pub live: tokio::sync::broadcast::Sender<Arc<Value>>,
+    /// Stored events' lines, as they are stored.
+    pub live: tokio::sync::broadcast::Sender<Arc<str>>,
     /// Required as `Authorization: Bearer <token>` (or `?token=` for the
     /// browser's event stream) when set.
     pub token: Option<Arc<str>>,
@@ -238,8 +239,11 @@ async fn tail(State(state): State<ApiState>, Query(q): Query<TailQuery>) -> impl
                 ));
             }
         };
-        let type_ok = kind == "all" || event["event.type"].as_str() == Some(kind.as_str());
-        (type_ok && q.filters.matches(&event)).then(|| Ok(sse::Event::default().data(event.to_string())))
+        // Parsed here, per subscriber: the store's writer does not build
+        // values for nobody.
+        let value: Value = serde_json::from_str(&event).ok()?;
+        let type_ok = kind == "all" || value["event.type"].as_str() == Some(kind.as_str());
+        (type_ok && q.filters.matches(&value)).then(|| Ok(sse::Event::default().data(&*event)))
     });
     sse::Sse::new(stream).keep_alive(sse::KeepAlive::default())
 }

@@ -71,7 +71,8 @@ pub struct Workers {
 /// The agent's event store, fed like a sink (see `store`).
 pub struct StoreSink {
     pub opts: crate::store::StoreOptions,
-    pub live: tokio::sync::broadcast::Sender<Arc<serde_json::Value>>,
+    /// Each stored event's line, for live views (the API's tail).
+    pub live: tokio::sync::broadcast::Sender<Arc<str>>,
 }
 
 /// Starts a worker per sink. `spool_root` holds the network sinks' spools
