@@ -51,7 +51,7 @@ function usePolling<T>(load: () => Promise<T>, deps: unknown[]): { data: T | nul
 export function App() {
   const [window, setWindow] = useState<Window>("15m");
   const [filters, setFilters] = useState<Filters>({});
-  const [openEvent, setOpenEvent] = useState<string | null>(null);
+  const [openEvent, setOpenEvent] = useState<Call | null>(null);
   const key = JSON.stringify(filters);
 
   const headline = usePolling(
@@ -143,13 +143,13 @@ export function App() {
       </div>
 
       <LiveTail onOpen={setOpenEvent} />
-      {openEvent && <EventView id={openEvent} onClose={() => setOpenEvent(null)} />}
+      {openEvent && <EventView call={openEvent} onClose={() => setOpenEvent(null)} />}
     </div>
   );
 }
 
 /** The newest operations as they happen (server-sent events). */
-function LiveTail({ onOpen }: { onOpen: (id: string) => void }) {
+function LiveTail({ onOpen }: { onOpen: (call: Call) => void }) {
   const [rows, setRows] = useState<Call[]>([]);
   const [lagged, setLagged] = useState(0);
   const [connected, setConnected] = useState(false);
@@ -174,12 +174,13 @@ function LiveTail({ onOpen }: { onOpen: (id: string) => void }) {
 }
 
 /** One full event as the agent recorded it (payloads only where captured). */
-function EventView({ id, onClose }: { id: string; onClose: () => void }) {
+function EventView({ call, onClose }: { call: Call; onClose: () => void }) {
   const [event, setEvent] = useState<Record<string, unknown> | null>(null);
   const [error, setError] = useState<string | null>(null);
+  const id = call.id;
   useEffect(() => {
-    fetchEvent(id).then(setEvent, (e: unknown) => setError(String(e)));
-  }, [id]);
+    fetchEvent(call.id, call.ts_ms).then(setEvent, (e: unknown) => setError(String(e)));
+  }, [call]);
   useEffect(() => {
     const esc = (e: KeyboardEvent) => e.key === "Escape" && onClose();
     document.addEventListener("keydown", esc);

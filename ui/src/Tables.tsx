@@ -54,7 +54,7 @@ export function RankTable(props: {
 }
 
 /** Calls, newest first; a row opens the full event. */
-export function CallTable(props: { calls: Call[]; testid: string; onOpen: (id: string) => void }) {
+export function CallTable(props: { calls: Call[]; testid: string; onOpen: (call: Call) => void }) {
   const { calls, testid, onOpen } = props;
   return (
     <table data-testid={testid}>
@@ -77,7 +77,7 @@ export function CallTable(props: { calls: Call[]; testid: string; onOpen: (id: s
           </tr>
         )}
         {calls.map((c) => (
-          <tr key={c.id} className="clickable" data-testid={`${testid}-row`} data-id={c.id} onClick={() => onOpen(c.id)}>
+          <tr key={c.id} className="clickable" data-testid={`${testid}-row`} data-id={c.id} onClick={() => onOpen(c)}>
             <td className="mono">{fmtTime(c.ts_ms)}</td>
             <td>{c.method ?? "–"}</td>
             <td>{c.tool ?? "–"}</td>

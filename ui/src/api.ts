@@ -98,7 +98,9 @@ export const fetchSummary = (window: Window, f: Filters) =>
 export const fetchCalls = (window: Window, f: Filters, limit = 200) =>
   get<{ calls: Call[] }>(`/api/calls?${query({ window, limit, ...f })}`).then((r) => r.calls);
 
-export const fetchEvent = (id: string) => get<Record<string, unknown>>(`/api/events/${encodeURIComponent(id)}`);
+/** One event; its time (from the listing) lets the agent find it by index. */
+export const fetchEvent = (id: string, ts_ms: number) =>
+  get<Record<string, unknown>>(`/api/events/${encodeURIComponent(id)}?${query({ ts_ms })}`);
 
 /** Live operations; EventSource cannot send headers, so the token goes in the query. */
 export function openTail(onEvent: (e: Record<string, unknown>) => void, onLag: (n: number) => void): EventSource {
@@ -142,7 +144,8 @@ export function callOf(e: Record<string, unknown>): Call {
   return {
     seq: 0,
     id: s("event.id") ?? "",
-    ts_ms: Date.parse(s("time") ?? "") || Date.now(),
+    // Milliseconds, as the store keeps them (floored, not rounded).
+    ts_ms: Date.parse((s("time") ?? "").replace(/(\.\d{3})\d+/, "$1")) || Date.now(),
     type: s("event.type") ?? "",
     method: s("mcp.method.name"),
     tool: s("gen_ai.tool.name"),

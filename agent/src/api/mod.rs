@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `GET /api/summary?window=15m\|1h\|24h\|7d&server=&client=&tool=&user=&status=` | headline figures, calls over time, rankings |
 //! | `GET /api/calls?kind=mcp.operation\|mcp.alert\|all&limit=&before=&...filters` | events newest first |
-//! | `GET /api/events/{id}` | one full event |
+//! | `GET /api/events/{id}?ts_ms=` | one full event (`ts_ms` from the listing: found by index) |
 //! | `GET /api/tail?...filters` | live events (`text/event-stream`) |
 
 pub mod client;
@@ -212,8 +212,13 @@ async fn calls(State(state): State<ApiState>, Query(q): Query<CallsQuery>) -> Re
     }
 }
 
-async fn event(State(state): State<ApiState>, UrlPath(id): UrlPath<String>) -> Response {
-    match with_db(&state.db, move |c| query::event(c, &id)).await {
+#[derive(Debug, Deserialize)]
+struct EventQuery {
+    ts_ms: Option<i64>,
+}
+
+async fn event(State(state): State<ApiState>, UrlPath(id): UrlPath<String>, Query(q): Query<EventQuery>) -> Response {
+    match with_db(&state.db, move |c| query::event(c, &id, q.ts_ms)).await {
         Ok(Some(e)) => Json(e).into_response(),
         Ok(None) => (StatusCode::NOT_FOUND, Json(json!({"error": "no such event"}))).into_response(),
         Err(r) => r,

@@ -308,11 +308,25 @@ pub fn calls(
     Ok(rows)
 }
 
-/// The full event, as stored.
-pub fn event(conn: &Connection, id: &str) -> rusqlite::Result<Option<Value>> {
-    let json: Option<String> = conn
-        .query_row("SELECT json FROM events WHERE id = ?1", [id], |r| r.get(0))
-        .optional()?;
+/// The full event, as stored. `ts_ms` (the listing's) finds it through the
+/// time index; without it, or when it does not match, every row is looked at.
+pub fn event(conn: &Connection, id: &str, ts_ms: Option<i64>) -> rusqlite::Result<Option<Value>> {
+    let by_time = match ts_ms {
+        Some(ts) => conn
+            .query_row(
+                "SELECT json FROM events WHERE ts_ms = ?1 AND id = ?2",
+                rusqlite::params![ts, id],
+                |r| r.get(0),
+            )
+            .optional()?,
+        None => None,
+    };
+    let json: Option<String> = match by_time {
+        Some(j) => Some(j),
+        None => conn
+            .query_row("SELECT json FROM events WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?,
+    };
     Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
 }
 
@@ -407,7 +421,11 @@ mod tests {
         };
         assert_eq!(calls(&conn, &only_a, "mcp.operation", None, None, 10).unwrap().len(), 3);
         assert!(only_a.matches(&events[0]) && !only_a.matches(&events[1]));
-        assert_eq!(event(&conn, "id-3").unwrap().unwrap()["gen_ai.tool.name"], "b");
-        assert!(event(&conn, "nope").unwrap().is_none());
+        assert_eq!(event(&conn, "id-3", None).unwrap().unwrap()["gen_ai.tool.name"], "b");
+        let ts = rows[1].row.ts_ms;
+        assert_eq!(event(&conn, "id-3", Some(ts)).unwrap().unwrap()["event.id"], "id-3");
+        // A time that does not match still finds it (by scanning).
+        assert_eq!(event(&conn, "id-3", Some(ts + 1)).unwrap().unwrap()["event.id"], "id-3");
+        assert!(event(&conn, "nope", None).unwrap().is_none());
     }
 }
