@@ -108,9 +108,18 @@ fn ensure_llvm() -> Result<Option<String>> {
 
 /// Real receivers and tools the end-to-end tests drive: rsyslog (syslog
 /// delivery, with its GnuTLS driver for syslog over TLS).
-/// Chromium drives the dashboard's browser test; promtool (Debian's
-/// prometheus package) checks the alerting rules; tmux drives `mcptap top`.
-const TEST_PACKAGES: &[&str] = &["rsyslog", "rsyslog-gnutls", "chromium", "prometheus", "tmux"];
+/// Chromium drives the dashboard's browser test (with a font: installs
+/// here skip recommended packages, and the screenshots should be legible);
+/// promtool (Debian's prometheus package) checks the alerting rules; tmux
+/// drives `mcptap top`.
+const TEST_PACKAGES: &[&str] = &[
+    "rsyslog",
+    "rsyslog-gnutls",
+    "chromium",
+    "fonts-liberation",
+    "prometheus",
+    "tmux",
+];
 
 fn deb_installed(package: &str) -> bool {
     Command::new("dpkg-query")
