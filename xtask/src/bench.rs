@@ -403,7 +403,9 @@ fn lost_so_far(agent: &Agent) -> Result<(f64, f64)> {
 fn rate_steps(agent_bin: &Path, dir: &Path, args: &BenchArgs) -> Result<(Vec<RateStep>, f64)> {
     let agent = Agent::start(agent_bin, dir)?;
     let mut steps = Vec::new();
-    for target in [1_000u64, 5_000, 10_000, 20_000, 30_000, 50_000, 70_000, 100_000, 200_000] {
+    for target in [
+        1_000u64, 5_000, 10_000, 20_000, 30_000, 50_000, 70_000, 100_000, 200_000,
+    ] {
         eprintln!("bench: zero-loss rate: {target} requests/s");
         let lost_before = lost_so_far(&agent)?;
         let ops_before = agent.metric("mcp_server_operations_total", &[("gen_ai_tool_name", "bench")])?;
