@@ -159,11 +159,7 @@ impl Inventory {
         let Some(path) = &self.path else { return };
         let result = serde_json::to_vec_pretty(&self)
             .map_err(std::io::Error::other)
-            .and_then(|b| {
-                let tmp = path.with_extension("tmp");
-                std::fs::write(&tmp, b)?;
-                std::fs::rename(&tmp, path)
-            });
+            .and_then(|b| crate::statefile::write_atomically(path, &b));
         match result {
             Ok(()) => self.dirty = false,
             Err(err) => tracing::warn!(path = %path.display(), "cannot save the server inventory: {err}"),

@@ -25,8 +25,10 @@ mod run;
 mod scan;
 mod session;
 mod sinks;
+mod statefile;
 mod store;
 mod tail;
+mod tomlfile;
 mod top;
 
 use clap::Parser;

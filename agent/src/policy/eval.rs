@@ -113,11 +113,7 @@ impl Evaluator {
         let Some(path) = &self.state_file else { return };
         let result = serde_json::to_vec(&self.seen)
             .map_err(std::io::Error::other)
-            .and_then(|b| {
-                let tmp = path.with_extension("tmp");
-                std::fs::write(&tmp, b)?;
-                std::fs::rename(&tmp, path)
-            });
+            .and_then(|b| crate::statefile::write_atomically(path, &b));
         match result {
             Ok(()) => self.dirty = false,
             Err(err) => tracing::warn!(path = %path.display(), "cannot save seen tools and servers: {err}"),

@@ -29,21 +29,9 @@ use std::path::{Path, PathBuf};
 
 use globset::{Glob, GlobMatcher};
 use serde::Deserialize;
-use thiserror::Error;
 use toml::Spanned;
 
-#[derive(Debug, Error)]
-pub enum PolicyError {
-    #[error("cannot read the policy {0}: {1}")]
-    Read(PathBuf, std::io::Error),
-    #[error("{path}:{line}:{column}: {message}")]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
-}
+use crate::tomlfile::FileError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -166,17 +154,8 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|e| PolicyError::Read(path.to_path_buf(), e))?;
-        let mut policy = Policy::parse(&text).map_err(|(span, message)| {
-            let (line, column) = line_col(&text, span.start);
-            PolicyError::Invalid {
-                path: path.to_path_buf(),
-                line,
-                column,
-                message,
-            }
-        })?;
+    pub fn load(path: &Path) -> Result<Policy, FileError> {
+        let mut policy = crate::tomlfile::load(path, "policy", Policy::parse)?;
         policy.path = Some(path.to_path_buf());
         Ok(policy)
     }
@@ -270,14 +249,6 @@ impl Policy {
     }
 }
 
-/// 1-based line and column of a byte offset.
-pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,7 +293,7 @@ new_tool = true
         let err = Policy::load(&dir).unwrap_err();
         let _ = std::fs::remove_file(&dir);
         match err {
-            PolicyError::Invalid { line, message, .. } => (line, message),
+            FileError::Invalid { line, message, .. } => (line, message),
             other => panic!("{other}"),
         }
     }

@@ -23,23 +23,9 @@ use std::{
 };
 
 use serde::Deserialize;
-use thiserror::Error;
 use toml::Spanned;
 
 use super::filter::{Filter, RateLimit};
-
-#[derive(Debug, Error)]
-pub enum ConfigError {
-    #[error("cannot read the configuration {0}: {1}")]
-    Read(PathBuf, std::io::Error),
-    #[error("{path}:{line}:{column}: {message}")]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
-}
 
 /// One configured sink.
 #[derive(Debug, Clone)]
@@ -277,17 +263,8 @@ fn opt_duration(key: &str, s: &Option<String>) -> Result<Option<Duration>, Strin
 }
 
 /// Loads the sinks of a configuration file.
-pub fn load(path: &Path) -> Result<Vec<SinkConfig>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
-    parse(&text).map_err(|(span, message)| {
-        let (line, column) = crate::policy::line_col(&text, span.start);
-        ConfigError::Invalid {
-            path: path.to_path_buf(),
-            line,
-            column,
-            message,
-        }
-    })
+pub fn load(path: &Path) -> Result<Vec<SinkConfig>, crate::tomlfile::FileError> {
+    crate::tomlfile::load(path, "configuration", parse)
 }
 
 /// Parses and checks the sinks; errors carry the byte range at fault.
@@ -512,7 +489,7 @@ mod tests {
 
     fn error_line(text: &str) -> (usize, String) {
         let (span, message) = parse(text).unwrap_err();
-        (crate::policy::line_col(text, span.start).0, message)
+        (crate::tomlfile::line_col(text, span.start).0, message)
     }
 
     #[test]

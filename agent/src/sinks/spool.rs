@@ -353,9 +353,10 @@ fn read_cursor(dir: &Path) -> Option<Position> {
 }
 
 fn write_cursor(dir: &Path, pos: Position) -> io::Result<()> {
-    let tmp = dir.join("cursor.tmp");
-    fs::write(&tmp, format!("{} {}\n", pos.segment, pos.offset))?;
-    fs::rename(tmp, dir.join("cursor"))
+    crate::statefile::write_atomically(
+        &dir.join("cursor"),
+        format!("{} {}\n", pos.segment, pos.offset).as_bytes(),
+    )
 }
 
 #[cfg(test)]
