@@ -9,11 +9,6 @@ OUT. A body that does not decode is answered 400 and recorded as
 {"signal": ..., "error": ...}, so the test sees it.
 """
 
-import json
-import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 from google.protobuf.json_format import MessageToDict
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
@@ -24,14 +19,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-LOCK = threading.Lock()
+from recorder import QuietHandler, serve
+
 SIGNALS = {
     "/v1/traces": ("traces", ExportTraceServiceRequest, ExportTraceServiceResponse),
     "/v1/logs": ("logs", ExportLogsServiceRequest, ExportLogsServiceResponse),
 }
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(QuietHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         if self.path not in SIGNALS:
@@ -47,8 +43,7 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as e:  # noqa: BLE001 - recorded for the test
             record["error"] = repr(e)
             status = 400
-        with LOCK, open(self.server.out, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        self.record([record])
         answer = response_type().SerializeToString()
         self.send_response(status)
         self.send_header("Content-Type", "application/x-protobuf")
@@ -56,16 +51,6 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(answer)
 
-    def log_message(self, *args):
-        pass
-
-
-def main():
-    port, out = int(sys.argv[1]), sys.argv[2]
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.out = out
-    server.serve_forever()
-
 
 if __name__ == "__main__":
-    main()
+    serve(Handler)
