@@ -26,6 +26,13 @@ fn workdir(env: &Env, name: &str) -> PathBuf {
     dir
 }
 
+/// Whether the session of the server named `name` has ended in `events`.
+fn session_ended(events: &[Value], name: &str) -> bool {
+    events
+        .iter()
+        .any(|e| e["event.type"] == "mcp.session.end" && e["server"]["name"] == name)
+}
+
 /// Tool calls through the tests' stdio server: `calls` adds and one refuse.
 fn traffic(env: &Env, name: &str, calls: usize) -> Value {
     env.drive(
@@ -250,10 +257,7 @@ flush_interval = "50ms"
         ],
     );
     traffic(&env, "e2e-syslog", 5);
-    agent.wait_events("the session's events", WAIT, |ev| {
-        ev.iter()
-            .any(|e| e["event.type"] == "mcp.session.end" && e["server"]["name"] == "e2e-syslog")
-    });
+    agent.wait_events("the session's events", WAIT, |ev| session_ended(ev, "e2e-syslog"));
     let events = agent.stop();
     let ops: Vec<&Value> = events
         .iter()
@@ -436,9 +440,7 @@ retry_max = "500ms"
     wait_until("every event delivered", WAIT, || {
         let m = agent.metrics();
         m.value("mcptap_sink_delivered_events_total", &[("sink", "collector")]) >= events_seen().len() as f64
-            && events_seen()
-                .iter()
-                .any(|e| e["event.type"] == "mcp.session.end" && e["server"]["name"] == "e2e-collector-3")
+            && session_ended(&events_seen(), "e2e-collector-3")
     });
     let events = agent.stop();
     let received = collector.lines();
@@ -500,10 +502,7 @@ flush_interval = "50ms"
         ],
     );
     traffic(&env, "e2e-otlp", 4);
-    agent.wait_events("the session's end", WAIT, |ev| {
-        ev.iter()
-            .any(|e| e["event.type"] == "mcp.session.end" && e["server"]["name"] == "e2e-otlp")
-    });
+    agent.wait_events("the session's end", WAIT, |ev| session_ended(ev, "e2e-otlp"));
     let events = agent.stop();
     let received = receiver.lines();
     assert!(
@@ -617,10 +616,7 @@ rate_burst = 3
     .unwrap();
     let agent = Agent::start(&env, "file-sinks", &["--config", config.to_str().unwrap()]);
     traffic(&env, "e2e-files", 30);
-    agent.wait_events("the session's end", WAIT, |ev| {
-        ev.iter()
-            .any(|e| e["event.type"] == "mcp.session.end" && e["server"]["name"] == "e2e-files")
-    });
+    agent.wait_events("the session's end", WAIT, |ev| session_ended(ev, "e2e-files"));
     let m = agent.metrics();
     let events = agent.stop();
     assert!(events.len() >= 33, "{}", summary(&events));

@@ -366,50 +366,36 @@ mod tests {
         assert_eq!(fs::read_to_string(&rotated[0]).unwrap(), "2\n");
     }
 
-    #[test]
-    fn rotations_within_one_second_keep_their_order() {
+    /// Writes lines 0..13 within one second to a 2-byte rotating file made
+    /// with `options`; returns the rotated files' contents, oldest first.
+    fn rotate_13_lines_at_once(options: impl FnOnce(&Path) -> FileOptions) -> Vec<String> {
         let dir = tempfile::tempdir().unwrap();
-        let mut f = RotatingFile::open(
-            FileOptions {
-                rotate_size: Some(2),
-                ..opts(dir.path())
-            },
-            t(0),
-        )
-        .unwrap();
+        let mut f = RotatingFile::open(options(dir.path()), t(0)).unwrap();
         for i in 0..13 {
             f.write_line(&i.to_string(), t(0)).unwrap();
         }
         f.flush().unwrap();
-        let content: Vec<String> = f
-            .rotated()
+        f.rotated()
             .unwrap()
             .iter()
             .map(|p| fs::read_to_string(p).unwrap())
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn rotations_within_one_second_keep_their_order() {
+        let content = rotate_13_lines_at_once(|dir| FileOptions {
+            rotate_size: Some(2),
+            ..opts(dir)
+        });
         let want: Vec<String> = (0..12).map(|i| format!("{i}\n")).collect();
         assert_eq!(content, want);
         // With retention deleting the oldest, numbers still count up.
-        let dir = tempfile::tempdir().unwrap();
-        let mut f = RotatingFile::open(
-            FileOptions {
-                rotate_size: Some(2),
-                keep_files: Some(2),
-                ..opts(dir.path())
-            },
-            t(0),
-        )
-        .unwrap();
-        for i in 0..13 {
-            f.write_line(&i.to_string(), t(0)).unwrap();
-        }
-        f.flush().unwrap();
-        let content: Vec<String> = f
-            .rotated()
-            .unwrap()
-            .iter()
-            .map(|p| fs::read_to_string(p).unwrap())
-            .collect();
+        let content = rotate_13_lines_at_once(|dir| FileOptions {
+            rotate_size: Some(2),
+            keep_files: Some(2),
+            ..opts(dir)
+        });
         assert_eq!(content, ["10\n", "11\n"]);
     }
 
