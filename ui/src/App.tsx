@@ -54,11 +54,17 @@ export function App() {
   const [openEvent, setOpenEvent] = useState<Call | null>(null);
   const key = JSON.stringify(filters);
 
-  const headline = usePolling(
-    () => Promise.all(HEADLINE_WINDOWS.map((h) => fetchSummary(h.window, filters))),
-    [key],
+  // One request per distinct window: the chart's window is usually one of
+  // the headline's, and each summary scans the store.
+  const windows = [...new Set<Window>([...HEADLINE_WINDOWS.map((h) => h.window), window])];
+  const summaries = usePolling(
+    () =>
+      Promise.all(windows.map((w) => fetchSummary(w, filters))).then(
+        (all) => new Map(windows.map((w, i) => [w, all[i]])),
+      ),
+    [window, key],
   );
-  const summary = usePolling(() => fetchSummary(window, filters), [window, key]);
+  const summary = summaries.data?.get(window);
   const drilling = Object.keys(filters).length > 0;
   const calls = usePolling(() => (drilling ? fetchCalls(window, filters) : Promise.resolve([] as Call[])), [window, key]);
 
@@ -72,7 +78,7 @@ export function App() {
       return next;
     });
 
-  const error = headline.error ?? summary.error ?? calls.error;
+  const error = summaries.error ?? calls.error;
   return (
     <div className="page">
       <header>
@@ -100,8 +106,8 @@ export function App() {
       {error && <div className="error" data-testid="error">{error}</div>}
 
       <section className="headline" data-testid="headline">
-        {HEADLINE_WINDOWS.map((h, i) => {
-          const s: Summary | undefined = headline.data?.[i];
+        {HEADLINE_WINDOWS.map((h) => {
+          const s: Summary | undefined = summaries.data?.get(h.window);
           return (
             <div key={h.window} className="card" data-testid={`headline-${h.window}`}>
               <h2>last {h.label}</h2>
@@ -122,7 +128,7 @@ export function App() {
 
       <section className="panel">
         <h2>calls over time by status, last {window}</h2>
-        {summary.data && <CallsChart summary={summary.data} />}
+        {summary && <CallsChart summary={summary} />}
       </section>
 
       {drilling && (
@@ -136,10 +142,10 @@ export function App() {
       )}
 
       <div className="ranks">
-        <RankTable title="tools" dimension="tool" rows={summary.data?.tools ?? []} onPick={pick} />
-        <RankTable title="clients" dimension="client" rows={summary.data?.clients_ranked ?? []} onPick={pick} />
-        <RankTable title="servers" dimension="server" rows={summary.data?.servers_ranked ?? []} onPick={pick} />
-        <RankTable title="users" dimension="user" rows={summary.data?.users_ranked ?? []} onPick={pick} />
+        <RankTable title="tools" dimension="tool" rows={summary?.tools ?? []} onPick={pick} />
+        <RankTable title="clients" dimension="client" rows={summary?.clients_ranked ?? []} onPick={pick} />
+        <RankTable title="servers" dimension="server" rows={summary?.servers_ranked ?? []} onPick={pick} />
+        <RankTable title="users" dimension="user" rows={summary?.users_ranked ?? []} onPick={pick} />
       </div>
 
       <LiveTail onOpen={setOpenEvent} />

@@ -220,12 +220,12 @@ impl Evaluator {
             while w.calls.front().is_some_and(|(ts, _, _)| *ts < horizon) {
                 w.calls.pop_front();
             }
-            if let Some(rule) = error_rule {
-                let since = f.ts_ns.saturating_sub(rule.window_s.saturating_mul(1_000_000_000));
+            if let Some(spike) = error_rule {
+                let since = f.ts_ns.saturating_sub(spike.window_s.saturating_mul(1_000_000_000));
                 let recent: Vec<_> = w.calls.iter().filter(|(ts, _, _)| *ts >= since).collect();
                 let failed = recent.iter().filter(|(_, failed, _)| *failed).count();
                 let rate = failed as f64 / recent.len().max(1) as f64;
-                let high = recent.len() as u64 >= rule.min_calls && rate >= rule.threshold;
+                let high = recent.len() as u64 >= spike.min_calls && rate >= spike.threshold;
                 if high && !w.error_firing {
                     alerts.push(Alert {
                         kind: "error_rate_spike",
@@ -234,16 +234,16 @@ impl Evaluator {
                             "{failed} of the last {} calls of {what:?} on server {server:?} failed ({:.0}% ≥ {:.0}%) within {} s",
                             recent.len(),
                             rate * 100.0,
-                            rule.threshold * 100.0,
-                            rule.window_s
+                            spike.threshold * 100.0,
+                            spike.window_s
                         ),
-                        owner: rule_owner(&policy, f),
+                        owner: rule.and_then(|r| r.owner.clone()),
                     });
                 }
                 w.error_firing = high;
             }
-            if let Some(rule) = latency_rule {
-                let since = f.ts_ns.saturating_sub(rule.window_s.saturating_mul(1_000_000_000));
+            if let Some(spike) = latency_rule {
+                let since = f.ts_ns.saturating_sub(spike.window_s.saturating_mul(1_000_000_000));
                 let mut durations: Vec<f64> = w
                     .calls
                     .iter()
@@ -254,7 +254,7 @@ impl Evaluator {
                 let p95 = durations
                     .get(((durations.len().max(1) - 1) as f64 * 0.95).round() as usize)
                     .copied();
-                let high = durations.len() as u64 >= rule.min_calls && p95.is_some_and(|p| p >= rule.p95_s);
+                let high = durations.len() as u64 >= spike.min_calls && p95.is_some_and(|p| p >= spike.p95_s);
                 if high && !w.latency_firing {
                     alerts.push(Alert {
                         kind: "latency_spike",
@@ -262,11 +262,11 @@ impl Evaluator {
                         message: format!(
                             "p95 of {what:?} on server {server:?} is {:.3} s ≥ {} s over {} calls within {} s",
                             p95.unwrap_or_default(),
-                            rule.p95_s,
+                            spike.p95_s,
                             durations.len(),
-                            rule.window_s
+                            spike.window_s
                         ),
-                        owner: rule_owner(&policy, f),
+                        owner: rule.and_then(|r| r.owner.clone()),
                     });
                 }
                 w.latency_firing = high;
@@ -274,12 +274,6 @@ impl Evaluator {
         }
         alerts
     }
-}
-
-fn rule_owner(policy: &Policy, f: &Facts<'_>) -> Option<String> {
-    policy
-        .rule_for(f.server_name, f.server_exe, f.server_port)
-        .and_then(|r| r.owner.clone())
 }
 
 fn describe(names: &[&str]) -> String {
