@@ -92,19 +92,24 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// Opens the store; a file SQLite cannot use (a host crash mid-write, a
-/// stray file) is moved aside to `events.db.unusable-<time>` and a new store
-/// begins, so the agent still starts.
+/// Opens the store; a file SQLite cannot open (a host crash mid-write, a
+/// stray file) is set aside by `reset` and a new store begins, so the agent
+/// still starts. Corruption deeper in the file shows when it is written
+/// (`is_corrupt`), and the writer resets the store then: no scan of the whole
+/// file at every start.
 pub fn open_or_reset(path: &Path) -> anyhow::Result<Connection> {
-    let usable = |conn: &Connection| {
-        conn.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0))
-            .is_ok_and(|s| s == "ok")
-    };
     match open(path) {
-        Ok(conn) if usable(&conn) => return Ok(conn),
-        Ok(_) => tracing::warn!(path = %path.display(), "the event store failed its check"),
-        Err(err) => tracing::warn!(path = %path.display(), "the event store cannot be opened: {err}"),
+        Ok(conn) => Ok(conn),
+        Err(err) => {
+            tracing::warn!(path = %path.display(), "the event store cannot be opened: {err}");
+            reset(path)
+        }
     }
+}
+
+/// Moves the store's files aside to `events.db.unusable-<time>` and opens a
+/// new one.
+pub fn reset(path: &Path) -> anyhow::Result<Connection> {
     let aside = path.with_extension(format!("db.unusable-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ")));
     for suffix in ["", "-wal", "-shm"] {
         let from = PathBuf::from(format!("{}{suffix}", path.display()));
@@ -114,6 +119,14 @@ pub fn open_or_reset(path: &Path) -> anyhow::Result<Connection> {
     }
     tracing::warn!(moved_to = %aside.display(), "starting a new event store");
     open(path).map_err(|e| anyhow::anyhow!("event store {}: {e}", path.display()))
+}
+
+/// Whether SQLite says the file itself is damaged (not busy, not full).
+fn is_corrupt(err: &rusqlite::Error) -> bool {
+    matches!(
+        err.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
 }
 
 /// A read-only connection for queries.
@@ -345,6 +358,12 @@ pub fn spawn_writer(
                         tracing::error!("writing the event store failed: {err}");
                         warned = Some(std::time::Instant::now());
                     }
+                    if is_corrupt(&err) {
+                        match reset(&opts.path) {
+                            Ok(fresh) => conn = fresh,
+                            Err(err) => tracing::error!("cannot start a new event store: {err:#}"),
+                        }
+                    }
                 }
             }
             since_prune += stored;
@@ -466,5 +485,17 @@ mod reset {
             .collect();
         assert_eq!(aside.len(), 1);
         assert_eq!(std::fs::read(aside[0].path()).unwrap(), vec![0x5au8; 64 * 1024]);
+    }
+
+    #[test]
+    fn damage_is_told_from_other_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.db");
+        std::fs::write(&junk, vec![0x5au8; 8192]).unwrap();
+        let err = open(&junk).unwrap_err();
+        assert!(is_corrupt(&err), "{err}");
+        let conn = open(&dir.path().join("events.db")).unwrap();
+        let err = conn.execute("INSERT INTO nope VALUES (1)", []).unwrap_err();
+        assert!(!is_corrupt(&err), "{err}");
     }
 }
