@@ -1,6 +1,7 @@
 //! Builds the kernel programs (ebpf/) for the BPF target with the nightly
-//! toolchain and bpf-linker, so that `mcptap` embeds them and ships as one
-//! binary; and embeds the dashboard's files (ui/dist, built by `cargo
+//! toolchain and bpf-linker — two objects, `mcptap` (kernels with bpf_loop)
+//! and `mcptap-compat` (5.10 to 5.16), see ebpf/src/programs.rs — so that
+//! `mcptap` embeds them and ships as one binary; and embeds the dashboard's files (ui/dist, built by `cargo
 //! xtask` with npm). `cargo xtask setup` installs what this needs.
 use std::{fmt::Write as _, path::Path};
 

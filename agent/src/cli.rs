@@ -23,12 +23,13 @@ pub enum Command {
     /// Run the agent: capture MCP traffic, emit events and metrics.
     Run(RunArgs),
     /// Check that this host can run the agent: privileges, tracefs, tracepoints,
-    /// and loading and attaching the eBPF programs. Exits 0 when it can.
-    Check,
-    /// Attach an empty program to the syscall hook and wait for SIGINT: the
-    /// kernel's own cost of the hook, for `cargo xtask bench`.
+    /// and loading and attaching the eBPF programs; says which kernel object and
+    /// syscall hook family this kernel gets, and why. Exits 0 when it can.
+    Check(HooksArg),
+    /// Attach empty programs to the syscall hooks and wait for SIGINT: the
+    /// kernel's own cost of the hooks, for `cargo xtask bench`.
     #[command(hide = true)]
-    Floor,
+    Floor(HooksArg),
     /// Live figures of a running agent in the terminal: calls, errors and
     /// latency by tool, client and server, recent calls.
     Top(crate::top::TopArgs),
@@ -46,6 +47,16 @@ pub enum Command {
     /// Install the agent as a service: `mcptap install systemd`.
     #[command(subcommand)]
     Install(crate::install::Install),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct HooksArg {
+    /// Syscall hook family: `auto` uses fexit on the syscall entry points where
+    /// the kernel allows tracing programs (only the syscalls mcptap reads pay
+    /// anything) and falls back to the raw `sys_exit` tracepoint (every syscall
+    /// takes the slow path) where it does not; `fexit` and `tracepoint` force one.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub hooks: crate::capture::HookChoice,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -105,6 +116,9 @@ pub struct RunArgs {
     /// Do not capture TCP connections (stdio only).
     #[arg(long)]
     pub no_network: bool,
+
+    #[command(flatten)]
+    pub hooks: HooksArg,
 
     /// Do not probe OpenSSL for TLS plaintext (plain TCP and stdio only).
     #[arg(long)]

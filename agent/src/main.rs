@@ -52,13 +52,13 @@ fn main() -> std::process::ExitCode {
             init_logging(&args.log_level);
             runtime.block_on(run::run(args))
         }
-        cli::Command::Check => {
+        cli::Command::Check(args) => {
             init_logging("warn");
-            runtime.block_on(run::check())
+            runtime.block_on(run::check(args.hooks))
         }
-        cli::Command::Floor => {
+        cli::Command::Floor(args) => {
             init_logging("info");
-            runtime.block_on(run::floor())
+            runtime.block_on(run::floor(args.hooks))
         }
         cli::Command::Top(args) => runtime.block_on(top::run(args)),
         cli::Command::Tail(args) => {

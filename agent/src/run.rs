@@ -80,9 +80,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         select_ports: args.ports.clone(),
         exclude_pids: args.exclude_pids.clone(),
         exclude_exes: args.exclude_exes.clone(),
+        hooks: args.hooks.hooks,
         ..CaptureOptions::new(args.ring_buffer_mib << 20)
     };
     let mut capture = Capture::start(&capture_opts)?;
+    metrics
+        .capture_hooks
+        .with_label_values(&[
+            capture.hooks.family.name(),
+            capture.kernel.object.name(),
+            capture.hooks.reason,
+        ])
+        .set(1);
 
     let api_state = crate::api::ApiState {
         db: store_path.unwrap_or_else(|| args.state_dir.join("events.db")),
@@ -397,11 +406,14 @@ fn publish_capture_state(capture: &Capture, metrics: &Metrics) {
         .set(capture.selection.budget_exhausted as i64);
 }
 
-/// `mcptap floor` (hidden): the empty program on the syscall hook, until
+/// `mcptap floor` (hidden): the empty programs on the syscall hooks, until
 /// SIGINT or SIGTERM.
-pub async fn floor() -> anyhow::Result<()> {
-    let _floor = crate::capture::attach_floor()?;
-    tracing::info!("mcptap is running (empty syscall hook only)");
+pub async fn floor(hooks: crate::capture::HookChoice) -> anyhow::Result<()> {
+    let (_kernel, hooks, _floor) = crate::capture::attach_floor(hooks)?;
+    tracing::info!(
+        family = hooks.family.name(),
+        "mcptap is running (empty syscall hooks only)"
+    );
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     tokio::select! {
@@ -412,21 +424,26 @@ pub async fn floor() -> anyhow::Result<()> {
 }
 
 /// `mcptap check`: everything `run` does to the kernel, then stop.
-pub async fn check() -> anyhow::Result<()> {
+pub async fn check(hooks: crate::capture::HookChoice) -> anyhow::Result<()> {
     let capture = Capture::start(&CaptureOptions {
         tls_discovery: true,
+        hooks,
         ..CaptureOptions::new(1 << 20)
     })?;
     let hooked: usize = capture.tls_hooked().0.iter().map(|(_, n)| n).sum();
+    let (kernel, hooks) = (capture.kernel.clone(), capture.hooks.clone());
     drop(capture);
-    let mut uname: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointer to a local.
-    unsafe { libc::uname(&mut uname) };
-    let release = unsafe { std::ffi::CStr::from_ptr(uname.release.as_ptr()) }
-        .to_string_lossy()
-        .into_owned();
+    let object = match kernel.object {
+        crate::capture::kernel::ObjectKind::BpfLoop => "bpf_loop object".to_string(),
+        crate::capture::kernel::ObjectKind::Compat => format!(
+            "compat object (no bpf_loop: at most {} MiB per call)",
+            mcptap_common::COMPAT_MAX_CALL_BYTES >> 20
+        ),
+    };
     println!(
-        "ok: this host can run mcptap (Linux {release}: eBPF programs loaded and attached, OpenSSL probed in {hooked} files, then detached)"
+        "ok: this host can run mcptap (Linux {}: {object}, eBPF programs loaded and attached, OpenSSL probed in {hooked} files, then detached)",
+        kernel.release
     );
+    println!("hooks: {} ({})", hooks.family.name(), hooks.why);
     Ok(())
 }

@@ -93,13 +93,37 @@ pub struct ChunkHeader {
 
 pub const CHUNK_HEADER_LEN: usize = core::mem::size_of::<ChunkHeader>();
 
-/// A chunk as the kernel assembles it in its per-CPU scratch buffer before
-/// copying `CHUNK_HEADER_LEN + header.len` bytes of it into the ring buffer.
+/// Steps of the chunk copy loop on kernels without `bpf_loop` (before
+/// 5.17), where the verifier walks every step: one step per chunk, plus
+/// one per iovec segment.
+pub const COMPAT_STEPS: u32 = 96;
+
+/// Most bytes one call carries on kernels without `bpf_loop`: the agent
+/// lowers the capture cap to this (a call moving more is truncated,
+/// flagged and counted like any call above the cap). 32 steps are kept for
+/// iovec segments.
+pub const COMPAT_MAX_CALL_BYTES: u64 = (COMPAT_STEPS as u64 - 32) * COMPAT_CHUNK_DATA_MAX as u64;
+
+/// A chunk as the kernel assembles it in its scratch buffer before copying
+/// `CHUNK_HEADER_LEN + header.len` bytes of it into the ring buffer, with
+/// room for `N` payload bytes.
 #[repr(C)]
-pub struct Chunk {
+pub struct ChunkBuf<const N: usize> {
     pub header: ChunkHeader,
-    pub data: [u8; CHUNK_DATA_MAX],
+    pub data: [u8; N],
 }
+
+/// The main object's chunk (a per-CPU map value: at most 32 KiB).
+pub type Chunk = ChunkBuf<CHUNK_DATA_MAX>;
+
+/// Most payload bytes one chunk record carries on kernels without
+/// `bpf_loop`, where the copy loop is walked by the verifier step by step:
+/// wide chunks keep the steps few. Assembled in a plain array indexed by
+/// CPU (per-CPU map values are limited to 32 KiB).
+pub const COMPAT_CHUNK_DATA_MAX: usize = 128 * 1024;
+
+/// The compat object's chunk.
+pub type WideChunk = ChunkBuf<COMPAT_CHUNK_DATA_MAX>;
 
 /// A process lifecycle record ([`record::PROCESS_EXIT`],
 /// [`record::PROCESS_EXEC`] or [`record::EXEC_ANY`]).
@@ -151,6 +175,148 @@ pub struct TlsCloseRecord {
     pub tgid: u32,
     pub ts_ns: u64,
     pub ssl: u64,
+}
+
+/// Settings the agent writes into the kernel programs before loading them:
+/// one read-only global ([`names::CONFIG`]), so the verifier sees the final
+/// values and prunes the branches they rule out.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelConfig {
+    /// Most bytes sent per call; the rest is counted as truncated.
+    pub capture_cap: u64,
+    /// Wake the agent once this many bytes wait in the ring buffer; below
+    /// it the agent drains on its own timer (no wakeup per message).
+    pub wakeup_bytes: u64,
+    /// The agent's own tgid: never tracked, never sniffed.
+    pub agent_tgid: u32,
+    /// Offset of `group_dead` in the sched_process_exit record, 0 when this
+    /// kernel's record has no such field (then the leader's exit ends the
+    /// group).
+    pub exit_group_dead_offset: u32,
+    /// 1 when untracked processes are sniffed for MCP (stdin, HTTP, TLS).
+    pub discovery: u8,
+    /// 1 when TCP sockets of tracked processes are captured.
+    pub capture_sockets: u8,
+    /// 1 when the executable-name rules map has entries.
+    pub has_comm_rules: u8,
+    /// 1 when the port rules map has entries.
+    pub has_port_rules: u8,
+    /// 1 when the agent wants to hear of every exec (to find TLS libraries).
+    pub send_execs: u8,
+    /// Explicit, so the value has no uninitialised bytes.
+    pub _pad: [u8; 11],
+}
+
+/// Names both sides use: the kernel declares maps and programs under these
+/// identifiers (aya names them after the Rust item), the agent opens them
+/// by these strings. A unit test of the agent checks every one against the
+/// embedded objects.
+pub mod names {
+    /// The read-only [`super::KernelConfig`] global.
+    pub const CONFIG: &str = "CONFIG";
+
+    pub mod map {
+        pub const EVENTS: &str = "EVENTS";
+        pub const PROCS: &str = "PROCS";
+        pub const WATCH_KERNEL: &str = "WATCH_KERNEL";
+        pub const WATCH_USER: &str = "WATCH_USER";
+        pub const SOCKS: &str = "SOCKS";
+        pub const SSLS: &str = "SSLS";
+        pub const COMM_RULES: &str = "COMM_RULES";
+        pub const PORT_RULES: &str = "PORT_RULES";
+        pub const COUNTERS: &str = "COUNTERS";
+        /// The compat object's wide chunk buffers, one per possible CPU (the
+        /// agent sizes it; 1 entry in the main object, which does not use it).
+        pub const SCRATCH_WIDE: &str = "SCRATCH_WIDE";
+        /// Every map the agent opens.
+        pub const ALL: &[&str] = &[
+            EVENTS,
+            PROCS,
+            WATCH_KERNEL,
+            WATCH_USER,
+            SOCKS,
+            SSLS,
+            COMM_RULES,
+            PORT_RULES,
+            COUNTERS,
+        ];
+    }
+
+    pub mod program {
+        /// The raw `sys_exit` tracepoint dispatcher (fallback hook family).
+        pub const SYS_EXIT: &str = "sys_exit";
+        /// An empty program on the same hook (benchmarks: the floor).
+        pub const SYS_EXIT_FLOOR: &str = "sys_exit_floor";
+        pub const SCHED_EXEC: &str = "sched_exec";
+        pub const SCHED_EXIT: &str = "sched_exit";
+        pub const SSL_READ_ENTER: &str = "ssl_read_enter";
+        pub const SSL_READ_EX_ENTER: &str = "ssl_read_ex_enter";
+        pub const SSL_WRITE_ENTER: &str = "ssl_write_enter";
+        pub const SSL_WRITE_EX_ENTER: &str = "ssl_write_ex_enter";
+        pub const SSL_RW_EXIT: &str = "ssl_rw_exit";
+        pub const SSL_RW_EX_EXIT: &str = "ssl_rw_ex_exit";
+        pub const SSL_FREE: &str = "ssl_free";
+    }
+
+    /// The fexit hook family: one program per syscall, attached to the
+    /// kernel's entry point of that syscall, a twin reading the registers
+    /// untyped (for kernels whose BTF only declares their struct for that
+    /// function), and an empty twin (the floor). `(syscall, program,
+    /// untyped program, floor program)`. Each is attached
+    /// to that syscall's entry point (`__x64_sys_<syscall>` on x86_64,
+    /// `__arm64_sys_<syscall>` on arm64, which has no dup2): it takes the
+    /// saved registers, so the fexit programs read the same arguments the
+    /// raw tracepoint does and share its handler.
+    pub const FEXIT: &[(&str, &str, &str, &str)] = &[
+        ("read", "fexit_read", "fexit_read_untyped", "fexit_read_floor"),
+        ("write", "fexit_write", "fexit_write_untyped", "fexit_write_floor"),
+        ("readv", "fexit_readv", "fexit_readv_untyped", "fexit_readv_floor"),
+        ("writev", "fexit_writev", "fexit_writev_untyped", "fexit_writev_floor"),
+        (
+            "recvfrom",
+            "fexit_recvfrom",
+            "fexit_recvfrom_untyped",
+            "fexit_recvfrom_floor",
+        ),
+        ("sendto", "fexit_sendto", "fexit_sendto_untyped", "fexit_sendto_floor"),
+        (
+            "recvmsg",
+            "fexit_recvmsg",
+            "fexit_recvmsg_untyped",
+            "fexit_recvmsg_floor",
+        ),
+        (
+            "sendmsg",
+            "fexit_sendmsg",
+            "fexit_sendmsg_untyped",
+            "fexit_sendmsg_floor",
+        ),
+        ("accept", "fexit_accept", "fexit_accept_untyped", "fexit_accept_floor"),
+        (
+            "accept4",
+            "fexit_accept4",
+            "fexit_accept4_untyped",
+            "fexit_accept4_floor",
+        ),
+        (
+            "connect",
+            "fexit_connect",
+            "fexit_connect_untyped",
+            "fexit_connect_floor",
+        ),
+        ("dup", "fexit_dup", "fexit_dup_untyped", "fexit_dup_floor"),
+        ("dup2", "fexit_dup2", "fexit_dup2_untyped", "fexit_dup2_floor"),
+        ("dup3", "fexit_dup3", "fexit_dup3_untyped", "fexit_dup3_floor"),
+        ("fcntl", "fexit_fcntl", "fexit_fcntl_untyped", "fexit_fcntl_floor"),
+        ("close", "fexit_close", "fexit_close_untyped", "fexit_close_floor"),
+        (
+            "close_range",
+            "fexit_close_range",
+            "fexit_close_range_untyped",
+            "fexit_close_range_floor",
+        ),
+    ];
 }
 
 /// State bits of a process in the kernel's process map.
@@ -217,15 +383,52 @@ impl ProcState {
     }
 }
 
-/// The watch bitmaps: bit `tgid` says "this process has an entry in the
-/// process map", so that every other process pays one array read per
-/// syscall instead of a hash lookup. Two copies with one writer each (the
-/// kernel, the agent) so that neither overwrites the other's bits.
+/// Which processes the kernel knows something about, readable in one
+/// array load per syscall (every other process pays only that).
+///
+/// Two maps with one writer each, so that neither overwrites the other:
+/// - the kernel's map holds one byte per tgid ([`watch::KERNEL_TGIDS_PER_WORD`]
+///   per `u64` value). A byte is written with a plain store: stores to
+///   distinct bytes of a word never disturb each other, so no atomic
+///   read-modify-write is needed (BPF atomics other than add need Linux
+///   5.12; mcptap runs on 5.10).
+/// - the agent's map is a bitmap (one bit per tgid): only the agent writes
+///   it, through the bpf() syscall, one word at a time.
+///
+/// Both are sized from the host's `kernel.pid_max` at load time; a larger
+/// tgid (pid_max raised later) takes the process map's hash lookup.
 pub mod watch {
-    /// Words of each bitmap: covers tgids below 2^22 (Linux's largest
-    /// pid_max); larger tgids always take the hash lookup.
-    pub const WORDS: u32 = 1 << 16;
-    pub const MAX_TGID: u32 = WORDS * 64;
+    /// tgids per value of the kernel's byte map.
+    pub const KERNEL_TGIDS_PER_WORD: u32 = 8;
+    /// tgids per value of the agent's bitmap.
+    pub const USER_TGIDS_PER_WORD: u32 = 64;
+    /// Linux's largest pid_max: the maps' sizes in the object (the agent
+    /// shrinks them to this host's pid_max).
+    pub const MAX_TGID: u32 = 1 << 22;
+
+    /// Values of a tgid's byte in the kernel's map.
+    pub mod byte {
+        /// The kernel knows nothing of this process: stdin reads are sniffed.
+        pub const NONE: u8 = 0;
+        /// The process has an entry in the process map.
+        pub const WATCHED: u8 = 1;
+        /// Its first stdin read since it started (or since the agent
+        /// started) did not start a JSON value: its stdin is not looked at
+        /// again until it execs a new program. What keeps shell pipelines
+        /// and log shippers that read stdin all day from paying for
+        /// discovery.
+        pub const STDIN_RULED_OUT: u8 = 2;
+    }
+
+    /// Entries of the kernel's byte map for a pid_max.
+    pub const fn kernel_words(pid_max: u32) -> u32 {
+        pid_max.div_ceil(KERNEL_TGIDS_PER_WORD)
+    }
+
+    /// Entries of the agent's bitmap for a pid_max.
+    pub const fn user_words(pid_max: u32) -> u32 {
+        pid_max.div_ceil(USER_TGIDS_PER_WORD)
+    }
 }
 
 /// Key of the socket map: the process and the descriptor.
@@ -338,7 +541,11 @@ pub mod counter {
     /// Connections whose first bytes were neither HTTP/1.x nor TLS (never
     /// captured: databases, DNS, junk).
     pub const SOCKETS_NOT_HTTP: u32 = 15;
-    pub const COUNT: u32 = 16;
+    /// Calls whose copy needed more steps than the bounded copy loop of
+    /// kernels without `bpf_loop` has (only many-segment iovec calls: the
+    /// agent lowers the capture cap to what the loop can carry).
+    pub const COPY_STEPS_EXHAUSTED: u32 = 16;
+    pub const COUNT: u32 = 17;
 }
 
 #[cfg(feature = "user")]
@@ -352,19 +559,96 @@ mod user {
     unsafe impl aya::Pod for TlsCloseRecord {}
     unsafe impl aya::Pod for SockState {}
     unsafe impl aya::Pod for SslKey {}
+    unsafe impl aya::Pod for KernelConfig {}
 }
 
 #[cfg(test)]
 mod tests {
+    use core::mem::{offset_of, size_of};
+
     use super::*;
 
+    // The kernel and the agent must agree byte for byte: every shared type's
+    // size and every field's offset, spelled out.
+
     #[test]
-    fn record_layouts_are_stable() {
-        // The kernel and the agent must agree byte for byte.
-        assert_eq!(core::mem::size_of::<ChunkHeader>(), 56);
-        assert_eq!(core::mem::size_of::<SocketRecord>(), 48);
-        assert_eq!(core::mem::size_of::<TlsCloseRecord>(), 24);
-        assert_eq!(core::mem::size_of::<ProcessRecord>(), 16);
-        assert_eq!(core::mem::size_of::<SslKey>(), 16);
+    fn chunk_header_layout() {
+        assert_eq!(size_of::<ChunkHeader>(), 56);
+        assert_eq!(CHUNK_HEADER_LEN, 56);
+        assert_eq!(offset_of!(ChunkHeader, kind), 0);
+        assert_eq!(offset_of!(ChunkHeader, len), 4);
+        assert_eq!(offset_of!(ChunkHeader, ts_ns), 8);
+        assert_eq!(offset_of!(ChunkHeader, pid_tgid), 16);
+        assert_eq!(offset_of!(ChunkHeader, call_len), 24);
+        assert_eq!(offset_of!(ChunkHeader, offset), 32);
+        assert_eq!(offset_of!(ChunkHeader, ssl), 40);
+        assert_eq!(offset_of!(ChunkHeader, fd), 48);
+        assert_eq!(offset_of!(ChunkHeader, op), 52);
+        assert_eq!(offset_of!(ChunkHeader, flags), 53);
+        assert_eq!(offset_of!(ChunkHeader, channel), 54);
+        assert_eq!(offset_of!(Chunk, data), 56);
+        assert_eq!(size_of::<Chunk>(), 56 + CHUNK_DATA_MAX);
+    }
+
+    #[test]
+    fn record_layouts() {
+        assert_eq!(size_of::<ProcessRecord>(), 16);
+        assert_eq!(offset_of!(ProcessRecord, tgid), 4);
+        assert_eq!(offset_of!(ProcessRecord, ts_ns), 8);
+
+        assert_eq!(size_of::<SocketRecord>(), 48);
+        assert_eq!(offset_of!(SocketRecord, tgid), 4);
+        assert_eq!(offset_of!(SocketRecord, ts_ns), 8);
+        assert_eq!(offset_of!(SocketRecord, fd), 16);
+        assert_eq!(offset_of!(SocketRecord, family), 20);
+        assert_eq!(offset_of!(SocketRecord, port), 22);
+        assert_eq!(offset_of!(SocketRecord, role), 24);
+        assert_eq!(offset_of!(SocketRecord, listen_fd), 28);
+        assert_eq!(offset_of!(SocketRecord, addr), 32);
+
+        assert_eq!(size_of::<TlsCloseRecord>(), 24);
+        assert_eq!(offset_of!(TlsCloseRecord, tgid), 4);
+        assert_eq!(offset_of!(TlsCloseRecord, ts_ns), 8);
+        assert_eq!(offset_of!(TlsCloseRecord, ssl), 16);
+    }
+
+    #[test]
+    fn map_value_layouts() {
+        assert_eq!(size_of::<ProcState>(), 24);
+        assert_eq!(offset_of!(ProcState, state), 0);
+        assert_eq!(offset_of!(ProcState, lost), 4);
+        assert_eq!(offset_of!(ProcState, in_fds), 8);
+        assert_eq!(offset_of!(ProcState, out_fds), 16);
+
+        assert_eq!(size_of::<SockState>(), 8);
+        assert_eq!(offset_of!(SockState, flags), 0);
+        assert_eq!(offset_of!(SockState, unclassified), 4);
+
+        assert_eq!(size_of::<SslKey>(), 16);
+        assert_eq!(offset_of!(SslKey, tgid), 0);
+        assert_eq!(offset_of!(SslKey, ssl), 8);
+    }
+
+    #[test]
+    fn kernel_config_layout() {
+        assert_eq!(size_of::<KernelConfig>(), 40);
+        assert_eq!(offset_of!(KernelConfig, capture_cap), 0);
+        assert_eq!(offset_of!(KernelConfig, wakeup_bytes), 8);
+        assert_eq!(offset_of!(KernelConfig, agent_tgid), 16);
+        assert_eq!(offset_of!(KernelConfig, exit_group_dead_offset), 20);
+        assert_eq!(offset_of!(KernelConfig, discovery), 24);
+        assert_eq!(offset_of!(KernelConfig, capture_sockets), 25);
+        assert_eq!(offset_of!(KernelConfig, has_comm_rules), 26);
+        assert_eq!(offset_of!(KernelConfig, has_port_rules), 27);
+        assert_eq!(offset_of!(KernelConfig, send_execs), 28);
+    }
+
+    #[test]
+    fn watch_map_sizes_follow_pid_max() {
+        assert_eq!(watch::kernel_words(32768), 4096);
+        assert_eq!(watch::user_words(32768), 512);
+        assert_eq!(watch::kernel_words(4_194_304), 524_288);
+        assert_eq!(watch::kernel_words(9), 2);
+        assert_eq!(watch::user_words(65), 2);
     }
 }

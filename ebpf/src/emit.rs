@@ -3,48 +3,86 @@
 //! bytes, through the per-CPU scratch buffer so that each record takes only
 //! the room its bytes need.
 //!
-//! `bpf_loop` drives the copy so that the verifier checks the step once, not
-//! once per possible chunk: a call of several MiB is a few hundred steps.
+//! Two steps, so that every program has exactly one copy loop whatever the
+//! paths that lead to it: the capture paths (stdio, sockets, TLS) `queue`
+//! the call they want sent, and the program's entry point `flush`es once
+//! at its end. The verifier then checks the loop once per program instead
+//! of once per path, which is what lets the loop be unrolled on kernels
+//! without `bpf_loop`.
+//!
+//! The copy loop:
+//! - kernels with `bpf_loop` (5.17+, the main object): `bpf_loop` drives
+//!   the step, so the verifier checks it once, not once per possible
+//!   chunk: a call of several MiB is a few hundred steps.
+//! - kernels without it (5.10 to 5.16, the compat object): a bounded loop
+//!   of [`BOUNDED_STEPS`] steps, which the verifier walks step by step.
+//!   The agent lowers the capture cap to what that loop can carry
+//!   ([`mcptap_common::COMPAT_MAX_CALL_BYTES`]); a call that needs more
+//!   steps (an iovec of many small segments) loses its tail, counted.
+//!
 //! The copy's progress lives in a per-CPU map, not on the stack: the
 //! verifier does not track map contents, so every step looks the same to it
 //! and its state exploration converges at once (with stack state, each step
 //! has different known bounds and verification runs out of budget).
 //!
-//! Every capture path (stdio, sockets, TLS) ends here, so chunk headers,
-//! loss accounting and the capture cap behave the same for all of them.
+//! Every capture path ends here, so chunk headers, loss accounting and the
+//! capture cap behave the same for all of them.
 
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::{
-    bpf_probe_read_user,
-    generated::{bpf_loop, bpf_probe_read_user as probe_read_user_raw},
+use aya_ebpf::{
+    bindings::BPF_RB_FORCE_WAKEUP,
+    helpers::{
+        bpf_probe_read_user,
+        generated::{bpf_loop, bpf_probe_read_user as probe_read_user_raw},
+    },
+    helpers::bpf_get_smp_processor_id,
+    macros::map,
+    maps::{Array, PerCpuArray},
 };
-use mcptap_common::{CHUNK_DATA_MAX, CHUNK_HEADER_LEN, ChunkHeader, chunk_flags, counter};
-
-use aya_ebpf::{macros::map, maps::PerCpuArray};
+use mcptap_common::{
+    CHUNK_DATA_MAX, CHUNK_HEADER_LEN, COMPAT_CHUNK_DATA_MAX, COMPAT_STEPS, Chunk, ChunkBuf, ChunkHeader, ProcState,
+    WideChunk, chunk_flags, counter,
+};
 
 use crate::{
     config,
-    maps::{EVENTS, SCRATCH, count, wakeup_flags},
+    maps::{EVENTS, PROCS, count, wakeup_flags},
 };
 
-/// Progress of the copy in flight on this CPU.
+/// Per-CPU scratch buffer where a chunk is assembled before it is copied
+/// into the ring buffer with its exact length (main object).
+#[map]
+static SCRATCH: PerCpuArray<Chunk> = PerCpuArray::with_max_entries(1, 0);
+
+/// The compat object's wide chunks, one per possible CPU (the agent sizes
+/// it; a per-CPU map value cannot hold 128 KiB). Same use as SCRATCH: no
+/// other program runs on this CPU while one assembles its chunk.
+#[map]
+static SCRATCH_WIDE: Array<WideChunk> = Array::with_max_entries(1, 0);
+
+/// The call queued on this CPU, and how far its copy got.
 #[map]
 static EMIT: PerCpuArray<Emit> = PerCpuArray::with_max_entries(1, 0);
 
-/// Upper bound of loop steps for one call: one per chunk plus one per iovec.
-/// The loop stops as soon as the call's bytes are sent.
+/// Upper bound of `bpf_loop` steps for one call: one per chunk plus one per
+/// iovec. The loop stops as soon as the call's bytes are sent.
 const MAX_STEPS: u32 = 1 << 20;
+
+/// Steps of the bounded loop of kernels without `bpf_loop`, in rounds of
+/// BOUNDED_INNER (see `flush`).
+const BOUNDED_STEPS: u32 = COMPAT_STEPS;
+const BOUNDED_INNER: u32 = 16;
 
 /// What to send, and how far the copy got.
 #[repr(C)]
 struct Emit {
     /// Header template: every chunk of the call shares all but `len` and
     /// `offset`.
-    pub header: ChunkHeader,
+    header: ChunkHeader,
     /// User address of the current segment.
     cur: u64,
-    /// Bytes left in the current segment.
+    /// Bytes left in the current segment (never more than `left`).
     seg_left: u64,
     /// User address of the next iovec; unused for a plain buffer.
     iov: u64,
@@ -52,19 +90,50 @@ struct Emit {
     iov_left: u64,
     /// Bytes left to send for the whole call (after the capture cap).
     left: u64,
+    /// Ring buffer flags of every chunk of the call, decided once.
+    wake: u64,
+    /// Chunks and bytes sent, counted once at the end (fewer branches per
+    /// step for the verifier to walk).
+    chunks: u64,
+    bytes: u64,
+    /// The process whose loss flag is set when part of the call is lost;
+    /// 0 for none (discovery sniffs of processes without an entry).
+    lost_tgid: u32,
     /// Set when a copy or ring buffer write failed: the rest of the call is
-    /// lost and the caller marks the process as having lost data.
+    /// lost and `flush` marks the process as having lost data.
     failed: bool,
 }
 
-/// Sends `len` bytes from a plain buffer (`iov_cnt == 0`) or from the iovec
-/// array at `buf`, as chunks sharing `header`. Returns false when part of
-/// the bytes could not be sent.
+/// Queues the `ret` bytes of one call made by a tracked (or sniffed)
+/// process, applying the capture cap and the process's loss flag. `p` is
+/// the process's entry when it has one: its "data lost since the last
+/// chunk" flag is consumed here, and set again by `flush` when this call
+/// could not be sent whole. Nothing is copied until `flush`.
 #[inline(always)]
-pub fn emit(header: ChunkHeader, buf: u64, iov_cnt: u64, len: u64) -> bool {
+pub fn queue(mut header: ChunkHeader, buf: u64, iov_cnt: u64, ret: u64, p: Option<*mut ProcState>) {
     let Some(st) = EMIT.get_ptr_mut(0) else {
-        return false;
+        return;
     };
+    let mut lost_tgid = 0;
+    if let Some(p) = p {
+        lost_tgid = (header.pid_tgid >> 32) as u32;
+        unsafe {
+            if (*p).lost != 0 {
+                header.flags |= chunk_flags::LOSS_BEFORE;
+                (*p).lost = 0;
+            }
+        }
+    }
+    header.call_len = ret;
+    let mut len = ret;
+    let cap = config::capture_cap();
+    if len > cap {
+        len = cap;
+        header.flags |= chunk_flags::TRUNCATED;
+        count(counter::TRUNCATED_CALLS, 1);
+        count(counter::TRUNCATED_BYTES, ret - cap);
+    }
+    // A plain buffer is one segment of exactly the call's bytes.
     let (cur, seg_left, iov, iov_left) = if iov_cnt == 0 {
         (buf, len, 0, 0)
     } else {
@@ -78,133 +147,177 @@ pub fn emit(header: ChunkHeader, buf: u64, iov_cnt: u64, len: u64) -> bool {
             iov,
             iov_left,
             left: len,
+            wake: 0,
+            chunks: 0,
+            bytes: 0,
+            lost_tgid,
             failed: false,
         };
-        bpf_loop(MAX_STEPS, emit_step as *mut c_void, core::ptr::null_mut(), 0);
-        !(*st).failed
     }
 }
 
-/// One loop step: start the next iovec, or send the next chunk.
-/// Returns 1 to stop the loop, 0 to go on.
-extern "C" fn emit_step(_index: u64, _ctx: *mut c_void) -> i64 {
+/// Copies the queued call, if any, into the ring buffer. Every program
+/// that may `queue` calls this once, last.
+#[inline(always)]
+pub fn flush() {
     let Some(st) = EMIT.get_ptr_mut(0) else {
-        return 1;
+        return;
+    };
+    unsafe {
+        if (*st).left == 0 {
+            return;
+        }
+        // Discovery news wakes the agent at once: it decides while the
+        // connection (or process) is fresh. Otherwise only a filling buffer
+        // is worth a wakeup.
+        (*st).wake = if (*st).header.flags & chunk_flags::DISCOVERY != 0 {
+            BPF_RB_FORCE_WAKEUP as u64
+        } else {
+            wakeup_flags()
+        };
+    }
+    if crate::HAS_BPF_LOOP {
+        unsafe { bpf_loop(MAX_STEPS, loop_step as *mut c_void, core::ptr::null_mut(), 0) };
+    } else {
+        // Verifier note (kernels without bpf_loop): it walks every step,
+        // and an early exit from step k leads into the code after the
+        // loop with a state it cannot prune against step k+1's (the loop
+        // counter differs), so exits are taken only every BOUNDED_INNER
+        // steps; in between, a finished call makes the steps no-ops, whose
+        // paths merge with the busy ones at the next step.
+        for _ in 0..BOUNDED_STEPS / BOUNDED_INNER {
+            for _ in 0..BOUNDED_INNER {
+                step();
+            }
+            if unsafe { (*st).left } == 0 {
+                break;
+            }
+        }
+    }
+    let st = unsafe { &mut *st };
+    count(counter::CHUNKS_SENT, st.chunks);
+    count(counter::BYTES_SENT, st.bytes);
+    if st.left != 0 {
+        // The bounded loop ran out of steps.
+        count(counter::COPY_STEPS_EXHAUSTED, 1);
+        st.left = 0;
+        st.failed = true;
+    }
+    if st.failed && st.lost_tgid != 0 {
+        if let Some(p) = PROCS.get_ptr_mut(&st.lost_tgid) {
+            unsafe { (*p).lost = 1 };
+        }
+    }
+}
+
+/// The `bpf_loop` callback: one step. Returns 1 to stop the loop.
+extern "C" fn loop_step(_index: u64, _ctx: *mut c_void) -> i64 {
+    i64::from(step())
+}
+
+/// One step: start the next iovec, or send the next chunk. Returns true
+/// when the call is done (sent, or failed). Kept to few branches: on
+/// kernels without `bpf_loop` the verifier walks it once per step.
+#[inline(always)]
+fn step() -> bool {
+    let Some(st) = EMIT.get_ptr_mut(0) else {
+        return true;
     };
     let st = unsafe { &mut *st };
     if st.left == 0 {
-        return 1;
+        return true;
     }
     if st.seg_left == 0 {
         if st.iov_left == 0 {
-            return 1;
+            // The iovecs held fewer bytes than the call returned.
+            st.left = 0;
+            return true;
         }
         // struct iovec { void *iov_base; size_t iov_len; }
-        let iov = match unsafe { bpf_probe_read_user(st.iov as *const [u64; 2]) } {
-            Ok(iov) => iov,
-            Err(_) => return fail(st, true),
+        let Ok(iov) = (unsafe { bpf_probe_read_user(st.iov as *const [u64; 2]) }) else {
+            return fail(st, true);
         };
         st.iov += 16;
         st.iov_left -= 1;
         st.cur = iov[0];
-        st.seg_left = iov[1];
-        return 0;
+        // Never past the call's end: the chunk length below then needs one
+        // bound only.
+        st.seg_left = if iov[1] < st.left { iov[1] } else { st.left };
+        return false;
     }
-
-    let mut n = st.seg_left;
-    if n > st.left {
-        n = st.left;
-    }
-    if n > CHUNK_DATA_MAX as u64 {
-        n = CHUNK_DATA_MAX as u64;
-    }
-    let Some(chunk) = SCRATCH.get_ptr_mut(0) else {
-        return fail(st, false);
+    let sent = if crate::HAS_BPF_LOOP {
+        send_chunk::<CHUNK_DATA_MAX>(st, SCRATCH.get_ptr_mut(0))
+    } else {
+        let cpu = unsafe { bpf_get_smp_processor_id() };
+        send_chunk::<COMPAT_CHUNK_DATA_MAX>(st, SCRATCH_WIDE.get_ptr_mut(cpu))
     };
-    let n = clamp_chunk_len(n);
-    unsafe {
-        (*chunk).header = st.header;
-        (*chunk).header.len = n as u32;
-        let data = core::ptr::addr_of_mut!((*chunk).data) as *mut c_void;
-        if probe_read_user_raw(data, n as u32, st.cur as *const c_void) != 0 {
-            return fail(st, true);
-        }
-        let record = core::slice::from_raw_parts(chunk as *const u8, CHUNK_HEADER_LEN + n as usize);
-        // Discovery news wakes the agent at once: it decides while the
-        // connection (or process) is fresh.
-        let wake = if st.header.flags & chunk_flags::DISCOVERY != 0 && st.header.offset == 0 {
-            aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP as u64
-        } else {
-            wakeup_flags()
-        };
-        if EVENTS.output::<[u8]>(record, wake).is_err() {
-            count(counter::RINGBUF_FULL_CHUNKS, 1);
-            count(counter::RINGBUF_FULL_BYTES, st.left);
-            st.left = 0;
-            st.failed = true;
-            return 1;
-        }
-    }
-    count(counter::CHUNKS_SENT, 1);
-    count(counter::BYTES_SENT, n);
+    let Some(n) = sent else {
+        return true;
+    };
+    st.chunks += 1;
+    st.bytes += n;
     st.header.offset += n;
     st.cur += n;
     st.seg_left -= n;
     st.left -= n;
     // A later chunk of this call no longer carries the "loss before" news.
     st.header.flags &= !chunk_flags::LOSS_BEFORE;
-    0
+    false
 }
 
 #[inline(always)]
-fn fail(st: &mut Emit, copy: bool) -> i64 {
+fn fail(st: &mut Emit, copy: bool) -> bool {
     if copy {
         count(counter::COPY_FAILED, 1);
     }
     st.left = 0;
     st.failed = true;
-    1
+    true
 }
 
-/// Proves to the verifier that the copy length fits the scratch buffer.
+/// Assembles the next chunk of the current segment in `chunk` (a scratch
+/// buffer of N payload bytes) and writes it to the ring buffer. Returns its
+/// length, or None when the call failed (the rest of it is lost).
 #[inline(always)]
-fn clamp_chunk_len(n: u64) -> u64 {
+fn send_chunk<const N: usize>(st: &mut Emit, chunk: Option<*mut ChunkBuf<N>>) -> Option<u64> {
+    let Some(chunk) = chunk else {
+        fail(st, false);
+        return None;
+    };
+    let n = chunk_len::<N>(st.seg_left);
+    unsafe {
+        (*chunk).header = st.header;
+        (*chunk).header.len = n as u32;
+        let data = core::ptr::addr_of_mut!((*chunk).data) as *mut c_void;
+        if probe_read_user_raw(data, n as u32, st.cur as *const c_void) != 0 {
+            fail(st, true);
+            return None;
+        }
+        let record = core::slice::from_raw_parts(chunk as *const u8, CHUNK_HEADER_LEN + n as usize);
+        if EVENTS.output::<[u8]>(record, st.wake).is_err() {
+            count(counter::RINGBUF_FULL_CHUNKS, 1);
+            count(counter::RINGBUF_FULL_BYTES, st.left);
+            st.left = 0;
+            st.failed = true;
+            return None;
+        }
+    }
+    Some(n)
+}
+
+/// The next chunk's length: at most N, in a form every verifier follows.
+/// The value is `min(seg_left, N)`; the mask
+/// and the second bound change nothing but prove to 5.10's verifier that
+/// the size is neither negative nor past the scratch buffer (it loses the
+/// sign of the first bound when the compiler narrows it to 32 bits).
+/// black_box keeps the compiler from folding the redundant steps away.
+#[inline(always)]
+fn chunk_len<const N: usize>(seg_left: u64) -> u64 {
+    let max = N as u64;
+    let n = if seg_left > max { max } else { seg_left };
+    let n = core::hint::black_box(n) & (2 * max - 1);
     let n = core::hint::black_box(n);
-    if n > CHUNK_DATA_MAX as u64 {
-        CHUNK_DATA_MAX as u64
-    } else {
-        n
-    }
-}
-
-/// Sends the `ret` bytes of one call made by a tracked (or sniffed)
-/// process, applying the capture cap and the process's loss flag. `lost`
-/// is the process's "data lost since the last chunk" flag: consumed here,
-/// and set again when this call could not be sent whole.
-#[inline(always)]
-pub fn emit_call(mut header: ChunkHeader, buf: u64, iov_cnt: u64, ret: u64, lost: Option<*mut u32>) {
-    if let Some(lost) = lost {
-        unsafe {
-            if *lost != 0 {
-                header.flags |= chunk_flags::LOSS_BEFORE;
-                *lost = 0;
-            }
-        }
-    }
-    header.call_len = ret;
-    let mut len = ret;
-    let cap = config::capture_cap();
-    if len > cap {
-        len = cap;
-        header.flags |= chunk_flags::TRUNCATED;
-        count(counter::TRUNCATED_CALLS, 1);
-        count(counter::TRUNCATED_BYTES, ret - cap);
-    }
-    if !emit(header, buf, iov_cnt, len) {
-        if let Some(lost) = lost {
-            unsafe { *lost = 1 };
-        }
-    }
+    if n > max { max } else { n }
 }
 
 /// The first four bytes a call moved (from a plain buffer, or the first

@@ -14,7 +14,7 @@ use mcptap_common::{ProcState, counter, fds, proc_state};
 use crate::{
     config,
     maps::{count, watch_process},
-    regs::Regs,
+    regs::Args,
     sockets,
 };
 
@@ -24,14 +24,14 @@ const F_DUPFD_CLOEXEC: u64 = 1030;
 /// Exit of dup, dup2 and dup3: the old fd is the first argument, the new
 /// one the return value.
 #[inline(always)]
-pub fn on_dup(p: Option<*mut ProcState>, tgid: u32, regs: &Regs, ret: i64) {
+pub fn on_dup(p: Option<*mut ProcState>, tgid: u32, regs: &impl Args, ret: i64) {
     if ret >= 0 {
         copy_membership(p, tgid, regs.arg0(), ret as u64);
     }
 }
 
 #[inline(always)]
-pub fn on_fcntl(p: Option<*mut ProcState>, tgid: u32, regs: &Regs, ret: i64) {
+pub fn on_fcntl(p: Option<*mut ProcState>, tgid: u32, regs: &impl Args, ret: i64) {
     let cmd = regs.arg1();
     if ret >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) {
         copy_membership(p, tgid, regs.arg0(), ret as u64);
@@ -41,7 +41,7 @@ pub fn on_fcntl(p: Option<*mut ProcState>, tgid: u32, regs: &Regs, ret: i64) {
 /// close(fd) of a watched process: the descriptor is no longer stdio, nor
 /// a watched socket.
 #[inline(always)]
-pub fn on_close(p: *mut ProcState, pid_tgid: u64, regs: &Regs, ret: i64) {
+pub fn on_close(p: *mut ProcState, pid_tgid: u64, regs: &impl Args, ret: i64) {
     if ret != 0 {
         return;
     }
@@ -58,7 +58,7 @@ pub fn on_close(p: *mut ProcState, pid_tgid: u64, regs: &Regs, ret: i64) {
 /// close_range(first, last, flags): stdio copies in the range are gone
 /// (watched sockets in it age out of their LRU map).
 #[inline(always)]
-pub fn on_close_range(p: *mut ProcState, regs: &Regs, ret: i64) {
+pub fn on_close_range(p: *mut ProcState, regs: &impl Args, ret: i64) {
     const CLOSE_RANGE_CLOEXEC: u64 = 1 << 2;
     if ret != 0 || regs.arg2() & CLOSE_RANGE_CLOEXEC != 0 {
         return;

@@ -1,13 +1,13 @@
-//! Maps shared with the agent. Names are part of the agent contract
-//! (`agent/src/capture` opens them by name).
+//! Maps shared with the agent. Their names are `mcptap_common::names::map`
+//! (aya names a map after its static); maps only the kernel uses live next
+//! to the code that uses them.
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use core::intrinsics::{AtomicOrdering, atomic_and, atomic_or};
-use mcptap_common::{Chunk, ProcState, SockState, SslKey, counter, watch};
+use mcptap_common::{ProcState, SockState, SslKey, counter, watch};
 
 use crate::config;
 
@@ -21,14 +21,16 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 #[map]
 pub static PROCS: HashMap<u32, ProcState> = HashMap::with_max_entries(65536, 0);
 
-/// Bit `tgid` set: the process has an entry in PROCS. Written by the
-/// kernel only (atomically); the agent writes `WATCH_USER`.
+/// One byte per tgid (`watch::byte`): whether the process has an entry in
+/// PROCS, or has had its stdin ruled out. Written by the kernel only, with
+/// plain byte stores (see `mcptap_common::watch`); the agent writes
+/// `WATCH_USER`. The agent sizes both from the host's pid_max.
 #[map]
-pub static WATCH_KERNEL: Array<u64> = Array::with_max_entries(watch::WORDS, 0);
+pub static WATCH_KERNEL: Array<u64> = Array::with_max_entries(watch::kernel_words(watch::MAX_TGID), 0);
 
 /// The agent's bits (processes it selected or seeded at start).
 #[map]
-pub static WATCH_USER: Array<u64> = Array::with_max_entries(watch::WORDS, 0);
+pub static WATCH_USER: Array<u64> = Array::with_max_entries(watch::user_words(watch::MAX_TGID), 0);
 
 /// TCP sockets of watched processes (key: `sock_key(tgid, fd)`). LRU: a
 /// close the kernel missed must not leak entries forever.
@@ -43,28 +45,9 @@ pub static COMM_RULES: HashMap<[u8; 16], u8> = HashMap::with_max_entries(256, 0)
 #[map]
 pub static PORT_RULES: HashMap<u16, u8> = HashMap::with_max_entries(256, 0);
 
-/// The socket each thread last moved TLS ciphertext on: how a TLS session
-/// (an `SSL*`) is tied to its connection (see `tls`).
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct ThreadSock {
-    pub read_fd: i32,
-    pub write_fd: i32,
-    pub read_ts: u64,
-    pub write_ts: u64,
-}
-
-#[map]
-pub static THREAD_SOCK: LruHashMap<u64, ThreadSock> = LruHashMap::with_max_entries(16384, 0);
-
 /// TLS sessions of untracked processes that discovery is looking at.
 #[map]
 pub static SSLS: LruHashMap<SslKey, u32> = LruHashMap::with_max_entries(16384, 0);
-
-/// Per-CPU scratch buffer where a chunk is assembled before it is copied
-/// into the ring buffer with its exact length.
-#[map]
-pub static SCRATCH: PerCpuArray<Chunk> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU counters, indexed by `mcptap_common::counter`.
 #[map]
@@ -78,42 +61,87 @@ pub fn count(index: u32, by: u64) {
     }
 }
 
-/// Whether the process has an entry in PROCS: two array reads, the only
-/// cost most processes pay per syscall.
+/// What the kernel knows of a process at a glance, for the price of one
+/// or two array loads: the only cost most processes pay per syscall.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Glance {
+    /// It has an entry in PROCS.
+    Watched,
+    /// Nothing, and its stdin was ruled out (not worth a look).
+    StdinRuledOut,
+    /// Nothing: discovery may look at it.
+    Unknown,
+}
+
+#[inline(always)]
+pub fn glance(tgid: u32) -> Glance {
+    let Some(k) = kernel_byte(tgid) else {
+        // Beyond the maps (pid_max was raised after the agent started).
+        return if unsafe { PROCS.get(&tgid) }.is_some() {
+            Glance::Watched
+        } else {
+            Glance::Unknown
+        };
+    };
+    let k = unsafe { *k };
+    if k == watch::byte::WATCHED {
+        return Glance::Watched;
+    }
+    let u = WATCH_USER
+        .get(tgid / watch::USER_TGIDS_PER_WORD)
+        .copied()
+        .unwrap_or(0);
+    if u & (1u64 << (tgid % watch::USER_TGIDS_PER_WORD)) != 0 {
+        Glance::Watched
+    } else if k == watch::byte::STDIN_RULED_OUT {
+        Glance::StdinRuledOut
+    } else {
+        Glance::Unknown
+    }
+}
+
 #[inline(always)]
 pub fn is_watched(tgid: u32) -> bool {
-    if tgid >= watch::MAX_TGID {
-        return unsafe { PROCS.get(&tgid) }.is_some();
-    }
-    let word = tgid >> 6;
-    let bit = 1u64 << (tgid & 63);
-    let k = WATCH_KERNEL.get(word).copied().unwrap_or(0);
-    let u = WATCH_USER.get(word).copied().unwrap_or(0);
-    (k | u) & bit != 0
+    glance(tgid) == Glance::Watched
 }
 
+/// The tgid's byte in WATCH_KERNEL.
 #[inline(always)]
-fn watch_word(tgid: u32) -> Option<*mut u64> {
-    if tgid >= watch::MAX_TGID {
-        return None;
-    }
-    WATCH_KERNEL.get_ptr_mut(tgid >> 6)
+fn kernel_byte(tgid: u32) -> Option<*mut u8> {
+    let word = WATCH_KERNEL.get_ptr_mut(tgid / watch::KERNEL_TGIDS_PER_WORD)?;
+    Some(unsafe { (word as *mut u8).add((tgid % watch::KERNEL_TGIDS_PER_WORD) as usize) })
 }
 
-// Atomic read-modify-write: other CPUs may set bits of the same word at
-// the same time (BPF atomics, kernel 5.12+).
-
+/// Sets the tgid's byte: a plain byte store, which leaves the other tgids
+/// of the word alone (no atomics needed, see `mcptap_common::watch`).
 #[inline(always)]
-pub fn set_watched(tgid: u32) {
-    if let Some(w) = watch_word(tgid) {
-        unsafe { atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(w, 1u64 << (tgid & 63)) };
+fn set_kernel_byte(tgid: u32, value: u8) {
+    if let Some(b) = kernel_byte(tgid) {
+        unsafe { core::ptr::write_volatile(b, value) };
     }
 }
 
+/// The process is gone (its PROCS entry removed): it is a stranger again.
 #[inline(always)]
-pub fn clear_watched(tgid: u32) {
-    if let Some(w) = watch_word(tgid) {
-        unsafe { atomic_and::<u64, u64, { AtomicOrdering::Relaxed }>(w, !(1u64 << (tgid & 63))) };
+pub fn forget(tgid: u32) {
+    set_kernel_byte(tgid, watch::byte::NONE);
+}
+
+/// The process's stdin is not worth another look until it execs.
+#[inline(always)]
+pub fn rule_out_stdin(tgid: u32) {
+    set_kernel_byte(tgid, watch::byte::STDIN_RULED_OUT);
+}
+
+/// At exec: a new program may speak MCP on the same stdin.
+#[inline(always)]
+pub fn forget_ruled_out(tgid: u32) {
+    if let Some(b) = kernel_byte(tgid) {
+        unsafe {
+            if *b == watch::byte::STDIN_RULED_OUT {
+                core::ptr::write_volatile(b, watch::byte::NONE);
+            }
+        }
     }
 }
 
@@ -123,6 +151,7 @@ pub fn clear_watched(tgid: u32) {
 pub fn watch_process(tgid: u32, state: u32) -> Option<*mut ProcState> {
     if let Some(p) = PROCS.get_ptr_mut(&tgid) {
         unsafe { (*p).state |= state };
+        set_kernel_byte(tgid, watch::byte::WATCHED);
         return Some(p);
     }
     if PROCS
@@ -137,7 +166,7 @@ pub fn watch_process(tgid: u32, state: u32) -> Option<*mut ProcState> {
         count(counter::PROCS_FULL, 1);
         return None;
     }
-    set_watched(tgid);
+    set_kernel_byte(tgid, watch::byte::WATCHED);
     PROCS.get_ptr_mut(&tgid)
 }
 

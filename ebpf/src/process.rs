@@ -11,12 +11,14 @@ use mcptap_common::{ProcessRecord, comm_rule, proc_state, record};
 
 use crate::{
     config,
-    maps::{COMM_RULES, PROCS, clear_watched, send, watch_process},
+    maps::{COMM_RULES, PROCS, forget, forget_ruled_out, send, watch_process},
 };
 
 #[tracepoint]
 pub fn sched_exec(_ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // A new program may speak MCP on the stdin the old one ruled out.
+    forget_ruled_out(tgid);
     if config::send_execs() && tgid != config::agent_tgid() {
         // A new program may bring a TLS library the agent has not hooked.
         send_process(record::EXEC_ANY, tgid);
@@ -71,12 +73,14 @@ pub fn sched_exit(ctx: TracePointContext) -> u32 {
     if !group_dead {
         return 0;
     }
+    // Whatever the kernel knew of this tgid goes with it (a ruled-out stdin
+    // must not stick to the next process given the same number).
+    forget(tgid);
     let state = match unsafe { PROCS.get(&tgid) } {
         Some(p) => p.state,
         None => return 0,
     };
     let _ = PROCS.remove(&tgid);
-    clear_watched(tgid);
     // The agent holds streams for tracked processes and for connections it
     // is still deciding about.
     if state & (proc_state::TRACKED | proc_state::NET_CANDIDATE) != 0 {

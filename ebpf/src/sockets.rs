@@ -17,7 +17,11 @@
 //! or lets the connection go (see `agent/src/capture/selection.rs` for the
 //! per-process budget that bounds what a busy non-MCP process costs).
 
-use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_user};
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_user},
+    macros::map,
+    maps::LruHashMap,
+};
 use mcptap_common::{
     ChunkHeader, ProcState, SEEDED_PATIENCE, SockState, SocketRecord, channel, chunk_flags, comm_rule, counter, op,
     proc_state, record, sock_flags, sock_key, sock_role,
@@ -25,10 +29,25 @@ use mcptap_common::{
 
 use crate::{
     config,
-    emit::{emit_call, first4},
-    maps::{PORT_RULES, SOCKS, THREAD_SOCK, ThreadSock, count, send, send_now, watch_process},
-    regs::Regs,
+    emit::{self, first4},
+    maps::{PORT_RULES, SOCKS, count, send, send_now, watch_process},
+    regs::Args,
 };
+
+/// The socket each thread last moved TLS ciphertext on: how a TLS session
+/// (an `SSL*`) is tied to its connection (see `tls`). Written here, read
+/// there.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ThreadSock {
+    pub read_fd: i32,
+    pub write_fd: i32,
+    pub read_ts: u64,
+    pub write_ts: u64,
+}
+
+#[map]
+pub static THREAD_SOCK: LruHashMap<u64, ThreadSock> = LruHashMap::with_max_entries(16384, 0);
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -65,7 +84,7 @@ fn read_sockaddr(ptr: u64) -> Option<Peer> {
 
 /// accept/accept4 returned `ret` (the new descriptor).
 #[inline(always)]
-pub fn on_accept(p: Option<*mut ProcState>, tgid: u32, regs: &Regs, ret: i64) {
+pub fn on_accept(p: Option<*mut ProcState>, tgid: u32, regs: &impl Args, ret: i64) {
     if ret < 0 || !config::capture_sockets() {
         return;
     }
@@ -88,7 +107,7 @@ pub fn on_accept(p: Option<*mut ProcState>, tgid: u32, regs: &Regs, ret: i64) {
 
 /// connect returned `ret` (0, or EINPROGRESS for a non-blocking socket).
 #[inline(always)]
-pub fn on_connect(mut p: Option<*mut ProcState>, tgid: u32, regs: &Regs, ret: i64) {
+pub fn on_connect(mut p: Option<*mut ProcState>, tgid: u32, regs: &impl Args, ret: i64) {
     if (ret != 0 && ret != EINPROGRESS) || !config::capture_sockets() {
         return;
     }
@@ -181,10 +200,8 @@ pub fn on_io(p: *mut ProcState, pid_tgid: u64, fd: u64, io: u8, buf: u64, iov_cn
     if flags & (sock_flags::OTHER | sock_flags::IGNORE) != 0 {
         return;
     }
-    let mut first = None;
     if flags & sock_flags::CLASSIFIED == 0 {
-        first = first4(buf, iov_cnt, ret);
-        let Some(b) = first else { return };
+        let Some(b) = first4(buf, iov_cnt, ret) else { return };
         let class = classify(b);
         if class == 0 {
             unsafe {
@@ -220,10 +237,10 @@ pub fn on_io(p: *mut ProcState, pid_tgid: u64, fd: u64, io: u8, buf: u64, iov_cn
         return;
     }
     // Sniff: does this call start a request, in the direction requests go?
-    if first.is_none() {
-        first = first4(buf, iov_cnt, ret);
-    }
-    let Some(b) = first else { return };
+    // (The first bytes are read again rather than kept from the
+    // classification above: 5.10's verifier cannot follow the compiler's
+    // reuse of that value across the two branches and rejects the program.)
+    let Some(b) = first4(buf, iov_cnt, ret) else { return };
     let request = if flags & sock_flags::SERVER != 0 {
         io == op::READ
     } else {
@@ -254,7 +271,7 @@ fn send_chunk(p: *mut ProcState, pid_tgid: u64, fd: u64, io: u8, flags: u8, buf:
         channel: channel::SOCKET,
         _reserved: 0,
     };
-    emit_call(header, buf, iov_cnt, ret, Some(unsafe { &raw mut (*p).lost }));
+    emit::queue(header, buf, iov_cnt, ret, Some(p));
 }
 
 /// Remembers the TLS socket this thread just used (see `tls`).

@@ -6,34 +6,46 @@
 //! own to stdout, so both directions of the session are seen from the
 //! server alone.
 //!
-//! Discovery: a process reading its stdin is a candidate. If the first byte
-//! it read is `{` or `[` (a JSON object or batch), it becomes provisionally
-//! tracked and the bytes go to the agent flagged DISCOVERY; the agent
-//! confirms (it speaks MCP) or rejects (excluded from then on). Tracking in
-//! the kernel right away matters: the server's answer to that very first
-//! message must not be missed while the agent decides.
+//! Discovery: a process reading its stdin is a candidate, once. If the
+//! first byte of its first read (since it started, or since the agent
+//! started) is `{` or `[` (a JSON object or batch), it becomes
+//! provisionally tracked and the bytes go to the agent flagged DISCOVERY;
+//! the agent confirms (it speaks MCP) or rejects (excluded from then on).
+//! Tracking in the kernel right away matters: the server's answer to that
+//! very first message must not be missed while the agent decides.
+//! Otherwise its stdin is ruled out until it execs a new program: a shell
+//! pipeline, `dd` or a log shipper reading stdin all day pays one byte
+//! load per read, never a copy of user memory. A fresh MCP server's first
+//! read always starts a message; one already running when the agent
+//! starts is normally blocked in read() waiting for its client's next
+//! message, so that read starts a message too (one caught in the middle of
+//! a large message is ruled out until it execs: `--pid`/`--exe` select it
+//! regardless).
 
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_user};
 use mcptap_common::{ChunkHeader, ProcState, channel, chunk_flags, counter, fds, op, proc_state, record};
 
 use crate::{
-    emit::emit_call,
-    maps::{count, watch_process},
+    emit,
+    maps::{count, rule_out_stdin, watch_process},
 };
 
-/// A read of a process the kernel knows nothing about: worth a look only
-/// when it is stdin and starts a JSON value.
+/// The first stdin read of a process the kernel knows nothing about:
+/// tracked provisionally when it starts a JSON value, else ruled out.
+/// Returns true when bytes were queued.
 #[inline(always)]
-pub fn sniff_unwatched(pid_tgid: u64, fd: u64, buf: u64, iov_cnt: u64, ret: u64) {
-    if fd != 0 || !looks_like_json(buf, iov_cnt) {
-        return;
-    }
+pub fn sniff_unwatched(pid_tgid: u64, buf: u64, iov_cnt: u64, ret: u64) -> bool {
     let tgid = (pid_tgid >> 32) as u32;
+    if !looks_like_json(buf, iov_cnt) {
+        rule_out_stdin(tgid);
+        return false;
+    }
     let Some(p) = watch_process(tgid, proc_state::PROVISIONAL) else {
-        return;
+        return false;
     };
     count(counter::DISCOVERY_SNIFFS, 1);
-    send(p, pid_tgid, fd, op::READ, chunk_flags::DISCOVERY, buf, iov_cnt, ret);
+    send(p, pid_tgid, 0, op::READ, chunk_flags::DISCOVERY, buf, iov_cnt, ret);
+    true
 }
 
 /// A read or write of a watched process. Returns false when `fd` is not one
@@ -80,7 +92,7 @@ fn send(p: *mut ProcState, pid_tgid: u64, fd: u64, io: u8, flags: u8, buf: u64, 
         channel: channel::STDIO,
         _reserved: 0,
     };
-    emit_call(header, buf, iov_cnt, ret, Some(unsafe { &raw mut (*p).lost }));
+    emit::queue(header, buf, iov_cnt, ret, Some(p));
 }
 
 /// True when the first byte the call moved opens a JSON object or array.

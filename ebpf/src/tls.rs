@@ -26,8 +26,9 @@ use mcptap_common::{
 
 use crate::{
     config,
-    emit::{emit_call, first4},
-    maps::{PROCS, SSLS, THREAD_SOCK, count, is_watched, send},
+    emit::{self, first4},
+    maps::{PROCS, SSLS, count, is_watched, send},
+    sockets::THREAD_SOCK,
 };
 
 /// Arguments of an SSL call between its entry and its return.
@@ -155,8 +156,7 @@ fn exit(ctx: &RetProbeContext, ex: bool) -> u32 {
     }
     let tracked = p.is_some_and(|p| unsafe { (*p).state } & proc_state::TRACKED != 0);
     if tracked {
-        let lost = p.map(|p| unsafe { &raw mut (*p).lost });
-        send_chunk(pid_tgid, &call, fd, 0, len, lost);
+        send_chunk(pid_tgid, &call, fd, 0, len, p);
         return 0;
     }
     // Discovery: a session of an untracked process.
@@ -199,7 +199,7 @@ fn socket_of_call(pid_tgid: u64, call: &SslCall) -> i32 {
 }
 
 #[inline(always)]
-fn send_chunk(pid_tgid: u64, call: &SslCall, fd: i32, flags: u8, len: u64, lost: Option<*mut u32>) {
+fn send_chunk(pid_tgid: u64, call: &SslCall, fd: i32, flags: u8, len: u64, p: Option<*mut ProcState>) {
     let header = ChunkHeader {
         kind: record::CHUNK,
         len: 0,
@@ -214,7 +214,7 @@ fn send_chunk(pid_tgid: u64, call: &SslCall, fd: i32, flags: u8, len: u64, lost:
         channel: channel::TLS,
         _reserved: 0,
     };
-    emit_call(header, call.buf, 0, len, lost);
+    emit::queue(header, call.buf, 0, len, p);
 }
 
 #[uprobe]
@@ -239,12 +239,16 @@ pub fn ssl_write_ex_enter(ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn ssl_rw_exit(ctx: RetProbeContext) -> u32 {
-    exit(&ctx, false)
+    exit(&ctx, false);
+    emit::flush();
+    0
 }
 
 #[uretprobe]
 pub fn ssl_rw_ex_exit(ctx: RetProbeContext) -> u32 {
-    exit(&ctx, true)
+    exit(&ctx, true);
+    emit::flush();
+    0
 }
 
 /// `SSL_free(ssl)`: the session is over.

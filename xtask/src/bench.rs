@@ -520,6 +520,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     setup::setup(Needs {
         toolchain: true,
         peers: true,
+        vms: true,
     })?;
     let agent = build_agent()?;
     let dir = repo_root().join("target/bench");

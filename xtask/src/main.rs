@@ -12,6 +12,7 @@ mod bench;
 mod cmd;
 mod setup;
 mod test;
+mod vm;
 
 use std::{path::PathBuf, process::Command};
 
@@ -45,9 +46,65 @@ enum Task {
     Test(test::TestArgs),
     /// Run the benchmarks and print the report.
     Bench(bench::BenchArgs),
+    /// Boot a stock kernel of the test matrix under QEMU and run a command in
+    /// it (this host's root, read-only): `cargo xtask vm --kernel 5.10 -- mcptap check`.
+    Vm(VmArgs),
     /// Processes the benchmark runs (not for direct use).
     #[command(hide = true, subcommand)]
     BenchPeer(bench::Peer),
+}
+
+#[derive(clap::Args)]
+struct VmArgs {
+    /// The kernel series (5.10, 6.1, 6.12).
+    #[arg(long)]
+    kernel: String,
+    /// The command (run with sh -c); its output is shown as it runs.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    command: Vec<String>,
+}
+
+/// `cargo xtask vm`: one command in one kernel of the matrix.
+fn vm_command(args: VmArgs) -> Result<()> {
+    setup::setup(setup::Needs {
+        toolchain: false,
+        peers: false,
+        vms: true,
+    })?;
+    let kernel = vm::kernels::fetch(&[vm::spec(&args.kernel)?])?
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("no kernel fetched"))?;
+    let dir = repo_root().join("target/vm-command");
+    std::fs::create_dir_all(&dir)?;
+    let script = dir.join("command.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp
+cd '{}'
+{}
+",
+            repo_root().display(),
+            args.command.join(" ")
+        ),
+    )?;
+    let outcome = vm::qemu::run(
+        &kernel,
+        &format!("linux {}", args.kernel),
+        &script,
+        &[dir],
+        std::time::Duration::from_secs(60 * 60),
+    )?;
+    match outcome.exit {
+        Some(0) => Ok(()),
+        Some(code) => anyhow::bail!("the command exited {code}"),
+        None => anyhow::bail!(
+            "the machine stopped without an exit code; console:
+{}",
+            vm::qemu::console_tail(&outcome, 30)
+        ),
+    }
 }
 
 pub fn repo_root() -> PathBuf {
@@ -109,11 +166,13 @@ fn main() -> Result<()> {
         Task::Setup { toolchain_only } => setup::setup(setup::Needs {
             toolchain: true,
             peers: !toolchain_only,
+            vms: !toolchain_only,
         }),
         Task::Build => {
             setup::setup(setup::Needs {
                 toolchain: true,
                 peers: false,
+                vms: false,
             })?;
             build_agent().map(|_| ())
         }
@@ -121,6 +180,7 @@ fn main() -> Result<()> {
             setup::setup(setup::Needs {
                 toolchain: true,
                 peers: false,
+                vms: false,
             })?;
             let agent = build_agent()?;
             let mut c = if setup::is_root() {
@@ -135,6 +195,7 @@ fn main() -> Result<()> {
             cmd::run(&mut c)
         }
         Task::Test(args) => test::test(args),
+        Task::Vm(args) => vm_command(args),
         Task::Bench(args) => bench::bench(args),
         Task::BenchPeer(peer) => bench::peer(peer),
     }

@@ -30,6 +30,9 @@ pub struct Needs {
     pub toolchain: bool,
     /// The MCP peers of the end-to-end tests (Python venv, npm packages).
     pub peers: bool,
+    /// What booting the kernel matrix needs (QEMU, virtiofsd, busybox, kmod,
+    /// cpio, xz) and bpftool for the benchmarks.
+    pub vms: bool,
 }
 
 pub fn setup(needs: Needs) -> Result<()> {
@@ -46,6 +49,12 @@ pub fn setup(needs: Needs) -> Result<()> {
         step("Debian packages of the tests' receivers", ensure_test_packages)?;
         step("Python MCP peers (tests/peers/requirements.txt)", ensure_python_peers)?;
         step("Node MCP peers (tests/peers/package-lock.json)", ensure_node_peers)?;
+    }
+    if needs.vms {
+        step(
+            "Debian packages of the kernel matrix (QEMU, busybox, kmod, cpio, bpftool)",
+            || ensure_debs(VM_PACKAGES),
+        )?;
     }
     Ok(())
 }
@@ -128,8 +137,23 @@ fn deb_installed(package: &str) -> bool {
         .is_ok_and(|o| o.stdout.ends_with(b"install ok installed"))
 }
 
+/// Booting Debian's stock kernels under QEMU (xtask/src/vm), and bpftool
+/// for the benchmarks' per-program costs.
+const VM_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "kmod",
+    "cpio",
+    "xz-utils",
+    "bpftool",
+];
+
 fn ensure_test_packages() -> Result<Option<String>> {
-    let missing: Vec<&str> = TEST_PACKAGES.iter().copied().filter(|p| !deb_installed(p)).collect();
+    ensure_debs(TEST_PACKAGES)
+}
+
+fn ensure_debs(packages: &[&str]) -> Result<Option<String>> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !deb_installed(p)).collect();
     if missing.is_empty() {
         return Ok(None);
     }

@@ -1,21 +1,32 @@
 //! `cargo xtask test`: every test.
 //!
 //! 1. unit tests of every crate (no root, no kernel);
-//! 2. the end-to-end tests (tests/): they run the real agent, which loads
-//!    the real eBPF programs, against real MCP clients and servers.
+//! 2. the end-to-end tests (tests/) on this host's kernel: they run the real
+//!    agent, which loads the real eBPF programs, against real MCP clients and
+//!    servers;
+//! 3. the kernel matrix: the end-to-end smoke suite (tests/tests/smoke.rs)
+//!    inside each stock kernel of `vm::MATRIX` booted under QEMU, once with
+//!    the hook family the kernel allows (fexit) and once forced onto the
+//!    fallback (the raw `sys_exit` tracepoint).
 //!
-//! The end-to-end tests need root and BPF. Where `mcptap check` says the
-//! host cannot run the agent, the task prints why and FAILS: a CI machine
-//! that lost BPF must not pass by skipping. `MCPTAP_E2E=skip` skips them on
-//! purpose (a developer laptop without root), and says so loudly.
+//! `--kernel 6.1` instead runs the whole end-to-end suite under that one
+//! kernel. The end-to-end tests need root and BPF. Where `mcptap check` says
+//! the host cannot run the agent, the task prints why and FAILS: a CI
+//! machine that lost BPF must not pass by skipping. `MCPTAP_E2E=skip` skips
+//! them on purpose (a developer laptop without root), and says so loudly.
 
-use std::process::Command;
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::{
     build_agent, cmd, repo_root,
     setup::{self, Needs, peers_dir, venv_python},
+    vm,
 };
 
 #[derive(clap::Args)]
@@ -23,6 +34,16 @@ pub struct TestArgs {
     /// Only the unit tests (no root or BPF needed).
     #[arg(long)]
     unit_only: bool,
+    /// Skip the kernel matrix (this host's kernel only).
+    #[arg(long)]
+    no_matrix: bool,
+    /// Only the kernel matrix (after the unit tests).
+    #[arg(long, conflicts_with = "no_matrix")]
+    matrix_only: bool,
+    /// Run the whole end-to-end suite under this kernel of the matrix (5.10,
+    /// 6.1, 6.12) instead of this host's, and no matrix.
+    #[arg(long, value_name = "SERIES")]
+    kernel: Option<String>,
     /// How many end-to-end tests run at once. Each runs its own agent, which
     /// sees the whole host: above 1, host-wide counters (parse errors, loss)
     /// include other tests' traffic and their exact assertions can fail.
@@ -32,10 +53,19 @@ pub struct TestArgs {
     filter: Option<String>,
 }
 
+/// Longest a kernel of the matrix may take for its smoke suite (both hook
+/// families) under software emulation; the machine is stopped after it.
+const SMOKE_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+/// Longest the whole suite may take under one kernel (`--kernel`).
+const SUITE_TIMEOUT: Duration = Duration::from_secs(90 * 60);
+
 pub fn test(args: TestArgs) -> Result<()> {
+    let e2e = !args.unit_only;
+    let vms = e2e && (args.kernel.is_some() || !args.no_matrix);
     setup::setup(Needs {
         toolchain: true,
-        peers: !args.unit_only,
+        peers: e2e,
+        vms,
     })?;
     let agent = build_agent()?;
 
@@ -74,24 +104,189 @@ pub fn test(args: TestArgs) -> Result<()> {
     }
     eprint!("{}", String::from_utf8_lossy(&check.stdout));
 
-    eprintln!("\n== end-to-end tests");
     let artifacts = repo_root().join("target/e2e-artifacts");
     std::fs::create_dir_all(&artifacts)?;
-    let mut c = Command::new("cargo");
-    c.args(["test", "-p", "mcptap-tests", "--", "--nocapture"])
-        .arg(format!("--test-threads={}", args.jobs.max(1)))
-        .current_dir(repo_root())
-        .env("MCPTAP_BIN", &agent)
-        .env("MCPTAP_PEERS", peers_dir())
-        .env("MCPTAP_PYTHON", venv_python())
-        .env("MCPTAP_ARTIFACTS", &artifacts);
-    if let Some(filter) = &args.filter {
-        c.arg(filter);
+    if let Some(series) = &args.kernel {
+        return whole_suite_in(series, &agent, &artifacts, args.filter.as_deref());
     }
-    cmd::run(&mut c)?;
+    if !args.matrix_only {
+        eprintln!("\n== end-to-end tests (this host's kernel)");
+        let mut c = Command::new("cargo");
+        c.args(["test", "-p", "mcptap-tests", "--", "--nocapture"])
+            .arg(format!("--test-threads={}", args.jobs.max(1)))
+            .current_dir(repo_root())
+            .envs(e2e_env(&agent, &artifacts));
+        if let Some(filter) = &args.filter {
+            c.arg(filter);
+        }
+        cmd::run(&mut c)?;
+    }
+    if !args.no_matrix {
+        matrix(&agent, &artifacts)?;
+    }
     eprintln!(
         "\nall tests passed (agent logs and events of each end-to-end test: {})",
         artifacts.display()
     );
+    Ok(())
+}
+
+/// The variables the end-to-end harness (tests/src/lib.rs) reads.
+fn e2e_env(agent: &Path, artifacts: &Path) -> Vec<(&'static str, PathBuf)> {
+    vec![
+        ("MCPTAP_BIN", agent.to_path_buf()),
+        ("MCPTAP_PEERS", peers_dir()),
+        ("MCPTAP_PYTHON", venv_python()),
+        ("MCPTAP_ARTIFACTS", artifacts.to_path_buf()),
+    ]
+}
+
+/// The end-to-end test executables, built (not run), by test name.
+fn e2e_binaries() -> Result<Vec<(String, PathBuf)>> {
+    let out = cmd::output(
+        Command::new("cargo")
+            .args(["test", "-p", "mcptap-tests", "--no-run", "--message-format=json"])
+            .current_dir(repo_root()),
+    )?;
+    let mut found = Vec::new();
+    for line in out.lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact"
+            || !msg["target"]["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "test"))
+        {
+            continue;
+        }
+        if let (Some(name), Some(exe)) = (msg["target"]["name"].as_str(), msg["executable"].as_str()) {
+            found.push((name.to_string(), PathBuf::from(exe)));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// A shell script, run inside a VM, that runs `binaries` under each hook
+/// family of `families` (`(--hooks value, family the agent must report)`),
+/// and exits non-zero when any failed.
+fn guest_script(
+    agent: &Path,
+    artifacts: &Path,
+    binaries: &[(String, PathBuf)],
+    families: &[(&str, &str)],
+    filter: Option<&str>,
+) -> String {
+    let mut s = String::from("#!/bin/sh\n# written by cargo xtask test (xtask/src/test.rs)\n");
+    s.push_str("export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp LANG=C.UTF-8\n");
+    for (k, v) in e2e_env(agent, artifacts) {
+        if k != "MCPTAP_ARTIFACTS" {
+            s.push_str(&format!("export {k}='{}'\n", v.display()));
+        }
+    }
+    s.push_str(&format!("cd '{}'\n", repo_root().display()));
+    s.push_str("echo \"== Linux $(uname -r)\"\n\"$MCPTAP_BIN\" check || exit 1\nstatus=0\n");
+    for (hooks, family) in families {
+        let dir = artifacts.join(hooks);
+        s.push_str(&format!(
+            "export MCPTAP_E2E_HOOKS={hooks} MCPTAP_E2E_EXPECT_HOOKS={family} MCPTAP_ARTIFACTS='{}'\nmkdir -p \"$MCPTAP_ARTIFACTS\"\n",
+            dir.display()
+        ));
+        for (name, exe) in binaries {
+            s.push_str(&format!(
+                "echo \"== {name} (--hooks {hooks})\"\n'{}' --test-threads=1 --nocapture {} || status=1\n",
+                exe.display(),
+                filter.unwrap_or("")
+            ));
+        }
+    }
+    s.push_str("exit $status\n");
+    s
+}
+
+/// Boots `kernel` and runs `script` in it; fails unless it exits 0.
+fn run_in(kernel: &vm::kernels::KernelImage, script: String, artifacts: &Path, timeout: Duration) -> Result<Duration> {
+    let script_path = artifacts.join("guest.sh");
+    std::fs::create_dir_all(artifacts)?;
+    std::fs::write(&script_path, script)?;
+    let label = format!("linux {}", kernel.spec.name);
+    let outcome = vm::qemu::run(kernel, &label, &script_path, &[artifacts.to_path_buf()], timeout)?;
+    match outcome.exit {
+        Some(0) => Ok(outcome.elapsed),
+        Some(code) => bail!(
+            "Linux {} ({}): the tests failed (exit {code}); output in {}, agent logs in {}",
+            kernel.spec.name,
+            kernel.version,
+            outcome.output.display(),
+            artifacts.display()
+        ),
+        None => bail!(
+            "Linux {} ({}): the machine stopped without an exit code (hung, or crashed); console:\n{}",
+            kernel.spec.name,
+            kernel.version,
+            vm::qemu::console_tail(&outcome, 30)
+        ),
+    }
+}
+
+/// The smoke suite inside every kernel of the matrix, through both hook
+/// families.
+fn matrix(agent: &Path, artifacts: &Path) -> Result<()> {
+    eprintln!("\n== kernel matrix: the smoke suite under each stock kernel (QEMU, software emulation)");
+    let kernels = vm::kernels::fetch(vm::MATRIX)?;
+    let smoke: Vec<(String, PathBuf)> = e2e_binaries()?
+        .into_iter()
+        .filter(|(name, _)| name == "smoke")
+        .collect();
+    if smoke.is_empty() {
+        bail!("the smoke test binary (tests/tests/smoke.rs) was not built");
+    }
+    let mut failures = Vec::new();
+    let mut times = Vec::new();
+    for kernel in &kernels {
+        eprintln!(
+            "\n== Linux {} ({}, Debian {})",
+            kernel.spec.name, kernel.version, kernel.spec.debian
+        );
+        let dir = artifacts.join(format!("linux-{}", kernel.spec.name));
+        let _ = std::fs::remove_dir_all(&dir);
+        // Every kernel of the matrix allows tracing programs: `auto` must
+        // pick fexit there; `tracepoint` proves the fallback on the same kernel.
+        let script = guest_script(
+            agent,
+            &dir,
+            &smoke,
+            &[("auto", "fexit"), ("tracepoint", "tracepoint")],
+            None,
+        );
+        match run_in(kernel, script, &dir, SMOKE_TIMEOUT) {
+            Ok(took) => times.push(format!("Linux {} passed in {} s", kernel.spec.name, took.as_secs())),
+            Err(err) => failures.push(format!("{err:#}")),
+        }
+    }
+    for t in &times {
+        eprintln!("{t}");
+    }
+    if !failures.is_empty() {
+        bail!("kernel matrix failed:\n{}", failures.join("\n"));
+    }
+    Ok(())
+}
+
+/// The whole end-to-end suite under one kernel of the matrix.
+fn whole_suite_in(series: &str, agent: &Path, artifacts: &Path, filter: Option<&str>) -> Result<()> {
+    let spec = vm::spec(series)?;
+    let kernel = vm::kernels::fetch(&[spec])?.pop().context("no kernel fetched")?;
+    let dir = artifacts.join(format!("linux-{series}-suite"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let binaries = e2e_binaries()?;
+    eprintln!(
+        "\n== the whole end-to-end suite under Linux {series} ({})",
+        kernel.version
+    );
+    let script = guest_script(agent, &dir, &binaries, &[("auto", "")], filter);
+    let took = run_in(&kernel, script, &dir, SUITE_TIMEOUT)?;
+    eprintln!("\nLinux {series}: every end-to-end test passed in {} s", took.as_secs());
     Ok(())
 }

@@ -1,10 +1,13 @@
 //! Capture stage: loads the kernel programs, attaches them, and hands the
 //! pipeline one typed [`CaptureRecord`] per ring buffer record.
 //!
-//! Also owns the kernel-side selection (which processes and connections
-//! are captured), the TLS hooks (which OpenSSL copies are probed), and the
+//! Also owns what the kernel offers (`kernel`: which object, which hook
+//! family), the kernel-side selection (which processes and connections are
+//! captured), the TLS hooks (which OpenSSL copies are probed), and the
 //! kernel's loss counters.
 
+pub mod hooks;
+pub mod kernel;
 pub mod preflight;
 pub mod record;
 mod selection;
@@ -15,17 +18,20 @@ use std::os::fd::AsRawFd;
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, TracePoint, UProbe},
+    programs::{ProgramError, TracePoint, UProbe},
 };
-use mcptap_common::{counter, record as kind};
+use mcptap_common::{
+    KernelConfig, counter,
+    names::{self, map, program},
+    record as kind, watch,
+};
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 
+pub use hooks::{HookChoice, Hooks};
+pub use kernel::Kernel;
 pub use record::{CaptureRecord, Channel, Chunk, Io, SocketOpen};
 pub use selection::Selection;
-
-/// The kernel programs, built by build.rs and embedded in the binary.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcptap"));
 
 /// Settings of the kernel side.
 #[derive(Debug, Clone)]
@@ -51,6 +57,8 @@ pub struct CaptureOptions {
     pub select_ports: Vec<u16>,
     pub exclude_pids: Vec<u32>,
     pub exclude_exes: Vec<String>,
+    /// Which syscall hook family (`--hooks`).
+    pub hooks: HookChoice,
 }
 
 impl CaptureOptions {
@@ -68,6 +76,7 @@ impl CaptureOptions {
             select_ports: Vec::new(),
             exclude_pids: Vec::new(),
             exclude_exes: Vec::new(),
+            hooks: HookChoice::Auto,
         }
     }
 }
@@ -76,18 +85,20 @@ impl CaptureOptions {
 pub enum CaptureError {
     #[error(transparent)]
     Preflight(#[from] preflight::PreflightError),
-    #[error(
-        "loading mcptap's eBPF programs failed: {0}. mcptap needs Linux 5.17 or later with BPF, BTF, BPF ring \
-         buffers and bpf_loop enabled (CONFIG_BPF_SYSCALL, CONFIG_BPF_EVENTS, CONFIG_DEBUG_INFO_BTF)"
-    )]
-    Load(#[source] aya::EbpfError),
-    #[error("attaching {program} to {hook} failed: {source}")]
+    #[error("Linux {release} refused mcptap's eBPF object ({kind} variant): {detail}")]
+    Load {
+        release: String,
+        kind: &'static str,
+        detail: String,
+    },
+    #[error("attaching {program} to {hook} failed: {detail}")]
     Attach {
         program: &'static str,
         hook: String,
-        #[source]
-        source: aya::programs::ProgramError,
+        detail: String,
     },
+    #[error("{0}")]
+    Hooks(String),
     #[error("cannot read this kernel's BTF (/sys/kernel/btf/vmlinux): {0}")]
     Btf(#[source] aya::BtfError),
     #[error("eBPF object has no {0} (the embedded object is out of date: rebuild mcptap)")]
@@ -98,16 +109,48 @@ pub enum CaptureError {
     Poll(#[source] std::io::Error),
 }
 
+/// A program error in one line: the kernel verifier's log (often hundreds
+/// of lines) goes to the debug log, its last line into the message.
+pub fn one_line(err: &ProgramError) -> String {
+    match err {
+        ProgramError::LoadError { io_error, verifier_log } => {
+            let log = verifier_log.to_string();
+            tracing::debug!("verifier log:\n{log}");
+            match log
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with("processed "))
+            {
+                Some(last) => format!("the verifier refused it ({io_error}): {last}"),
+                None => format!("the kernel refused it ({io_error})"),
+            }
+        }
+        other => other.to_string().lines().next().unwrap_or_default().to_string(),
+    }
+}
+
+/// An object-load error in one line (its program errors through [`one_line`]).
+fn load_error_line(err: &aya::EbpfError) -> String {
+    match err {
+        aya::EbpfError::ProgramError(e) => one_line(e),
+        other => other.to_string().lines().next().unwrap_or_default().to_string(),
+    }
+}
+
 /// Process lifecycle tracepoints (rare events: classic tracepoints are
 /// fine here; the syscall hook is the raw `sys_exit`, see ebpf/src/dispatch.rs).
 const SCHED: &[(&str, &str, &str)] = &[
-    ("sched_exec", "sched", "sched_process_exec"),
-    ("sched_exit", "sched", "sched_process_exit"),
+    (program::SCHED_EXEC, "sched", "sched_process_exec"),
+    (program::SCHED_EXIT, "sched", "sched_process_exit"),
 ];
 
 /// Loaded and attached kernel programs. Dropping it detaches them.
 pub struct Capture {
     ebpf: Ebpf,
+    /// What was probed, and the syscall hook family in use.
+    pub kernel: Kernel,
+    pub hooks: Hooks,
     ring: AsyncFd<RingBuf<MapData>>,
     pub selection: Selection,
     pub tls: Option<tls::TlsHooks>,
@@ -119,41 +162,74 @@ fn attach_err(
     hook: impl Into<String>,
 ) -> impl FnOnce(aya::programs::ProgramError) -> CaptureError {
     let hook = hook.into();
-    move |source| CaptureError::Attach { program, hook, source }
+    move |source| CaptureError::Attach {
+        program,
+        hook,
+        detail: one_line(&source),
+    }
+}
+
+/// Probes the kernel and loads the object that suits it, with the agent's
+/// settings and map sizes.
+fn load(config: &KernelConfig, ring_buffer_bytes: u32) -> Result<(Kernel, Ebpf, Btf), CaptureError> {
+    if !preflight::is_privileged() {
+        return Err(preflight::PreflightError::NotPrivileged.into());
+    }
+    let kernel = kernel::probe()?;
+    raise_memlock_limit();
+    let btf = Btf::from_sys_fs().map_err(CaptureError::Btf)?;
+    let config = KernelConfig {
+        capture_cap: kernel.object.max_call_bytes(config.capture_cap),
+        ..*config
+    };
+    // The compat object assembles its wide chunks in one buffer per CPU;
+    // the main object does not use them.
+    let wide_buffers = match kernel.object {
+        kernel::ObjectKind::Compat => aya::util::nr_cpus().map_or(1024, |n| n as u32),
+        kernel::ObjectKind::BpfLoop => 1,
+    };
+    let ebpf = EbpfLoader::new()
+        .override_global(names::CONFIG, &config, true)
+        .map_max_entries(map::EVENTS, ring_buffer_bytes)
+        .map_max_entries(map::SCRATCH_WIDE, wide_buffers)
+        .map_max_entries(map::WATCH_KERNEL, watch::kernel_words(kernel.pid_max))
+        .map_max_entries(map::WATCH_USER, watch::user_words(kernel.pid_max))
+        .load(kernel.object.bytes())
+        .map_err(|e| CaptureError::Load {
+            release: kernel.release.clone(),
+            kind: kernel.object.name(),
+            detail: load_error_line(&e),
+        })?;
+    Ok((kernel, ebpf, btf))
 }
 
 impl Capture {
     pub fn start(opts: &CaptureOptions) -> Result<Capture, CaptureError> {
-        if !preflight::is_privileged() {
-            return Err(preflight::PreflightError::NotPrivileged.into());
-        }
         let tracefs = preflight::ensure_tracefs()?;
         let layout = preflight::check_tracepoint_layout(&tracefs)?;
-        preflight::check_btf()?;
-        raise_memlock_limit();
-        let btf = Btf::from_sys_fs().map_err(CaptureError::Btf)?;
-
-        let agent_tgid = std::process::id();
         let flag = |b: bool| u8::from(b);
-        let has_comm_rules = flag(!opts.select_exes.is_empty() || !opts.exclude_exes.is_empty());
-        let has_port_rules = flag(!opts.select_ports.is_empty());
-        // Wake the agent early when an eighth of the buffer is waiting.
-        let wakeup_bytes = u64::from(opts.ring_buffer_bytes / 8);
-        let mut ebpf = EbpfLoader::new()
-            .override_global("AGENT_TGID", &agent_tgid, true)
-            .override_global("CAPTURE_CAP", &opts.capture_cap, true)
-            .override_global("DISCOVERY", &flag(opts.discovery), true)
-            .override_global("CAPTURE_SOCKETS", &flag(opts.capture_sockets), true)
-            .override_global("HAS_COMM_RULES", &has_comm_rules, true)
-            .override_global("HAS_PORT_RULES", &has_port_rules, true)
-            .override_global("SEND_EXECS", &flag(opts.capture_tls), true)
-            .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
-            .override_global("EXIT_GROUP_DEAD_OFFSET", &layout.exit_group_dead, true)
-            .map_max_entries("EVENTS", opts.ring_buffer_bytes)
-            .load(EBPF_OBJECT)
-            .map_err(CaptureError::Load)?;
+        let config = KernelConfig {
+            capture_cap: opts.capture_cap,
+            // Wake the agent early when an eighth of the buffer is waiting.
+            wakeup_bytes: u64::from(opts.ring_buffer_bytes / 8),
+            agent_tgid: std::process::id(),
+            exit_group_dead_offset: layout.exit_group_dead,
+            discovery: flag(opts.discovery),
+            capture_sockets: flag(opts.capture_sockets),
+            has_comm_rules: flag(!opts.select_exes.is_empty() || !opts.exclude_exes.is_empty()),
+            has_port_rules: flag(!opts.select_ports.is_empty()),
+            send_execs: flag(opts.capture_tls),
+            _pad: [0; 11],
+        };
+        let (kernel, mut ebpf, btf) = load(&config, opts.ring_buffer_bytes)?;
+        if kernel.object == kernel::ObjectKind::Compat && opts.capture_cap > mcptap_common::COMPAT_MAX_CALL_BYTES {
+            tracing::info!(
+                max_call_mib = mcptap_common::COMPAT_MAX_CALL_BYTES >> 20,
+                "this kernel has no bpf_loop (before 5.17): a call moving more bytes is truncated (counted)"
+            );
+        }
 
-        let mut selection = Selection::new(&mut ebpf)?;
+        let mut selection = Selection::new(&mut ebpf, watch::user_words(kernel.pid_max))?;
         // Rules first, so that processes started while we attach follow them.
         selection.apply_rules(opts)?;
 
@@ -167,17 +243,13 @@ impl Capture {
             prog.attach(category, name)
                 .map_err(attach_err(program, format!("{category}:{name}")))?;
         }
-        let sys_exit: &mut BtfTracePoint = ebpf
-            .program_mut("sys_exit")
-            .ok_or(CaptureError::Missing("sys_exit"))?
-            .try_into()
-            .map_err(attach_err("sys_exit", "raw tracepoint sys_exit"))?;
-        sys_exit
-            .load("sys_exit", &btf)
-            .map_err(attach_err("sys_exit", "raw tracepoint sys_exit"))?;
-        sys_exit
-            .attach()
-            .map_err(attach_err("sys_exit", "raw tracepoint sys_exit"))?;
+        let hooks = hooks::attach(&mut ebpf, &btf, opts.hooks, false)?;
+        tracing::info!(
+            family = hooks.family.name(),
+            kernel_object = kernel.object.name(),
+            "syscall hooks: {}",
+            hooks.why
+        );
 
         let tls = if opts.capture_tls {
             for &program in tls::PROGRAMS {
@@ -195,14 +267,16 @@ impl Capture {
             None
         };
 
-        let ring = ebpf.take_map("EVENTS").ok_or(CaptureError::Missing("EVENTS"))?;
-        let ring = RingBuf::try_from(ring).map_err(|e| CaptureError::Map("EVENTS", e))?;
+        let ring = ebpf.take_map(map::EVENTS).ok_or(CaptureError::Missing(map::EVENTS))?;
+        let ring = RingBuf::try_from(ring).map_err(|e| CaptureError::Map(map::EVENTS, e))?;
         // SAFETY: the ring buffer owns its map fd and keeps it open for as
         // long as it lives, which is as long as the AsyncFd.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| CaptureError::Poll(e.into()))?;
-        let counters = ebpf.take_map("COUNTERS").ok_or(CaptureError::Missing("COUNTERS"))?;
-        let counters = PerCpuArray::try_from(counters).map_err(|e| CaptureError::Map("COUNTERS", e))?;
+        let counters = ebpf
+            .take_map(map::COUNTERS)
+            .ok_or(CaptureError::Missing(map::COUNTERS))?;
+        let counters = PerCpuArray::try_from(counters).map_err(|e| CaptureError::Map(map::COUNTERS, e))?;
         tracing::info!(
             ring_buffer_mib = opts.ring_buffer_bytes >> 20,
             discovery = opts.discovery,
@@ -214,6 +288,8 @@ impl Capture {
         );
         Ok(Capture {
             ebpf,
+            kernel,
+            hooks,
             ring,
             selection,
             tls,
@@ -299,25 +375,12 @@ impl Capture {
     }
 }
 
-/// The empty program on the syscall hook (benchmarks: the kernel's floor).
-pub fn attach_floor() -> Result<Ebpf, CaptureError> {
-    if !preflight::is_privileged() {
-        return Err(preflight::PreflightError::NotPrivileged.into());
-    }
-    preflight::check_btf()?;
-    raise_memlock_limit();
-    let btf = Btf::from_sys_fs().map_err(CaptureError::Btf)?;
-    let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(CaptureError::Load)?;
-    let prog: &mut BtfTracePoint = ebpf
-        .program_mut("sys_exit_floor")
-        .ok_or(CaptureError::Missing("sys_exit_floor"))?
-        .try_into()
-        .map_err(attach_err("sys_exit_floor", "raw tracepoint sys_exit"))?;
-    prog.load("sys_exit", &btf)
-        .map_err(attach_err("sys_exit_floor", "raw tracepoint sys_exit"))?;
-    prog.attach()
-        .map_err(attach_err("sys_exit_floor", "raw tracepoint sys_exit"))?;
-    Ok(ebpf)
+/// The empty programs on the syscall hooks of the family `choice` leads
+/// to (benchmarks: what the hook itself costs).
+pub fn attach_floor(choice: HookChoice) -> Result<(Kernel, Hooks, Ebpf), CaptureError> {
+    let (kernel, mut ebpf, btf) = load(&KernelConfig::default(), 1 << 20)?;
+    let hooks = hooks::attach(&mut ebpf, &btf, choice, true)?;
+    Ok((kernel, hooks, ebpf))
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.

@@ -23,19 +23,12 @@ pub enum PreflightError {
     #[error("cannot read {0}: {1}")]
     Io(PathBuf, std::io::Error),
     #[error(
-        "this kernel exposes no BTF type information (/sys/kernel/btf/vmlinux is missing); mcptap's syscall hook \
-         needs it: use a kernel built with CONFIG_DEBUG_INFO_BTF=y (every major distribution's since 2020)"
+        "Linux {0} exposes no BTF type information (/sys/kernel/btf/vmlinux is missing) and mcptap's kernel hooks \
+         are typed by it: run a kernel built with CONFIG_DEBUG_INFO_BTF=y (every major distribution's since 2020)"
     )]
-    NoBtf,
-}
-
-/// The syscall hook is a BTF-typed raw tracepoint: the kernel must carry BTF.
-pub fn check_btf() -> Result<(), PreflightError> {
-    if Path::new("/sys/kernel/btf/vmlinux").exists() {
-        Ok(())
-    } else {
-        Err(PreflightError::NoBtf)
-    }
+    NoBtf(String),
+    #[error("Linux {release} lacks {missing}: mcptap needs Linux 5.10 or later with BPF and BTF")]
+    Unsupported { release: String, missing: String },
 }
 
 /// Where tracefs is mounted, mounting it when it is absent.

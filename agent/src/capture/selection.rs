@@ -12,7 +12,9 @@ use aya::{
     Ebpf,
     maps::{Array, HashMap as BpfHashMap, MapData},
 };
-use mcptap_common::{ProcState, SockState, SslKey, comm_rule, fds, proc_state, sock_flags, sock_key, ssl_flags, watch};
+use mcptap_common::{
+    ProcState, SockState, SslKey, comm_rule, fds, names::map, proc_state, sock_flags, sock_key, ssl_flags, watch,
+};
 
 use super::{CaptureError, CaptureOptions, record::Channel};
 use crate::procnet;
@@ -29,6 +31,8 @@ const MAX_SEEDED_SOCKETS: usize = 16384;
 pub struct Selection {
     procs: BpfHashMap<MapData, u32, ProcState>,
     watch_user: Array<MapData, u64>,
+    /// Words of WATCH_USER (sized from pid_max).
+    watch_user_words: u32,
     /// Our copy of WATCH_USER (we are its only writer).
     watch_words: HashMap<u32, u64>,
     socks: BpfHashMap<MapData, u64, SockState>,
@@ -55,16 +59,19 @@ fn take<K: aya::Pod, V: aya::Pod>(
 }
 
 impl Selection {
-    pub(super) fn new(ebpf: &mut Ebpf) -> Result<Self, CaptureError> {
-        let watch_user = ebpf.take_map("WATCH_USER").ok_or(CaptureError::Missing("WATCH_USER"))?;
+    pub(super) fn new(ebpf: &mut Ebpf, watch_user_words: u32) -> Result<Self, CaptureError> {
+        let watch_user = ebpf
+            .take_map(map::WATCH_USER)
+            .ok_or(CaptureError::Missing(map::WATCH_USER))?;
         Ok(Selection {
-            procs: take(ebpf, "PROCS")?,
-            watch_user: Array::try_from(watch_user).map_err(|e| CaptureError::Map("WATCH_USER", e))?,
+            procs: take(ebpf, map::PROCS)?,
+            watch_user: Array::try_from(watch_user).map_err(|e| CaptureError::Map(map::WATCH_USER, e))?,
+            watch_user_words,
             watch_words: HashMap::new(),
-            socks: take(ebpf, "SOCKS")?,
-            ssls: take(ebpf, "SSLS")?,
-            comm_rules: take(ebpf, "COMM_RULES")?,
-            port_rules: take(ebpf, "PORT_RULES")?,
+            socks: take(ebpf, map::SOCKS)?,
+            ssls: take(ebpf, map::SSLS)?,
+            comm_rules: take(ebpf, map::COMM_RULES)?,
+            port_rules: take(ebpf, map::PORT_RULES)?,
             select_ports: HashSet::new(),
             released: HashMap::new(),
             budget_exhausted: 0,
@@ -85,13 +92,13 @@ impl Selection {
             for name in names {
                 self.comm_rules
                     .insert(comm_key(name), rule, 0)
-                    .map_err(|e| CaptureError::Map("COMM_RULES", e))?;
+                    .map_err(|e| CaptureError::Map(map::COMM_RULES, e))?;
             }
         }
         for &port in &opts.select_ports {
             self.port_rules
                 .insert(port, comm_rule::SELECT, 0)
-                .map_err(|e| CaptureError::Map("PORT_RULES", e))?;
+                .map_err(|e| CaptureError::Map(map::PORT_RULES, e))?;
             self.select_ports.insert(port);
         }
         let proc_root = Path::new("/proc");
@@ -229,12 +236,12 @@ impl Selection {
     }
 
     fn set_watched(&mut self, tgid: u32) {
-        if tgid >= watch::MAX_TGID {
-            return; // such processes always take the hash lookup
+        let word = tgid / watch::USER_TGIDS_PER_WORD;
+        if word >= self.watch_user_words {
+            return; // beyond pid_max at start: such processes take the hash lookup
         }
-        let word = tgid >> 6;
         let bits = self.watch_words.entry(word).or_insert(0);
-        let new = *bits | (1u64 << (tgid & 63));
+        let new = *bits | (1u64 << (tgid % watch::USER_TGIDS_PER_WORD));
         if new != *bits {
             *bits = new;
             if let Err(err) = self.watch_user.set(word, new, 0) {
@@ -244,9 +251,9 @@ impl Selection {
     }
 
     fn clear_watched(&mut self, tgid: u32) {
-        let word = tgid >> 6;
+        let word = tgid / watch::USER_TGIDS_PER_WORD;
         if let Some(bits) = self.watch_words.get_mut(&word) {
-            let new = *bits & !(1u64 << (tgid & 63));
+            let new = *bits & !(1u64 << (tgid % watch::USER_TGIDS_PER_WORD));
             if new != *bits {
                 *bits = new;
                 let _ = self.watch_user.set(word, new, 0);

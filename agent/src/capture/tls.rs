@@ -39,30 +39,31 @@ use aya::{
         uprobe::{UProbeLinkId, UProbeScope},
     },
 };
+use mcptap_common::names::program;
 use object::{Object, ObjectSection, ObjectSymbol};
 
 /// One uprobe: program name, symbol, whether the symbol is required.
 const PROBES: &[(&str, &str, bool)] = &[
-    ("ssl_read_enter", "SSL_read", true),
-    ("ssl_rw_exit", "SSL_read", true),
-    ("ssl_write_enter", "SSL_write", true),
-    ("ssl_rw_exit", "SSL_write", true),
-    ("ssl_read_ex_enter", "SSL_read_ex", false),
-    ("ssl_rw_ex_exit", "SSL_read_ex", false),
-    ("ssl_write_ex_enter", "SSL_write_ex", false),
-    ("ssl_rw_ex_exit", "SSL_write_ex", false),
-    ("ssl_free", "SSL_free", false),
+    (program::SSL_READ_ENTER, "SSL_read", true),
+    (program::SSL_RW_EXIT, "SSL_read", true),
+    (program::SSL_WRITE_ENTER, "SSL_write", true),
+    (program::SSL_RW_EXIT, "SSL_write", true),
+    (program::SSL_READ_EX_ENTER, "SSL_read_ex", false),
+    (program::SSL_RW_EX_EXIT, "SSL_read_ex", false),
+    (program::SSL_WRITE_EX_ENTER, "SSL_write_ex", false),
+    (program::SSL_RW_EX_EXIT, "SSL_write_ex", false),
+    (program::SSL_FREE, "SSL_free", false),
 ];
 
 /// Programs of PROBES, loaded once.
 pub const PROGRAMS: &[&str] = &[
-    "ssl_read_enter",
-    "ssl_read_ex_enter",
-    "ssl_write_enter",
-    "ssl_write_ex_enter",
-    "ssl_rw_exit",
-    "ssl_rw_ex_exit",
-    "ssl_free",
+    program::SSL_READ_ENTER,
+    program::SSL_READ_EX_ENTER,
+    program::SSL_WRITE_ENTER,
+    program::SSL_WRITE_EX_ENTER,
+    program::SSL_RW_EXIT,
+    program::SSL_RW_EX_EXIT,
+    program::SSL_FREE,
 ];
 
 /// Directories where distributions put libssl (host-wide mode).

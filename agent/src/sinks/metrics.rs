@@ -69,6 +69,9 @@ pub struct Metrics {
     pub http_unsupported: IntCounterVec,
     pub tls_hooked_files: IntGaugeVec,
     pub tls_hook_errors: IntGauge,
+    /// 1 for the syscall hook family in use, the kernel object loaded, and
+    /// why (`mcptap check` says the same in words).
+    pub capture_hooks: IntGaugeVec,
     pub tls_hooked_processes: IntGauge,
     pub discovery_budget_exhausted: IntGauge,
     pub peer_scans_skipped: IntGauge,
@@ -312,6 +315,17 @@ impl Metrics {
                 &r,
                 IntGauge::new("mcptap_tls_hook_errors", "TLS probes that could not be attached").expect("valid metric"),
             ),
+            capture_hooks: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "mcptap_capture_hooks_info",
+                        "1 for the syscall hook family in use (fexit or tracepoint), the kernel object loaded (bpf_loop or compat), and why that family",
+                    ),
+                    &["family", "kernel_object", "reason"],
+                )
+                .expect("valid metric"),
+            ),
             discovery_budget_exhausted: register(
                 &r,
                 IntGauge::new(
@@ -456,6 +470,7 @@ impl Metrics {
         let lost = [
             ("ringbuf_full", counter::RINGBUF_FULL_CHUNKS),
             ("copy_failed", counter::COPY_FAILED),
+            ("copy_steps_exhausted", counter::COPY_STEPS_EXHAUSTED),
             ("truncated", counter::TRUNCATED_CALLS),
             ("process_map_full", counter::PROCS_FULL),
             ("socket_map_full", counter::SOCKS_FULL),

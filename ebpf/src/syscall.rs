@@ -1,0 +1,118 @@
+//! What a syscall did, read at its exit: the handler both syscall hook
+//! families share (`tracepoint`: one raw `sys_exit` program dispatching on
+//! the syscall number; `fexit`: one program per syscall, where the number
+//! is a constant and the match below folds away). Same records either way.
+//!
+//! For most processes this is one or two array loads and a return
+//! (`maps::glance`).
+
+use aya_ebpf::helpers::bpf_get_current_pid_tgid;
+use mcptap_common::{ProcState, op, proc_state};
+
+use crate::{
+    config, fds,
+    maps::{Glance, PROCS, glance},
+    regs::Args,
+    sockets, stdio, sysnr,
+};
+
+/// Handles the exit of syscall `nr` with return value `ret`. Returns true
+/// when it may have queued bytes: the caller then `emit::flush`es.
+#[inline(always)]
+pub fn on_exit(nr: u64, regs: &impl Args, ret: i64) -> bool {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+
+    let seen = glance(tgid);
+    if seen != Glance::Watched {
+        return unwatched(seen, nr, regs, ret, pid_tgid, tgid);
+    }
+    let Some(p) = PROCS.get_ptr_mut(&tgid) else {
+        // The agent's bit outlived the entry (the process exited): only
+        // discovery applies.
+        return unwatched(Glance::Unknown, nr, regs, ret, pid_tgid, tgid);
+    };
+    if unsafe { (*p).state } & proc_state::EXCLUDED != 0 {
+        return false;
+    }
+    match nr {
+        sysnr::READ => io(p, pid_tgid, regs, ret, op::READ, false),
+        sysnr::READV => io(p, pid_tgid, regs, ret, op::READ, true),
+        sysnr::WRITE => io(p, pid_tgid, regs, ret, op::WRITE, false),
+        sysnr::WRITEV => io(p, pid_tgid, regs, ret, op::WRITE, true),
+        sysnr::RECVFROM => socket_io(p, pid_tgid, regs, ret, op::READ, regs.arg1(), 0),
+        sysnr::SENDTO => socket_io(p, pid_tgid, regs, ret, op::WRITE, regs.arg1(), 0),
+        sysnr::RECVMSG => msg_io(p, pid_tgid, regs, ret, op::READ),
+        sysnr::SENDMSG => msg_io(p, pid_tgid, regs, ret, op::WRITE),
+        sysnr::ACCEPT | sysnr::ACCEPT4 => sockets::on_accept(Some(p), tgid, regs, ret),
+        sysnr::CONNECT => sockets::on_connect(Some(p), tgid, regs, ret),
+        sysnr::DUP | sysnr::DUP2 | sysnr::DUP3 => fds::on_dup(Some(p), tgid, regs, ret),
+        sysnr::FCNTL => fds::on_fcntl(Some(p), tgid, regs, ret),
+        sysnr::CLOSE => fds::on_close(p, pid_tgid, regs, ret),
+        sysnr::CLOSE_RANGE => fds::on_close_range(p, regs, ret),
+        _ => {}
+    }
+    true
+}
+
+/// A process the kernel knows nothing about: only what could make it
+/// worth watching (discovery, or a connection to a selected port).
+#[inline(always)]
+fn unwatched(seen: Glance, nr: u64, regs: &impl Args, ret: i64, pid_tgid: u64, tgid: u32) -> bool {
+    if !config::discovery() {
+        if nr == sysnr::CONNECT && config::has_port_rules() {
+            sockets::on_connect(None, tgid, regs, ret);
+        }
+        return false;
+    }
+    if tgid == config::agent_tgid() {
+        return false;
+    }
+    match nr {
+        sysnr::READ | sysnr::READV if ret > 0 && seen == Glance::Unknown && regs.arg0() == 0 => {
+            let iov_cnt = if nr == sysnr::READV { regs.arg2() } else { 0 };
+            return stdio::sniff_unwatched(pid_tgid, regs.arg1(), iov_cnt, ret as u64);
+        }
+        sysnr::ACCEPT | sysnr::ACCEPT4 => sockets::on_accept(None, tgid, regs, ret),
+        sysnr::CONNECT => sockets::on_connect(None, tgid, regs, ret),
+        sysnr::DUP | sysnr::DUP2 | sysnr::DUP3 => fds::on_dup(None, tgid, regs, ret),
+        sysnr::FCNTL => fds::on_fcntl(None, tgid, regs, ret),
+        _ => {}
+    }
+    false
+}
+
+/// read/readv/write/writev: stdio first, then sockets.
+#[inline(always)]
+fn io(p: *mut ProcState, pid_tgid: u64, regs: &impl Args, ret: i64, io: u8, vectored: bool) {
+    if ret <= 0 {
+        return;
+    }
+    let (fd, buf) = (regs.arg0(), regs.arg1());
+    let iov_cnt = if vectored { regs.arg2() } else { 0 };
+    if !stdio::on_io(p, pid_tgid, fd, io, buf, iov_cnt, ret as u64) {
+        sockets::on_io(p, pid_tgid, fd, io, buf, iov_cnt, ret as u64);
+    }
+}
+
+#[inline(always)]
+fn socket_io(p: *mut ProcState, pid_tgid: u64, regs: &impl Args, ret: i64, io: u8, buf: u64, iov_cnt: u64) {
+    if ret <= 0 {
+        return;
+    }
+    sockets::on_io(p, pid_tgid, regs.arg0(), io, buf, iov_cnt, ret as u64);
+}
+
+#[inline(always)]
+fn msg_io(p: *mut ProcState, pid_tgid: u64, regs: &impl Args, ret: i64, io: u8) {
+    if ret <= 0 {
+        return;
+    }
+    let Some((iov, iov_cnt)) = sockets::msghdr_iov(regs.arg1()) else {
+        return;
+    };
+    if iov_cnt == 0 {
+        return;
+    }
+    sockets::on_io(p, pid_tgid, regs.arg0(), io, iov, iov_cnt, ret as u64);
+}
