@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the agent: capture MCP traffic, emit events and metrics.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check that this host can run the agent: privileges, tracefs, tracepoints,
     /// and loading and attaching the eBPF programs; says which kernel object and
     /// syscall hook family this kernel gets, and why. Exits 0 when it can.

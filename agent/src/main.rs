@@ -50,7 +50,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         cli::Command::Run(args) => {
             init_logging(&args.log_level);
-            runtime.block_on(run::run(args))
+            runtime.block_on(run::run(*args))
         }
         cli::Command::Check(args) => {
             init_logging("warn");

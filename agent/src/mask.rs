@@ -165,11 +165,13 @@ pub fn mask_cmdline(args: &[String]) -> Vec<String> {
                 mask_next = true;
                 continue;
             }
-        } else if let Some((name, _)) = arg.split_once('=') {
-            if !name.is_empty() && !name.contains(char::is_whitespace) && is_secret_name(name) {
-                out.push(format!("{name}={REDACTED}"));
-                continue;
-            }
+        } else if let Some((name, _)) = arg.split_once('=')
+            && !name.is_empty()
+            && !name.contains(char::is_whitespace)
+            && is_secret_name(name)
+        {
+            out.push(format!("{name}={REDACTED}"));
+            continue;
         }
         out.push(mask_text(arg).into_owned());
     }

@@ -118,9 +118,10 @@ pub type Chunk = ChunkBuf<CHUNK_DATA_MAX>;
 
 /// Most payload bytes one chunk record carries on kernels without
 /// `bpf_loop`, where the copy loop is walked by the verifier step by step:
-/// wide chunks keep the steps few. Assembled in a plain array indexed by
+/// wide chunks keep the steps few (64 of them carry the default capture cap,
+/// 16 MiB). Assembled in a plain array indexed by
 /// CPU (per-CPU map values are limited to 32 KiB).
-pub const COMPAT_CHUNK_DATA_MAX: usize = 128 * 1024;
+pub const COMPAT_CHUNK_DATA_MAX: usize = 256 * 1024;
 
 /// The compat object's chunk.
 pub type WideChunk = ChunkBuf<COMPAT_CHUNK_DATA_MAX>;
@@ -267,55 +268,27 @@ pub mod names {
     /// to that syscall's entry point (`__x64_sys_<syscall>` on x86_64,
     /// `__arm64_sys_<syscall>` on arm64, which has no dup2): it takes the
     /// saved registers, so the fexit programs read the same arguments the
-    /// raw tracepoint does and share its handler.
+    /// raw tracepoint does and share its handler. Names stay within the
+    /// kernel's 15 characters, so `bpftool prog` shows them whole:
+    /// `fx_` typed, `fxu_` untyped, `fxf_` floor.
     pub const FEXIT: &[(&str, &str, &str, &str)] = &[
-        ("read", "fexit_read", "fexit_read_untyped", "fexit_read_floor"),
-        ("write", "fexit_write", "fexit_write_untyped", "fexit_write_floor"),
-        ("readv", "fexit_readv", "fexit_readv_untyped", "fexit_readv_floor"),
-        ("writev", "fexit_writev", "fexit_writev_untyped", "fexit_writev_floor"),
-        (
-            "recvfrom",
-            "fexit_recvfrom",
-            "fexit_recvfrom_untyped",
-            "fexit_recvfrom_floor",
-        ),
-        ("sendto", "fexit_sendto", "fexit_sendto_untyped", "fexit_sendto_floor"),
-        (
-            "recvmsg",
-            "fexit_recvmsg",
-            "fexit_recvmsg_untyped",
-            "fexit_recvmsg_floor",
-        ),
-        (
-            "sendmsg",
-            "fexit_sendmsg",
-            "fexit_sendmsg_untyped",
-            "fexit_sendmsg_floor",
-        ),
-        ("accept", "fexit_accept", "fexit_accept_untyped", "fexit_accept_floor"),
-        (
-            "accept4",
-            "fexit_accept4",
-            "fexit_accept4_untyped",
-            "fexit_accept4_floor",
-        ),
-        (
-            "connect",
-            "fexit_connect",
-            "fexit_connect_untyped",
-            "fexit_connect_floor",
-        ),
-        ("dup", "fexit_dup", "fexit_dup_untyped", "fexit_dup_floor"),
-        ("dup2", "fexit_dup2", "fexit_dup2_untyped", "fexit_dup2_floor"),
-        ("dup3", "fexit_dup3", "fexit_dup3_untyped", "fexit_dup3_floor"),
-        ("fcntl", "fexit_fcntl", "fexit_fcntl_untyped", "fexit_fcntl_floor"),
-        ("close", "fexit_close", "fexit_close_untyped", "fexit_close_floor"),
-        (
-            "close_range",
-            "fexit_close_range",
-            "fexit_close_range_untyped",
-            "fexit_close_range_floor",
-        ),
+        ("read", "fx_read", "fxu_read", "fxf_read"),
+        ("write", "fx_write", "fxu_write", "fxf_write"),
+        ("readv", "fx_readv", "fxu_readv", "fxf_readv"),
+        ("writev", "fx_writev", "fxu_writev", "fxf_writev"),
+        ("recvfrom", "fx_recvfrom", "fxu_recvfrom", "fxf_recvfrom"),
+        ("sendto", "fx_sendto", "fxu_sendto", "fxf_sendto"),
+        ("recvmsg", "fx_recvmsg", "fxu_recvmsg", "fxf_recvmsg"),
+        ("sendmsg", "fx_sendmsg", "fxu_sendmsg", "fxf_sendmsg"),
+        ("accept", "fx_accept", "fxu_accept", "fxf_accept"),
+        ("accept4", "fx_accept4", "fxu_accept4", "fxf_accept4"),
+        ("connect", "fx_connect", "fxu_connect", "fxf_connect"),
+        ("dup", "fx_dup", "fxu_dup", "fxf_dup"),
+        ("dup2", "fx_dup2", "fxu_dup2", "fxf_dup2"),
+        ("dup3", "fx_dup3", "fxu_dup3", "fxf_dup3"),
+        ("fcntl", "fx_fcntl", "fxu_fcntl", "fxf_fcntl"),
+        ("close", "fx_close", "fxu_close", "fxf_close"),
+        ("close_range", "fx_close_range", "fxu_close_range", "fxf_close_range"),
     ];
 }
 

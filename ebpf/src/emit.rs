@@ -56,7 +56,7 @@ use crate::{
 static SCRATCH: PerCpuArray<Chunk> = PerCpuArray::with_max_entries(1, 0);
 
 /// The compat object's wide chunks, one per possible CPU (the agent sizes
-/// it; a per-CPU map value cannot hold 128 KiB). Same use as SCRATCH: no
+/// it; a per-CPU map value cannot hold 256 KiB). Same use as SCRATCH: no
 /// other program runs on this CPU while one assembles its chunk.
 #[map]
 static SCRATCH_WIDE: Array<WideChunk> = Array::with_max_entries(1, 0);
@@ -203,11 +203,10 @@ pub fn flush() {
         st.left = 0;
         st.failed = true;
     }
-    if st.failed && st.lost_tgid != 0 {
-        if let Some(p) = PROCS.get_ptr_mut(&st.lost_tgid) {
+    if st.failed && st.lost_tgid != 0
+        && let Some(p) = PROCS.get_ptr_mut(st.lost_tgid) {
             unsafe { (*p).lost = 1 };
         }
-    }
 }
 
 /// The `bpf_loop` callback: one step. Returns 1 to stop the loop.

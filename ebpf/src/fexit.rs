@@ -12,9 +12,9 @@
 //! `arg(0)` is the registers, `arg(1)` the syscall's result (read this way
 //! rather than with `bpf_get_func_ret`, which needs Linux 5.17).
 //!
-//! Each program has an empty twin (`*_floor`) on the same function, for
+//! Each program (`fx_*`) has an empty twin (`fxf_*`) on the same function, for
 //! `cargo xtask bench`: what the hook itself costs, beside mcptap's work;
-//! and an `*_untyped` twin for kernels whose BTF only declares the
+//! and an untyped twin (`fxu_*`) for kernels whose BTF only declares the
 //! registers' struct for that function (see `regs::UntypedRegs`), which the
 //! agent loads when the typed one is refused.
 
@@ -61,21 +61,21 @@ macro_rules! fexit_syscalls {
 // the kernel function at load time (per architecture). Program names are
 // `mcptap_common::names::FEXIT`.
 fexit_syscalls! {
-    (fexit_read, fexit_read_untyped, fexit_read_floor, READ, "__x64_sys_read"),
-    (fexit_write, fexit_write_untyped, fexit_write_floor, WRITE, "__x64_sys_write"),
-    (fexit_readv, fexit_readv_untyped, fexit_readv_floor, READV, "__x64_sys_readv"),
-    (fexit_writev, fexit_writev_untyped, fexit_writev_floor, WRITEV, "__x64_sys_writev"),
-    (fexit_recvfrom, fexit_recvfrom_untyped, fexit_recvfrom_floor, RECVFROM, "__x64_sys_recvfrom"),
-    (fexit_sendto, fexit_sendto_untyped, fexit_sendto_floor, SENDTO, "__x64_sys_sendto"),
-    (fexit_recvmsg, fexit_recvmsg_untyped, fexit_recvmsg_floor, RECVMSG, "__x64_sys_recvmsg"),
-    (fexit_sendmsg, fexit_sendmsg_untyped, fexit_sendmsg_floor, SENDMSG, "__x64_sys_sendmsg"),
-    (fexit_accept, fexit_accept_untyped, fexit_accept_floor, ACCEPT, "__x64_sys_accept"),
-    (fexit_accept4, fexit_accept4_untyped, fexit_accept4_floor, ACCEPT4, "__x64_sys_accept4"),
-    (fexit_connect, fexit_connect_untyped, fexit_connect_floor, CONNECT, "__x64_sys_connect"),
-    (fexit_dup, fexit_dup_untyped, fexit_dup_floor, DUP, "__x64_sys_dup"),
-    (fexit_dup2, fexit_dup2_untyped, fexit_dup2_floor, DUP2, "__x64_sys_dup2"),
-    (fexit_dup3, fexit_dup3_untyped, fexit_dup3_floor, DUP3, "__x64_sys_dup3"),
-    (fexit_fcntl, fexit_fcntl_untyped, fexit_fcntl_floor, FCNTL, "__x64_sys_fcntl"),
-    (fexit_close, fexit_close_untyped, fexit_close_floor, CLOSE, "__x64_sys_close"),
-    (fexit_close_range, fexit_close_range_untyped, fexit_close_range_floor, CLOSE_RANGE, "__x64_sys_close_range"),
+    (fx_read, fxu_read, fxf_read, READ, "__x64_sys_read"),
+    (fx_write, fxu_write, fxf_write, WRITE, "__x64_sys_write"),
+    (fx_readv, fxu_readv, fxf_readv, READV, "__x64_sys_readv"),
+    (fx_writev, fxu_writev, fxf_writev, WRITEV, "__x64_sys_writev"),
+    (fx_recvfrom, fxu_recvfrom, fxf_recvfrom, RECVFROM, "__x64_sys_recvfrom"),
+    (fx_sendto, fxu_sendto, fxf_sendto, SENDTO, "__x64_sys_sendto"),
+    (fx_recvmsg, fxu_recvmsg, fxf_recvmsg, RECVMSG, "__x64_sys_recvmsg"),
+    (fx_sendmsg, fxu_sendmsg, fxf_sendmsg, SENDMSG, "__x64_sys_sendmsg"),
+    (fx_accept, fxu_accept, fxf_accept, ACCEPT, "__x64_sys_accept"),
+    (fx_accept4, fxu_accept4, fxf_accept4, ACCEPT4, "__x64_sys_accept4"),
+    (fx_connect, fxu_connect, fxf_connect, CONNECT, "__x64_sys_connect"),
+    (fx_dup, fxu_dup, fxf_dup, DUP, "__x64_sys_dup"),
+    (fx_dup2, fxu_dup2, fxf_dup2, DUP2, "__x64_sys_dup2"),
+    (fx_dup3, fxu_dup3, fxf_dup3, DUP3, "__x64_sys_dup3"),
+    (fx_fcntl, fxu_fcntl, fxf_fcntl, FCNTL, "__x64_sys_fcntl"),
+    (fx_close, fxu_close, fxf_close, CLOSE, "__x64_sys_close"),
+    (fx_close_range, fxu_close_range, fxf_close_range, CLOSE_RANGE, "__x64_sys_close_range"),
 }

@@ -77,7 +77,7 @@ pub enum Glance {
 pub fn glance(tgid: u32) -> Glance {
     let Some(k) = kernel_byte(tgid) else {
         // Beyond the maps (pid_max was raised after the agent started).
-        return if unsafe { PROCS.get(&tgid) }.is_some() {
+        return if unsafe { PROCS.get(tgid) }.is_some() {
             Glance::Watched
         } else {
             Glance::Unknown
@@ -149,17 +149,17 @@ pub fn forget_ruled_out(tgid: u32) {
 /// Returns its entry.
 #[inline(always)]
 pub fn watch_process(tgid: u32, state: u32) -> Option<*mut ProcState> {
-    if let Some(p) = PROCS.get_ptr_mut(&tgid) {
+    if let Some(p) = PROCS.get_ptr_mut(tgid) {
         unsafe { (*p).state |= state };
         set_kernel_byte(tgid, watch::byte::WATCHED);
         return Some(p);
     }
     if PROCS
-        .insert(&tgid, &ProcState::with_state(state), BPF_NOEXIST as u64)
+        .insert(tgid, ProcState::with_state(state), BPF_NOEXIST as u64)
         .is_err()
     {
         // Another CPU may have inserted it meanwhile.
-        if let Some(p) = PROCS.get_ptr_mut(&tgid) {
+        if let Some(p) = PROCS.get_ptr_mut(tgid) {
             unsafe { (*p).state |= state };
             return Some(p);
         }
@@ -167,7 +167,7 @@ pub fn watch_process(tgid: u32, state: u32) -> Option<*mut ProcState> {
         return None;
     }
     set_kernel_byte(tgid, watch::byte::WATCHED);
-    PROCS.get_ptr_mut(&tgid)
+    PROCS.get_ptr_mut(tgid)
 }
 
 /// Ring buffer flags for a record: the agent drains on a timer, so only a

@@ -23,20 +23,19 @@ pub fn sched_exec(_ctx: TracePointContext) -> u32 {
         // A new program may bring a TLS library the agent has not hooked.
         send_process(record::EXEC_ANY, tgid);
     }
-    if let Some(p) = unsafe { PROCS.get(&tgid) } {
-        if p.state & proc_state::TRACKED != 0 {
+    if let Some(p) = unsafe { PROCS.get(tgid) }
+        && p.state & proc_state::TRACKED != 0 {
             // Same process, new program: the agent refreshes what it knows.
             send_process(record::PROCESS_EXEC, tgid);
             return 0;
         }
-    }
     if !config::has_comm_rules() || tgid == config::agent_tgid() {
         return 0;
     }
     let Ok(comm) = bpf_get_current_comm() else {
         return 0;
     };
-    let rule = match unsafe { COMM_RULES.get(&comm) } {
+    let rule = match unsafe { COMM_RULES.get(comm) } {
         Some(&rule) => rule,
         None => return 0,
     };
@@ -45,7 +44,7 @@ pub fn sched_exec(_ctx: TracePointContext) -> u32 {
         comm_rule::EXCLUDE => proc_state::EXCLUDED,
         _ => return 0,
     };
-    if let Some(p) = PROCS.get_ptr_mut(&tgid) {
+    if let Some(p) = PROCS.get_ptr_mut(tgid) {
         unsafe {
             if (*p).state & proc_state::EXCLUDED != 0 {
                 return 0;
@@ -76,11 +75,11 @@ pub fn sched_exit(ctx: TracePointContext) -> u32 {
     // Whatever the kernel knew of this tgid goes with it (a ruled-out stdin
     // must not stick to the next process given the same number).
     forget(tgid);
-    let state = match unsafe { PROCS.get(&tgid) } {
+    let state = match unsafe { PROCS.get(tgid) } {
         Some(p) => p.state,
         None => return 0,
     };
-    let _ = PROCS.remove(&tgid);
+    let _ = PROCS.remove(tgid);
     // The agent holds streams for tracked processes and for connections it
     // is still deciding about.
     if state & (proc_state::TRACKED | proc_state::NET_CANDIDATE) != 0 {

@@ -90,11 +90,10 @@ pub fn on_accept(p: Option<*mut ProcState>, tgid: u32, regs: &impl Args, ret: i6
     }
     // accept(fd, addr, addrlen): the peer's address, when the caller asked.
     let peer = read_sockaddr(regs.arg1());
-    if let Some(peer) = peer {
-        if peer.family != AF_INET && peer.family != AF_INET6 {
+    if let Some(peer) = peer
+        && peer.family != AF_INET && peer.family != AF_INET6 {
             return; // a Unix socket: not an HTTP transport mcptap follows
         }
-    }
     opened(
         p,
         tgid,
@@ -115,16 +114,14 @@ pub fn on_connect(mut p: Option<*mut ProcState>, tgid: u32, regs: &impl Args, re
     if peer.family != AF_INET && peer.family != AF_INET6 {
         return;
     }
-    if config::has_port_rules() {
-        if let Some(&rule) = unsafe { PORT_RULES.get(&peer.port) } {
-            if rule == comm_rule::SELECT {
+    if config::has_port_rules()
+        && let Some(&rule) = unsafe { PORT_RULES.get(peer.port) }
+            && rule == comm_rule::SELECT {
                 let excluded = p.is_some_and(|p| unsafe { (*p).state } & proc_state::EXCLUDED != 0);
                 if !excluded {
                     p = watch_process(tgid, proc_state::SELECTED);
                 }
             }
-        }
-    }
     opened(p, tgid, regs.arg0() as u32, sock_role::CLIENT, -1, peer);
 }
 
@@ -149,7 +146,7 @@ fn opened(p: Option<*mut ProcState>, tgid: u32, fd: u32, role: u8, listen_fd: i3
         sock_flags::CLIENT
     };
     let value = SockState { flags, unclassified: 0 };
-    if SOCKS.insert(&sock_key(tgid, fd), &value, 0).is_err() {
+    if SOCKS.insert(sock_key(tgid, fd), value, 0).is_err() {
         count(counter::SOCKS_FULL, 1);
         return;
     }
@@ -193,7 +190,7 @@ pub fn on_io(p: *mut ProcState, pid_tgid: u64, fd: u64, io: u8, buf: u64, iov_cn
         return;
     }
     let tgid = (pid_tgid >> 32) as u32;
-    let Some(s) = SOCKS.get_ptr_mut(&sock_key(tgid, fd as u32)) else {
+    let Some(s) = SOCKS.get_ptr_mut(sock_key(tgid, fd as u32)) else {
         return;
     };
     let mut flags = unsafe { (*s).flags };
@@ -278,7 +275,7 @@ fn send_chunk(p: *mut ProcState, pid_tgid: u64, fd: u64, io: u8, flags: u8, buf:
 #[inline(always)]
 fn note_thread_sock(pid_tgid: u64, fd: i32, io: u8) {
     let now = unsafe { bpf_ktime_get_ns() };
-    match THREAD_SOCK.get_ptr_mut(&pid_tgid) {
+    match THREAD_SOCK.get_ptr_mut(pid_tgid) {
         Some(t) => unsafe {
             if io == op::READ {
                 (*t).read_fd = fd;
@@ -304,7 +301,7 @@ fn note_thread_sock(pid_tgid: u64, fd: i32, io: u8) {
                     write_ts: now,
                 }
             };
-            let _ = THREAD_SOCK.insert(&pid_tgid, &t, 0);
+            let _ = THREAD_SOCK.insert(pid_tgid, t, 0);
         }
     }
 }
@@ -318,7 +315,7 @@ pub fn on_close(p: *mut ProcState, pid_tgid: u64, fd: u64) {
     let tgid = (pid_tgid >> 32) as u32;
     // This thread's TLS socket is gone: a later session must not be tied
     // to whatever reuses the number.
-    if let Some(t) = THREAD_SOCK.get_ptr_mut(&pid_tgid) {
+    if let Some(t) = THREAD_SOCK.get_ptr_mut(pid_tgid) {
         unsafe {
             if (*t).read_fd == fd as i32 {
                 (*t).read_fd = -1;
@@ -329,11 +326,11 @@ pub fn on_close(p: *mut ProcState, pid_tgid: u64, fd: u64) {
         }
     }
     let key = sock_key(tgid, fd as u32);
-    let Some(s) = (unsafe { SOCKS.get(&key) }) else {
+    let Some(s) = (unsafe { SOCKS.get(key) }) else {
         return;
     };
     let flags = s.flags;
-    let _ = SOCKS.remove(&key);
+    let _ = SOCKS.remove(key);
     let tracked = unsafe { (*p).state } & proc_state::TRACKED != 0;
     // The agent holds state for captured HTTP connections, and ties TLS
     // sessions to TLS sockets: both end here (some runtimes free the TLS

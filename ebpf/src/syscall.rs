@@ -20,6 +20,12 @@ use crate::{
 /// when it may have queued bytes: the caller then `emit::flush`es.
 #[inline(always)]
 pub fn on_exit(nr: u64, regs: &impl Args, ret: i64) -> bool {
+    // The raw tracepoint sees every syscall: most are of no interest
+    // whoever makes them (for fexit programs `nr` is a constant and this
+    // folds away).
+    if !sysnr::is_handled(nr) {
+        return false;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
 
@@ -27,7 +33,7 @@ pub fn on_exit(nr: u64, regs: &impl Args, ret: i64) -> bool {
     if seen != Glance::Watched {
         return unwatched(seen, nr, regs, ret, pid_tgid, tgid);
     }
-    let Some(p) = PROCS.get_ptr_mut(&tgid) else {
+    let Some(p) = PROCS.get_ptr_mut(tgid) else {
         // The agent's bit outlived the entry (the process exited): only
         // discovery applies.
         return unwatched(Glance::Unknown, nr, regs, ret, pid_tgid, tgid);

@@ -47,3 +47,27 @@ mod numbers {
 compile_error!("mcptap needs this architecture's syscall numbers in sysnr.rs and its pt_regs layout in regs.rs");
 
 pub use numbers::*;
+
+/// Whether `syscall::on_exit` does anything for syscall `nr`.
+#[inline(always)]
+pub fn is_handled(nr: u64) -> bool {
+    matches!(
+        nr,
+        READ | WRITE
+            | READV
+            | WRITEV
+            | RECVFROM
+            | SENDTO
+            | RECVMSG
+            | SENDMSG
+            | ACCEPT
+            | ACCEPT4
+            | CONNECT
+            | DUP
+            | DUP2
+            | DUP3
+            | FCNTL
+            | CLOSE
+            | CLOSE_RANGE
+    )
+}

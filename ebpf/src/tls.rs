@@ -60,7 +60,7 @@ fn interest(tgid: u32) -> Option<Option<*mut ProcState>> {
     if !is_watched(tgid) {
         return config::discovery().then_some(None);
     }
-    let p = PROCS.get_ptr_mut(&tgid)?;
+    let p = PROCS.get_ptr_mut(tgid)?;
     let state = unsafe { (*p).state };
     if state & proc_state::EXCLUDED != 0 {
         return None;
@@ -90,7 +90,7 @@ fn enter(ctx: &ProbeContext, io: u8, ex: bool) -> u32 {
             _pad: 0,
             ssl,
         };
-        let sniffed = unsafe { SSLS.get(&key) }.is_some();
+        let sniffed = unsafe { SSLS.get(key) }.is_some();
         let request =
             unsafe { bpf_probe_read_user(buf as *const [u8; 4]) }.is_ok_and(|b| &b == b"POST" || &b == b"GET ");
         if !sniffed && !request {
@@ -106,14 +106,14 @@ fn enter(ctx: &ProbeContext, io: u8, ex: bool) -> u32 {
         op: io,
         _pad: [0; 7],
     };
-    let _ = SSL_CALLS.insert(&pid_tgid, &call, 0);
+    let _ = SSL_CALLS.insert(pid_tgid, call, 0);
     0
 }
 
 #[inline(always)]
 fn exit(ctx: &RetProbeContext, ex: bool) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(call) = (unsafe { SSL_CALLS.get(&pid_tgid) }).copied() else {
+    let Some(call) = (unsafe { SSL_CALLS.get(pid_tgid) }).copied() else {
         // Only counted for processes we care about: the entry is skipped
         // on purpose for everyone else.
         if interest((pid_tgid >> 32) as u32).is_some_and(|p| p.is_some()) {
@@ -121,7 +121,7 @@ fn exit(ctx: &RetProbeContext, ex: bool) -> u32 {
         }
         return 0;
     };
-    let _ = SSL_CALLS.remove(&pid_tgid);
+    let _ = SSL_CALLS.remove(pid_tgid);
     // All four return a C `int`: only the low 32 bits of the register are
     // the value (-1 on failure must not read as 4 GiB).
     let ret = ctx.ret::<i32>() as i64;
@@ -150,7 +150,7 @@ fn exit(ctx: &RetProbeContext, ex: bool) -> u32 {
         ssl: call.ssl,
     };
     // Sessions the agent let go (not MCP) are skipped, tracked or not.
-    let flags = unsafe { SSLS.get(&key) }.copied().unwrap_or(0);
+    let flags = unsafe { SSLS.get(key) }.copied().unwrap_or(0);
     if flags & ssl_flags::IGNORE != 0 {
         return 0;
     }
@@ -169,7 +169,7 @@ fn exit(ctx: &RetProbeContext, ex: bool) -> u32 {
     if !request {
         return 0;
     }
-    let _ = SSLS.insert(&key, &ssl_flags::CAPTURE, 0);
+    let _ = SSLS.insert(key, ssl_flags::CAPTURE, 0);
     count(counter::TLS_SNIFFS, 1);
     send_chunk(pid_tgid, &call, fd, chunk_flags::DISCOVERY, len, None);
     0
@@ -182,7 +182,7 @@ const READ_WINDOW_NS: u64 = 5_000_000_000;
 /// The TLS socket this call's ciphertext moved on, or -1.
 #[inline(always)]
 fn socket_of_call(pid_tgid: u64, call: &SslCall) -> i32 {
-    let Some(t) = (unsafe { THREAD_SOCK.get(&pid_tgid) }) else {
+    let Some(t) = (unsafe { THREAD_SOCK.get(pid_tgid) }) else {
         return -1;
     };
     if call.op == op::READ {
@@ -259,9 +259,9 @@ pub fn ssl_free(ctx: ProbeContext) -> u32 {
     let Some(p) = interest(tgid) else { return 0 };
     let Some(ssl) = ctx.arg::<u64>(0) else { return 0 };
     let key = SslKey { tgid, _pad: 0, ssl };
-    let known = unsafe { SSLS.get(&key) }.copied();
+    let known = unsafe { SSLS.get(key) }.copied();
     if known.is_some() {
-        let _ = SSLS.remove(&key);
+        let _ = SSLS.remove(key);
     }
     let sniffed = known.is_some_and(|f| f & ssl_flags::CAPTURE != 0);
     let tracked = p.is_some_and(|p| unsafe { (*p).state } & proc_state::TRACKED != 0);

@@ -115,7 +115,9 @@ impl Server {
 
     /// Waits until the server accepts connections on its port.
     pub fn wait_listening(self, what: &str) -> Server {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Generous: under the kernel matrix's software emulation a Python
+        // server takes ten times longer to start.
+        let deadline = Instant::now() + Duration::from_secs(120);
         let mut me = self;
         loop {
             if std::net::TcpStream::connect(("127.0.0.1", me.port)).is_ok() {
@@ -126,7 +128,7 @@ impl Server {
             }
             assert!(
                 Instant::now() < deadline,
-                "{what} did not listen on {} within 30 s",
+                "{what} did not listen on {} within 120 s",
                 me.port
             );
             std::thread::sleep(Duration::from_millis(50));
@@ -198,6 +200,18 @@ impl Env {
     }
 }
 
+/// The syscall hook family the tests run the agent with (`--hooks`), when
+/// the kernel matrix sets one.
+pub fn hooks_under_test() -> Option<String> {
+    std::env::var("MCPTAP_E2E_HOOKS").ok().filter(|h| !h.is_empty())
+}
+
+/// The hook family the agent must report on this kernel, when the kernel
+/// matrix knows it (`fexit` or `tracepoint`).
+pub fn expected_hook_family() -> Option<String> {
+    std::env::var("MCPTAP_E2E_EXPECT_HOOKS").ok().filter(|h| !h.is_empty())
+}
+
 /// Operation events one process observed from one side.
 pub fn observed(events: &[Value], observer: &str, pid: u64) -> Vec<Value> {
     let side = if observer == "server" { "server" } else { "client" };
@@ -264,6 +278,13 @@ impl Agent {
         if !extra.contains(&"--api-socket") {
             command.arg("--api-socket").arg(dir.join("api.sock"));
         }
+        // The kernel matrix runs every test under each hook family
+        // (cargo xtask test, xtask/src/test.rs).
+        if let Some(hooks) = hooks_under_test()
+            && !extra.contains(&"--hooks")
+        {
+            command.arg("--hooks").arg(hooks);
+        }
         let child = command
             .arg("--events")
             .arg(&events_path)
@@ -317,7 +338,7 @@ impl Agent {
     }
 
     fn wait_running(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline {
             if self.log_text().contains("mcptap is running") {
                 return;
@@ -327,7 +348,7 @@ impl Agent {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("the agent did not start within 60 s:\n{}", self.log_text());
+        panic!("the agent did not start within 120 s:\n{}", self.log_text());
     }
 
     /// The `/metrics` page, fetched over HTTP.

@@ -10,6 +10,7 @@
 
 mod bench;
 mod cmd;
+mod lint;
 mod setup;
 mod test;
 mod vm;
@@ -44,6 +45,8 @@ enum Task {
     },
     /// Run every test (unit and end-to-end).
     Test(test::TestArgs),
+    /// clippy with -D warnings on the host crates and the kernel programs.
+    Lint,
     /// Run the benchmarks and print the report.
     Bench(bench::BenchArgs),
     /// Boot a stock kernel of the test matrix under QEMU and run a command in
@@ -195,6 +198,7 @@ fn main() -> Result<()> {
             cmd::run(&mut c)
         }
         Task::Test(args) => test::test(args),
+        Task::Lint => lint::lint(),
         Task::Vm(args) => vm_command(args),
         Task::Bench(args) => bench::bench(args),
         Task::BenchPeer(peer) => bench::peer(peer),

@@ -193,6 +193,12 @@ fn ensure_nightly() -> Result<Option<String>> {
             .context("rustup could not add rust-src to the nightly toolchain (needed for -Z build-std=core)")?;
         did.push("added rust-src");
     }
+    // `cargo xtask lint` runs clippy on the kernel programs with it.
+    if !installed.lines().any(|l| l.starts_with("clippy")) {
+        cmd::run(Command::new("rustup").args(["component", "add", "clippy", "--toolchain", "nightly"]))
+            .context("rustup could not add clippy to the nightly toolchain (cargo xtask lint needs it)")?;
+        did.push("added clippy");
+    }
     // bpf-linker and the nightly's LLVM must agree on the major version.
     let version = cmd::output(Command::new("rustc").args(["+nightly", "-vV"]))?;
     let llvm = version

@@ -257,9 +257,11 @@ mod tests {
     #[test]
     fn every_fexit_program_has_its_twins() {
         for &(syscall, program, untyped, floor) in names::FEXIT {
-            assert_eq!(program, format!("fexit_{syscall}"));
-            assert_eq!(untyped, format!("fexit_{syscall}_untyped"));
-            assert_eq!(floor, format!("fexit_{syscall}_floor"));
+            assert_eq!(program, format!("fx_{syscall}"));
+            assert_eq!(untyped, format!("fxu_{syscall}"));
+            assert_eq!(floor, format!("fxf_{syscall}"));
+            // Whole in `bpftool prog` (the kernel keeps 15 characters).
+            assert!(untyped.len() <= 15);
         }
     }
 }

@@ -172,9 +172,6 @@ fn attach_err(
 /// Probes the kernel and loads the object that suits it, with the agent's
 /// settings and map sizes.
 fn load(config: &KernelConfig, ring_buffer_bytes: u32) -> Result<(Kernel, Ebpf, Btf), CaptureError> {
-    if !preflight::is_privileged() {
-        return Err(preflight::PreflightError::NotPrivileged.into());
-    }
     let kernel = kernel::probe()?;
     raise_memlock_limit();
     let btf = Btf::from_sys_fs().map_err(CaptureError::Btf)?;
@@ -205,6 +202,7 @@ fn load(config: &KernelConfig, ring_buffer_bytes: u32) -> Result<(Kernel, Ebpf, 
 
 impl Capture {
     pub fn start(opts: &CaptureOptions) -> Result<Capture, CaptureError> {
+        preflight::require_privileges()?;
         let tracefs = preflight::ensure_tracefs()?;
         let layout = preflight::check_tracepoint_layout(&tracefs)?;
         let flag = |b: bool| u8::from(b);
@@ -378,6 +376,7 @@ impl Capture {
 /// The empty programs on the syscall hooks of the family `choice` leads
 /// to (benchmarks: what the hook itself costs).
 pub fn attach_floor(choice: HookChoice) -> Result<(Kernel, Hooks, Ebpf), CaptureError> {
+    preflight::require_privileges()?;
     let (kernel, mut ebpf, btf) = load(&KernelConfig::default(), 1 << 20)?;
     let hooks = hooks::attach(&mut ebpf, &btf, choice, true)?;
     Ok((kernel, hooks, ebpf))

@@ -56,8 +56,17 @@ pub fn ensure_tracefs() -> Result<PathBuf, PreflightError> {
     Ok(PathBuf::from("/sys/kernel/tracing"))
 }
 
+/// Fails unless this process may load tracing eBPF programs.
+pub fn require_privileges() -> Result<(), PreflightError> {
+    if is_privileged() {
+        Ok(())
+    } else {
+        Err(PreflightError::NotPrivileged)
+    }
+}
+
 /// True when this process may load tracing eBPF programs.
-pub fn is_privileged() -> bool {
+fn is_privileged() -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         return true;
@@ -112,7 +121,7 @@ fn format_fields(tracefs: &Path, tracepoint: &str) -> Result<Vec<(String, usize)
     Ok(parse_format(&text))
 }
 
-/// Parses lines like `field:unsigned int fd;	offset:16;	size:8;	signed:0;`.
+/// Parses lines like `field:unsigned int fd;<TAB>offset:16;<TAB>size:8;<TAB>signed:0;`.
 fn parse_format(text: &str) -> Vec<(String, usize)> {
     text.lines()
         .filter_map(|line| {

@@ -457,11 +457,10 @@ fn stdio_copies(proc_root: &Path, pid: u32, unix_sockets: &HashSet<u64>) -> (u64
         } else if let Some(ino) = target
             .strip_prefix("socket:[")
             .and_then(|s| s.trim_end_matches(']').parse::<u64>().ok())
+            && unix_sockets.contains(&ino)
         {
-            if unix_sockets.contains(&ino) {
-                in_fds |= bit;
-                out_fds |= bit;
-            }
+            in_fds |= bit;
+            out_fds |= bit;
         }
     }
     (in_fds, out_fds)

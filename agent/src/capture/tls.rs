@@ -390,11 +390,6 @@ impl TlsHooks {
             let Some(&offset) = target.offsets.get(symbol) else {
                 continue;
             };
-            let scope = match scope {
-                UProbeScope::AllProcesses => UProbeScope::AllProcesses,
-                UProbeScope::CallingProcess => UProbeScope::CallingProcess,
-                UProbeScope::OneProcess(p) => UProbeScope::OneProcess(p),
-            };
             let result = ebpf
                 .program_mut(program)
                 .ok_or_else(|| format!("no program {program}"))

@@ -50,11 +50,11 @@ pub struct Pod {
 pub fn read(proc_root: &Path, pid: u32, pods_log_dir: &Path) -> Option<Placement> {
     let text = fs::read_to_string(proc_root.join(pid.to_string()).join("cgroup")).ok()?;
     let mut placement = from_cgroup_file(&text);
-    if let Some(pod) = &mut placement.pod {
-        if let Some((ns, name)) = pod_names(pods_log_dir, &pod.uid) {
-            pod.namespace = Some(ns);
-            pod.name = Some(name);
-        }
+    if let Some(pod) = &mut placement.pod
+        && let Some((ns, name)) = pod_names(pods_log_dir, &pod.uid)
+    {
+        pod.namespace = Some(ns);
+        pod.name = Some(name);
     }
     Some(placement)
 }
@@ -107,13 +107,13 @@ fn container_of(path: &str) -> Option<Container> {
             ("libpod-conmon-", "podman"),
             ("libpod-", "podman"),
         ] {
-            if let Some(id) = scope.strip_prefix(prefix) {
-                if is_container_id(id) {
-                    return Some(Container {
-                        id: id.to_string(),
-                        runtime,
-                    });
-                }
+            if let Some(id) = scope.strip_prefix(prefix)
+                && is_container_id(id)
+            {
+                return Some(Container {
+                    id: id.to_string(),
+                    runtime,
+                });
             }
         }
         if is_container_id(c) {
@@ -140,27 +140,28 @@ fn container_of(path: &str) -> Option<Container> {
 fn pod_of(path: &str) -> Option<Pod> {
     for c in path.split('/') {
         // systemd driver: kubepods-burstable-pod1234_abcd.slice
-        if let Some(rest) = c.strip_suffix(".slice") {
-            if let Some(i) = rest.rfind("-pod") {
-                let uid = rest[i + 4..].replace('_', "-");
-                if uid.len() >= 32 {
-                    return Some(Pod {
-                        uid,
-                        namespace: None,
-                        name: None,
-                    });
-                }
-            }
-        }
-        // cgroupfs driver: /kubepods/burstable/pod1234-abcd/
-        if let Some(uid) = c.strip_prefix("pod") {
-            if uid.len() >= 32 && uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+        if let Some(rest) = c.strip_suffix(".slice")
+            && let Some(i) = rest.rfind("-pod")
+        {
+            let uid = rest[i + 4..].replace('_', "-");
+            if uid.len() >= 32 {
                 return Some(Pod {
-                    uid: uid.to_string(),
+                    uid,
                     namespace: None,
                     name: None,
                 });
             }
+        }
+        // cgroupfs driver: /kubepods/burstable/pod1234-abcd/
+        if let Some(uid) = c.strip_prefix("pod")
+            && uid.len() >= 32
+            && uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+        {
+            return Some(Pod {
+                uid: uid.to_string(),
+                namespace: None,
+                name: None,
+            });
         }
     }
     None

@@ -183,7 +183,7 @@ impl Enricher {
                 .iter()
                 .position(|p| clients::app_of(p).is_some())
                 .unwrap_or(refs.len() - 1);
-            peers.client_ancestry = refs[1..=upto.max(0)].iter().map(|p| clients::Ancestor::of(p)).collect();
+            peers.client_ancestry = refs[1..=upto].iter().map(|p| clients::Ancestor::of(p)).collect();
         }
         peers
     }

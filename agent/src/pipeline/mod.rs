@@ -248,10 +248,10 @@ impl Pipeline {
                 for channel in sessions {
                     self.close_conn(tgid, channel, ts_ns, control);
                 }
-                if let Some(entry) = self.sockets.remove(&(tgid, fd)) {
-                    if let Some(addrs) = entry.facts.addrs.get() {
-                        self.by_addrs.remove(addrs);
-                    }
+                if let Some(entry) = self.sockets.remove(&(tgid, fd))
+                    && let Some(addrs) = entry.facts.addrs.get()
+                {
+                    self.by_addrs.remove(addrs);
                 }
             }
             CaptureRecord::TlsClose { tgid, ssl, ts_ns } => self.close_conn(tgid, Channel::Tls(ssl), ts_ns, control),
@@ -570,18 +570,18 @@ impl Pipeline {
 
     /// Forgets a connection without ending anything (it was never MCP).
     fn drop_conn(&mut self, tgid: u32, channel: Channel, ts_ns: u64) {
-        if let Some(mut conn) = self.net.remove(&(tgid, channel)) {
-            if conn.mcp.verdict == Verdict::Tracked {
-                let observer = conn.observer();
-                self.http_mcp.on_close(
-                    &mut conn.mcp,
-                    tgid,
-                    observer,
-                    ts_ns,
-                    &mut self.sessions,
-                    &mut self.outputs,
-                );
-            }
+        if let Some(mut conn) = self.net.remove(&(tgid, channel))
+            && conn.mcp.verdict == Verdict::Tracked
+        {
+            let observer = conn.observer();
+            self.http_mcp.on_close(
+                &mut conn.mcp,
+                tgid,
+                observer,
+                ts_ns,
+                &mut self.sessions,
+                &mut self.outputs,
+            );
         }
         self.reassembler.forget_channel(tgid, channel);
     }
@@ -642,10 +642,10 @@ impl Pipeline {
         self.framers.retain(|id, _| id.tgid != tgid);
         let channels: Vec<Channel> = self.net.keys().filter(|(t, _)| *t == tgid).map(|(_, c)| *c).collect();
         for channel in channels {
-            if let Some(conn) = self.net.get(&(tgid, channel)) {
-                if conn.http.pending() > 0 {
-                    self.metrics.parse_error("exited_mid_message");
-                }
+            if let Some(conn) = self.net.get(&(tgid, channel))
+                && conn.http.pending() > 0
+            {
+                self.metrics.parse_error("exited_mid_message");
             }
             self.close_conn(tgid, channel, ts_ns, control);
         }
@@ -787,27 +787,27 @@ impl Pipeline {
     }
 
     fn peers(&mut self, key: &SessionKey, via: Option<&crate::session::Via>) -> crate::enrich::Peers {
-        if let (Some(conn), SessionKey::Http { tgid, observer, .. }) = (via.map(|v| &v.conn), key) {
-            if conn.peer_pid.get().is_none() {
-                // A watched process at the other end, else a /proc lookup.
-                let watched = conn
+        if let (Some(conn), SessionKey::Http { tgid, observer, .. }) = (via.map(|v| &v.conn), key)
+            && conn.peer_pid.get().is_none()
+        {
+            // A watched process at the other end, else a /proc lookup.
+            let watched = conn
+                .addrs
+                .get()
+                .and_then(|&(local, peer)| self.by_addrs.get(&(peer, local)).copied());
+            let found = watched.or_else(|| match observer {
+                // The server: the connection's peer, or (a TLS session
+                // not tied to its socket) the Host the client asked for.
+                Observer::Client => conn
                     .addrs
                     .get()
-                    .and_then(|&(local, peer)| self.by_addrs.get(&(peer, local)).copied());
-                let found = watched.or_else(|| match observer {
-                    // The server: the connection's peer, or (a TLS session
-                    // not tied to its socket) the Host the client asked for.
-                    Observer::Client => conn
-                        .addrs
-                        .get()
-                        .map(|&(_, peer)| peer)
-                        .or_else(|| via.and_then(host_addr))
-                        .and_then(|peer| self.enricher.find_loopback_server(*tgid, peer)),
-                    Observer::Server => None,
-                });
-                if let Some(pid) = found {
-                    let _ = conn.peer_pid.set(Some(pid));
-                }
+                    .map(|&(_, peer)| peer)
+                    .or_else(|| via.and_then(host_addr))
+                    .and_then(|peer| self.enricher.find_loopback_server(*tgid, peer)),
+                Observer::Server => None,
+            });
+            if let Some(pid) = found {
+                let _ = conn.peer_pid.set(Some(pid));
             }
         }
         let in_fd = self.in_fds.get(&key.tgid()).copied().unwrap_or(0);

@@ -139,17 +139,17 @@ impl Evaluator {
                 });
             }
         }
-        if let Some(tool) = f.tool {
-            if self.seen.tools.insert(format!("{server}\u{1f}{tool}")) {
-                self.dirty = true;
-                if policy.alerts.new_tool {
-                    alerts.push(Alert {
-                        kind: "new_tool",
-                        rule: "alerts.new_tool".into(),
-                        message: format!("first use of tool {tool:?} of server {server:?}"),
-                        owner: rule.and_then(|r| r.owner.clone()),
-                    });
-                }
+        if let Some(tool) = f.tool
+            && self.seen.tools.insert(format!("{server}\u{1f}{tool}"))
+        {
+            self.dirty = true;
+            if policy.alerts.new_tool {
+                alerts.push(Alert {
+                    kind: "new_tool",
+                    rule: "alerts.new_tool".into(),
+                    message: format!("first use of tool {tool:?} of server {server:?}"),
+                    owner: rule.and_then(|r| r.owner.clone()),
+                });
             }
         }
 
@@ -181,13 +181,13 @@ impl Evaluator {
                         )));
                     }
                 }
-                if let Some(allowed) = &r.allowed_users {
-                    if !f.user.is_some_and(|u| allowed.iter().any(|p| p.matches(u))) {
-                        alerts.push(violation(format!(
-                            "user {} is not allowed on server {server:?}",
-                            f.user.map_or("(unknown)".to_string(), |u| format!("{u:?}"))
-                        )));
-                    }
+                if let Some(allowed) = &r.allowed_users
+                    && !f.user.is_some_and(|u| allowed.iter().any(|p| p.matches(u)))
+                {
+                    alerts.push(violation(format!(
+                        "user {} is not allowed on server {server:?}",
+                        f.user.map_or("(unknown)".to_string(), |u| format!("{u:?}"))
+                    )));
                 }
                 if let Some(tool) = f.tool {
                     if let Some(p) = r.denied_tools.iter().find(|p| p.matches(tool)) {
@@ -195,12 +195,12 @@ impl Evaluator {
                             "tool {tool:?} is denied (pattern {:?}) on server {server:?}",
                             p.text
                         )));
-                    } else if let Some(allowed) = &r.allowed_tools {
-                        if !allowed.iter().any(|p| p.matches(tool)) {
-                            alerts.push(violation(format!(
-                                "tool {tool:?} is not among the allowed tools of server {server:?}"
-                            )));
-                        }
+                    } else if let Some(allowed) = &r.allowed_tools
+                        && !allowed.iter().any(|p| p.matches(tool))
+                    {
+                        alerts.push(violation(format!(
+                            "tool {tool:?} is not among the allowed tools of server {server:?}"
+                        )));
                     }
                 }
             }

@@ -175,7 +175,7 @@ pub struct Parsed {
 /// Parses one complete frame (a line, an HTTP body, an SSE data field).
 pub fn parse(bytes: &[u8], capture_payloads: bool) -> Parsed {
     let parsed = parse_exact(bytes, capture_payloads);
-    if parsed.errors.iter().any(|e| *e == ParseError::InvalidUtf8) {
+    if parsed.errors.contains(&ParseError::InvalidUtf8) {
         let lossy = String::from_utf8_lossy(bytes);
         let mut repaired = parse_exact(lossy.as_bytes(), capture_payloads);
         if repaired.errors.is_empty() {

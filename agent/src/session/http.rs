@@ -19,7 +19,9 @@
 
 use std::{collections::HashMap, collections::HashSet, sync::Arc};
 
-use super::{ConnFacts, Direction, HttpScope, Observer, Origin, Output, SessionKey, SessionTable, Status, Via};
+use super::{
+    ConnFacts, Direction, ExchangeEnd, HttpScope, Observer, Origin, Output, SessionKey, SessionTable, Status, Via,
+};
 use crate::protocol::{
     http::{Body, HttpEvent},
     jsonrpc::{self, Message, ParseError},
@@ -324,18 +326,17 @@ impl HttpMcp {
     ) {
         let Some(e) = exchange else { return };
         let status = ex.via.status.unwrap_or(0);
+        let end = |status| ExchangeEnd {
+            conn_serial: serial,
+            exchange: e,
+            status,
+            via: Some(ex.via.clone()),
+            ts_ns,
+        };
         if status >= 400 {
-            sessions.end_exchange(&ex.key, serial, e, Status::Error, Some(ex.via.clone()), ts_ns, out);
+            sessions.end_exchange(&ex.key, end(Status::Error), out);
         } else if !complete && !ex.legacy_stream {
-            sessions.end_exchange(
-                &ex.key,
-                serial,
-                e,
-                Status::ConnectionClosed,
-                Some(ex.via.clone()),
-                ts_ns,
-                out,
-            );
+            sessions.end_exchange(&ex.key, end(Status::ConnectionClosed), out);
         }
         if ex.legacy_stream {
             if let SessionKey::Http {

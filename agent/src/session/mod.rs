@@ -304,6 +304,18 @@ const NOTABLE_NOTIFICATIONS: &[&str] = &[
     "notifications/roots/list_changed",
 ];
 
+/// One HTTP exchange whose response will not answer its requests.
+#[derive(Debug, Clone)]
+pub struct ExchangeEnd {
+    /// The connection (its serial) and the exchange on it.
+    pub conn_serial: u64,
+    pub exchange: u64,
+    /// How its requests end.
+    pub status: Status,
+    pub via: Option<Via>,
+    pub ts_ns: u64,
+}
+
 /// What the sessions stage hands on.
 #[derive(Debug, Clone)]
 pub enum Output {
@@ -326,7 +338,7 @@ pub enum Output {
     },
     SessionEnded {
         key: SessionKey,
-        session: SessionInfo,
+        session: Box<SessionInfo>,
         ts_ns: u64,
         via: Option<Via>,
     },
@@ -589,13 +601,13 @@ impl SessionTable {
                 }
             }
             Body::Notification { method } => {
-                if method == "notifications/cancelled" {
-                    if let Some(id) = msg.facts.cancelled_id.clone() {
-                        // The requester cancels its own request: same direction.
-                        if let Some(p) = session.pending.remove(&(direction, id.clone())) {
-                            let op = finish(key, session, direction, id, p, Some(ts_ns), Status::Cancelled);
-                            out.push(Output::Operation(Box::new(op)));
-                        }
+                if method == "notifications/cancelled"
+                    && let Some(id) = msg.facts.cancelled_id.clone()
+                {
+                    // The requester cancels its own request: same direction.
+                    if let Some(p) = session.pending.remove(&(direction, id.clone())) {
+                        let op = finish(key, session, direction, id, p, Some(ts_ns), Status::Cancelled);
+                        out.push(Output::Operation(Box::new(op)));
                     }
                 }
                 if NOTABLE_NOTIFICATIONS.contains(&method.as_str()) {
@@ -644,16 +656,14 @@ impl SessionTable {
 
     /// Requests sent in one HTTP exchange that its response will not
     /// answer (an HTTP error, or the connection died): they end now.
-    pub fn end_exchange(
-        &mut self,
-        key: &SessionKey,
-        conn_serial: u64,
-        exchange: u64,
-        status: Status,
-        via: Option<Via>,
-        ts_ns: u64,
-        out: &mut Vec<Output>,
-    ) {
+    pub fn end_exchange(&mut self, key: &SessionKey, end: ExchangeEnd, out: &mut Vec<Output>) {
+        let ExchangeEnd {
+            conn_serial,
+            exchange,
+            status,
+            via,
+            ts_ns,
+        } = end;
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
@@ -778,7 +788,7 @@ impl SessionTable {
         out.push(Output::SessionEnded {
             key: key.clone(),
             via: session.last_via.clone(),
-            session: session.info,
+            session: Box::new(session.info),
             ts_ns,
         });
     }

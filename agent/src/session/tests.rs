@@ -158,7 +158,7 @@ fn cancellation_ends_the_request_and_a_late_answer_is_unmatched() {
         out.iter()
             .any(|o| matches!(o, Output::Notification(n) if n.method == "notifications/cancelled"))
     );
-    assert!(out.iter().any(|o| matches!(o, Output::Unmatched { .. })));
+    assert!(out.iter().any(|o| matches!(o, Output::Unmatched)));
 }
 
 #[test]
@@ -277,7 +277,7 @@ fn duplicate_ids_and_bounded_pending() {
     t.open(&S1, Origin::Selected, 0, &mut out);
     t.on_message(&S1, C2S, 1, call(1, "a"), None, &mut out);
     t.on_message(&S1, C2S, 2, call(1, "b"), None, &mut out);
-    assert!(out.iter().any(|o| matches!(o, Output::DuplicateId { .. })));
+    assert!(out.iter().any(|o| matches!(o, Output::DuplicateId)));
     t.on_message(&S1, C2S, 3, call(2, "c"), None, &mut out);
     t.on_message(&S1, C2S, 4, call(3, "d"), None, &mut out);
     out.clear();

@@ -464,7 +464,7 @@ fn expand_env(value: &str) -> Result<String, String> {
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let Some(len) = rest[start + 2..].find('}') else {
-            return Err(format!("unclosed `${{` in a header value"));
+            return Err("unclosed `${` in a header value".to_string());
         };
         let var = &rest[start + 2..start + 2 + len];
         let v = std::env::var(var).map_err(|_| format!("header value names ${{{var}}}, which is not set"))?;

@@ -47,6 +47,7 @@ for d in proc sys dev; do $B mount --move /$d /mnt/$d; done
 $B mount -t tracefs tracefs /mnt/sys/kernel/tracing
 $B mount -t bpf bpf /mnt/sys/fs/bpf
 $B mount -t tmpfs tmpfs /mnt/sys/fs/cgroup && $B mkdir -p /mnt/sys/fs/cgroup/unified && $B mount -t cgroup2 cgroup2 /mnt/sys/fs/cgroup/unified
+$B mkdir -p /mnt/dev/pts /mnt/dev/shm
 $B mount -t devpts devpts /mnt/dev/pts
 $B mount -t tmpfs tmpfs /mnt/dev/shm
 $B mount -t tmpfs tmpfs /mnt/tmp

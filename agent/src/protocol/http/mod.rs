@@ -178,9 +178,11 @@ enum State {
     Head,
     Body {
         framing: Framing,
-        sink: BodySink,
+        /// Boxed: a body sink is large, and most of the time a side is in
+        /// `Head`.
+        sink: Box<BodySink>,
         /// Request parts kept until the body is complete.
-        request: Option<(String, String, Headers)>,
+        request: Option<Box<(String, String, Headers)>>,
         exchange: Option<u64>,
         encoding: Option<String>,
     },
@@ -206,7 +208,7 @@ impl Side {
     fn pending(&self) -> usize {
         match &self.state {
             State::Head => self.buf.len(),
-            State::Body { sink, .. } => match sink {
+            State::Body { sink, .. } => match &**sink {
                 BodySink::Buffer(b) => b.len,
                 BodySink::Events(p) => p.pending(),
             },
@@ -360,16 +362,16 @@ impl HttpConn {
                 encoding,
                 ..
             } => {
-                self.finish_response_body(sink, exchange, encoding, true, ts_ns, out);
+                self.finish_response_body(*sink, exchange, encoding, true, ts_ns, out);
             }
             State::Body { sink, exchange, .. } => {
-                if let BodySink::Buffer(b) = &sink {
-                    if !b.is_empty() {
-                        out.push(HttpEvent::Dropped {
-                            kind: "closed_mid_message",
-                            bytes: b.len,
-                        });
-                    }
+                if let BodySink::Buffer(b) = &*sink
+                    && !b.is_empty()
+                {
+                    out.push(HttpEvent::Dropped {
+                        kind: "closed_mid_message",
+                        bytes: b.len,
+                    });
                 }
                 out.push(HttpEvent::ResponseEnd {
                     exchange,
@@ -469,8 +471,8 @@ impl HttpConn {
                 }
                 self.requests.state = State::Body {
                     framing,
-                    sink: BodySink::Buffer(BodyBuf::new(self.max_body)),
-                    request: Some((method, target, headers)),
+                    sink: Box::new(BodySink::Buffer(BodyBuf::new(self.max_body))),
+                    request: Some(Box::new((method, target, headers))),
                     exchange: Some(exchange),
                     encoding,
                 };
@@ -495,8 +497,8 @@ impl HttpConn {
                     else {
                         unreachable!("matched above")
                     };
-                    let (method, target, headers) = request.unwrap_or_default();
-                    let BodySink::Buffer(buf) = sink else {
+                    let (method, target, headers) = request.map(|r| *r).unwrap_or_default();
+                    let BodySink::Buffer(buf) = *sink else {
                         unreachable!("requests are buffered")
                     };
                     match decode(buf, encoding.as_deref(), self.max_body) {
@@ -615,9 +617,9 @@ impl HttpConn {
                     if encoding.as_deref().is_some_and(|e| e != "identity") {
                         out.push(HttpEvent::Unsupported("compressed_event_stream"));
                     }
-                    BodySink::Events(SseParser::new(self.max_body))
+                    Box::new(BodySink::Events(SseParser::new(self.max_body)))
                 } else {
-                    BodySink::Buffer(BodyBuf::new(self.max_body))
+                    Box::new(BodySink::Buffer(BodyBuf::new(self.max_body)))
                 };
                 self.responses.state = State::Body {
                     framing,
@@ -662,7 +664,7 @@ impl HttpConn {
                     else {
                         unreachable!("matched above")
                     };
-                    self.finish_response_body(sink, exchange, encoding, true, ts_ns, out);
+                    self.finish_response_body(*sink, exchange, encoding, true, ts_ns, out);
                 }
                 used
             }

@@ -30,6 +30,8 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+mod kernel;
+
 use crate::{
     build_agent, repo_root,
     setup::{self, Needs, peers_dir, venv_python},
@@ -49,6 +51,10 @@ pub struct BenchArgs {
     /// Run only these sections (default: all).
     #[arg(long, value_enum)]
     only: Vec<Section>,
+    /// Kernels of the matrix the kernel-program section also measures in
+    /// (under QEMU); default: all of them.
+    #[arg(long, value_name = "SERIES")]
+    vm_kernel: Vec<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -56,6 +62,9 @@ enum Section {
     Latency,
     Rate,
     Unrelated,
+    /// Per-program cost (bpf_stats) and whole-process CPU, on this host and
+    /// inside each kernel of the matrix.
+    Kernel,
 }
 
 /// Hidden helper processes the benchmark runs (`xtask bench-peer ...`).
@@ -65,11 +74,14 @@ pub enum Peer {
     Server,
     /// An unrelated process: `iters` read+write pairs of `size` bytes.
     Loop { size: usize, iters: usize },
+    /// The kernel-program measurements, run inside a VM of the matrix.
+    KernelCosts(kernel::InnerArgs),
 }
 
 pub fn peer(p: Peer) -> Result<()> {
     match p {
         Peer::Server => serve_stdio(),
+        Peer::KernelCosts(args) => kernel::inner(args),
         Peer::Loop { size, iters } => {
             let mut zero = fs::File::open("/dev/zero")?;
             let mut null = fs::OpenOptions::new().write(true).open("/dev/null")?;
@@ -162,9 +174,27 @@ impl Agent {
     }
 
     fn floor(bin: &Path, dir: &Path) -> Result<Agent> {
+        Agent::floor_with(bin, dir, &[])
+    }
+
+    fn floor_with(bin: &Path, dir: &Path, extra: &[&str]) -> Result<Agent> {
         let mut c = Command::new(bin);
-        c.arg("floor");
+        c.arg("floor").args(extra);
         Agent::spawn(c, dir, None)
+    }
+
+    /// The value of `label` on the first series of `name`.
+    fn metric_label(&self, name: &str, label: &str) -> Result<String> {
+        let url = self.metrics.as_deref().context("no metrics")?;
+        let text = ureq::get(url).call()?.into_string()?;
+        let series = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{")))
+            .with_context(|| format!("no {name}"))?;
+        let needle = format!("{label}=\"");
+        let start = series.find(&needle).with_context(|| format!("no {label} on {name}"))? + needle.len();
+        let len = series[start..].find('"').context("unterminated label")?;
+        Ok(series[start..start + len].to_string())
     }
 
     fn spawn(mut c: Command, dir: &Path, metrics: Option<String>) -> Result<Agent> {
@@ -447,6 +477,9 @@ fn rate_steps(agent_bin: &Path, dir: &Path, args: &BenchArgs) -> Result<(Vec<Rat
     Ok((steps, peak))
 }
 
+/// CPU ns per iteration: without the agent, under the empty hook, with it.
+type CpuPerIteration = (f64, f64, f64);
+
 /// Per-iteration cost of an unrelated workload without the agent, with
 /// the empty hook only, and with the agent (run with `extra`); medians of
 /// `rounds` runs.
@@ -640,7 +673,29 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         ));
     }
 
-    let report = render(&args, &lat, &steps, peak_rss, &loops, tls_unrelated);
+    let mut kernel_costs = Vec::new();
+    if want(Section::Kernel) {
+        kernel_costs.push(kernel::measure(
+            &agent,
+            &dir.join("kernel"),
+            "auto",
+            kernel::Scale::HOST,
+        )?);
+        let series: Vec<String> = if args.vm_kernel.is_empty() {
+            crate::vm::MATRIX.iter().map(|k| k.name.to_string()).collect()
+        } else {
+            args.vm_kernel.clone()
+        };
+        for s in &series {
+            eprintln!("bench: kernel programs inside Linux {s} (QEMU)");
+            kernel_costs.push(kernel::measure_in_vm(s, &agent, "auto")?);
+        }
+    }
+
+    let mut report = render(&args, &lat, &steps, peak_rss, &loops, tls_unrelated);
+    if !kernel_costs.is_empty() {
+        report.push_str(&kernel::render(&kernel_costs));
+    }
     fs::write(dir.join("report.md"), &report)?;
     println!("{report}");
     eprintln!("bench: report written to {}", dir.join("report.md").display());
@@ -653,7 +708,7 @@ fn render(
     steps: &[RateStep],
     peak_rss: f64,
     loops: &[(usize, (f64, f64, f64))],
-    tls: Option<((f64, f64, f64), (f64, f64, f64))>,
+    tls: Option<(CpuPerIteration, CpuPerIteration)>,
 ) -> String {
     let mut r = String::new();
     r.push_str(&format!(
