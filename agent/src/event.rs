@@ -6,16 +6,19 @@
 //! Versioned by `schema`: fields are only added within a version; a rename
 //! or removal makes a new version.
 
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::{
-    enrich::{ClientFoundBy, Clock, HostInfo, Peers, ProcessInfo},
+    enrich::{
+        ClientFoundBy, Clock, HostInfo, Peers, ProcessInfo,
+        operation::{Endpoints, OperationRecord},
+    },
     mask,
     protocol::jsonrpc::{Implementation, Payload},
-    session::{Notification, Observer, Operation, SessionInfo, SessionKey, Via},
+    session::{Notification, SessionInfo, SessionKey, Via},
 };
 
 pub const SCHEMA: &str = "mcptap.event/v1";
@@ -300,73 +303,42 @@ fn base(
     }
 }
 
-/// Connection facts (TCP sessions): addresses by role, TLS, HTTP.
-fn network(e: &mut Event, key: &SessionKey, request: Option<&Via>, response: Option<&Via>) {
-    let Some(via) = request.or(response) else {
+/// Connection facts (TCP sessions): where each end is, TLS, HTTP.
+fn network(e: &mut Event, endpoints: Option<&Endpoints>, request: Option<&Via>, response: Option<&Via>) {
+    let (Some(via), Some(ends)) = (request.or(response), endpoints) else {
         return;
     };
     e.protocol = Some("http");
     e.tls = Some(via.conn.tls);
-    let addrs = via
-        .conn
-        .addrs
-        .get()
-        .or_else(|| response.and_then(|r| r.conn.addrs.get()));
-    if let Some((local, peer)) = addrs {
-        let (server, client) = match key.observer() {
-            Observer::Server => (local, peer),
-            Observer::Client => (peer, local),
-        };
-        // Unspecified: not known (a connection gone before it was looked at).
-        if server.port() != 0 {
-            e.server_address = Some(server.ip().to_string());
-            e.server_port = Some(server.port());
-        }
-        if client.port() != 0 {
-            e.client_address = Some(client.ip().to_string());
-            e.client_port = Some(client.port());
-        }
-    }
-    if e.server_port.is_none() {
-        // The connection was not tied to a socket (a TLS session whose
-        // socket the agent could not tell): the server the client asked
-        // for, from the request's Host header.
-        if let Some((host, port)) = via.host.as_deref().and_then(|h| split_host(h, via.conn.tls)) {
-            e.server_address = Some(host);
-            e.server_port = Some(port);
-        }
-    }
+    e.server_address.clone_from(&ends.server_address);
+    e.server_port = ends.server_port;
+    e.client_address.clone_from(&ends.client_address);
+    e.client_port = ends.client_port;
     e.http_method.clone_from(&via.http_method);
     e.url_path.clone_from(&via.path);
     e.http_status = response.and_then(|r| r.status).or(via.status);
 }
 
-/// `host[:port]` or `[v6]:port` of a Host header; the scheme's port when
-/// none is given.
-fn split_host(h: &str, tls: bool) -> Option<(String, u16)> {
-    let default = if tls { 443 } else { 80 };
-    if let Some(rest) = h.strip_prefix('[') {
-        let (ip, after) = rest.split_once(']')?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().ok()?,
-            None => default,
-        };
-        return Some((ip.to_string(), port));
-    }
-    match h.rsplit_once(':') {
-        Some((host, port)) => Some((host.to_string(), port.parse().ok()?)),
-        None => Some((h.to_string(), default)),
-    }
-}
-
-pub fn from_operation(ctx: &EventContext<'_>, op: &Operation, peers: &Peers) -> Event {
-    let mut e = base(ctx, EventType::Operation, op.request_ts_ns, &op.key, &op.session, peers);
-    network(&mut e, &op.key, op.request_via.as_ref(), op.response_via.as_ref());
-    if let Some(client) = &op.request_client {
-        e.client.name = Some(client.name.clone());
-        e.client.version = client.version.clone();
-    }
-    e.tool = (op.method == "tools/call").then(|| op.name.clone()).flatten();
+pub fn from_operation(ctx: &EventContext<'_>, record: &OperationRecord) -> Event {
+    let op = &record.op;
+    let mut e = base(
+        ctx,
+        EventType::Operation,
+        op.request_ts_ns,
+        &op.key,
+        &op.session,
+        &record.peers,
+    );
+    network(
+        &mut e,
+        record.endpoints.as_ref(),
+        op.request_via.as_ref(),
+        op.response_via.as_ref(),
+    );
+    e.client.name.clone_from(&record.client_name);
+    e.client.version.clone_from(&record.client_version);
+    e.server.name.clone_from(&record.server_name);
+    e.tool.clone_from(&record.tool);
     e.prompt = (op.method == "prompts/get").then(|| op.name.clone()).flatten();
     e.resource_uri = op.uri.as_deref().map(|u| mask::mask_text(u).into_owned());
     e.method = Some(op.method.clone());
@@ -415,7 +387,8 @@ pub fn from_operation(ctx: &EventContext<'_>, op: &Operation, peers: &Peers) -> 
 
 pub fn from_notification(ctx: &EventContext<'_>, n: &Notification, peers: &Peers) -> Event {
     let mut e = base(ctx, EventType::Notification, n.ts_ns, &n.key, &n.session, peers);
-    network(&mut e, &n.key, n.via.as_ref(), None);
+    let ends = Endpoints::of(&n.key, n.via.as_ref(), None);
+    network(&mut e, ends.as_ref(), n.via.as_ref(), None);
     e.method = Some(n.method.clone());
     e.direction = Some(n.direction.as_str());
     e.notification = Some(NotificationFacts {
@@ -440,29 +413,323 @@ pub fn session_end(
     peers: &Peers,
 ) -> Event {
     let mut e = base(ctx, EventType::SessionEnd, ts_ns, key, session, peers);
-    network(&mut e, key, via, None);
+    let ends = Endpoints::of(key, via, None);
+    network(&mut e, ends.as_ref(), via, None);
     e.http_method = None;
     e.url_path = None;
     e.http_status = None;
     e
 }
 
+/// The names a sink filter may use (docs/configuration.md): every scalar
+/// field of the schema, by its JSON name. [`Event::field`] reads each from
+/// the typed event; a unit test holds them to the serialized names.
+pub const FIELDS: &[&str] = &[
+    "schema",
+    "event.id",
+    "event.type",
+    "time",
+    "host.name",
+    "host.id",
+    "observer",
+    "network.transport",
+    "network.protocol.name",
+    "tls",
+    "server.address",
+    "server.port",
+    "client.address",
+    "client.port",
+    "http.request.method",
+    "url.path",
+    "http.response.status_code",
+    "mcp.session.id",
+    "mcp.protocol.version",
+    "mcp.method.name",
+    "gen_ai.tool.name",
+    "gen_ai.prompt.name",
+    "mcp.resource.uri",
+    "jsonrpc.request.id",
+    "direction",
+    "status",
+    "error.type",
+    "rpc.jsonrpc.error_code",
+    "mcp.result.type",
+    "duration_s",
+    "request.bytes",
+    "response.bytes",
+    "server.name",
+    "server.version",
+    "server.process.pid",
+    "server.process.exe",
+    "server.process.comm",
+    "server.process.user",
+    "server.process.cgroup",
+    "server.process.container.id",
+    "server.process.pod.namespace",
+    "server.process.pod.name",
+    "server.process.systemd_unit",
+    "client.name",
+    "client.version",
+    "client.app",
+    "client.found_by",
+    "client.process.pid",
+    "client.process.exe",
+    "client.process.comm",
+    "client.process.user",
+    "client.process.cgroup",
+    "client.process.container.id",
+    "client.process.pod.namespace",
+    "client.process.pod.name",
+    "client.process.systemd_unit",
+    "alert.kind",
+    "alert.rule",
+    "alert.owner",
+];
+
+impl Event {
+    /// A field by its JSON name ([`FIELDS`]), as text: read from the typed
+    /// event, never from its serialized form. `None` when the event lacks
+    /// it (or the name is not a field).
+    pub fn field(&self, name: &str) -> Option<Cow<'_, str>> {
+        fn text<T: ToString>(v: Option<T>) -> Option<Cow<'static, str>> {
+            v.map(|v| Cow::Owned(v.to_string()))
+        }
+        fn borrowed(v: Option<&str>) -> Option<Cow<'_, str>> {
+            v.map(Cow::Borrowed)
+        }
+        if let Some(rest) = name.strip_prefix("server.")
+            && !matches!(rest, "address" | "port")
+        {
+            return self.server.field(rest);
+        }
+        if let Some(rest) = name.strip_prefix("client.")
+            && !matches!(rest, "address" | "port")
+        {
+            return self.client.field(rest);
+        }
+        match name {
+            "schema" => Some(Cow::Borrowed(self.schema)),
+            "event.id" => Some(Cow::Borrowed(&self.id)),
+            "event.type" => Some(Cow::Borrowed(self.kind.as_str())),
+            "time" => Some(Cow::Borrowed(&self.time)),
+            "host.name" => Some(Cow::Borrowed(&self.host.name)),
+            "host.id" => borrowed(self.host.id.as_deref()),
+            "observer" => Some(Cow::Borrowed(self.observer)),
+            "network.transport" => Some(Cow::Borrowed(self.transport)),
+            "network.protocol.name" => borrowed(self.protocol),
+            "tls" => text(self.tls),
+            "server.address" => borrowed(self.server_address.as_deref()),
+            "server.port" => text(self.server_port),
+            "client.address" => borrowed(self.client_address.as_deref()),
+            "client.port" => text(self.client_port),
+            "http.request.method" => borrowed(self.http_method.as_deref()),
+            "url.path" => borrowed(self.url_path.as_deref()),
+            "http.response.status_code" => text(self.http_status),
+            "mcp.session.id" => Some(Cow::Borrowed(&self.session_id)),
+            "mcp.protocol.version" => borrowed(self.protocol_version.as_deref()),
+            "mcp.method.name" => borrowed(self.method.as_deref()),
+            "gen_ai.tool.name" => borrowed(self.tool.as_deref()),
+            "gen_ai.prompt.name" => borrowed(self.prompt.as_deref()),
+            "mcp.resource.uri" => borrowed(self.resource_uri.as_deref()),
+            "jsonrpc.request.id" => borrowed(self.request_id.as_deref()),
+            "direction" => borrowed(self.direction),
+            "status" => borrowed(self.status),
+            "error.type" => borrowed(self.error_type.as_deref()),
+            "rpc.jsonrpc.error_code" => text(self.error_code),
+            "mcp.result.type" => borrowed(self.result_type.as_deref()),
+            "duration_s" => text(self.duration_s),
+            "request.bytes" => text(self.request.as_ref().map(|m| m.bytes)),
+            "response.bytes" => text(self.response.as_ref().map(|m| m.bytes)),
+            "alert.kind" => borrowed(self.alert.as_ref().map(|a| a.kind)),
+            "alert.rule" => borrowed(self.alert.as_ref().map(|a| a.rule.as_str())),
+            "alert.owner" => borrowed(self.alert.as_ref().and_then(|a| a.owner.as_deref())),
+            _ => None,
+        }
+    }
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Operation => "mcp.operation",
+            EventType::Notification => "mcp.notification",
+            EventType::SessionEnd => "mcp.session.end",
+            EventType::Alert => "mcp.alert",
+        }
+    }
+}
+
+impl Side {
+    /// `name`, `version`, `app`, `found_by`, `process.*` of one end.
+    fn field(&self, name: &str) -> Option<Cow<'_, str>> {
+        match name {
+            "name" => self.name.as_deref().map(Cow::Borrowed),
+            "version" => self.version.as_deref().map(Cow::Borrowed),
+            "app" => self.app.map(Cow::Borrowed),
+            "found_by" => self.found_by.map(|f| Cow::Borrowed(f.as_str())),
+            _ => {
+                let p = self.process.as_deref()?;
+                let placement = p.placement.as_ref();
+                match name.strip_prefix("process.")? {
+                    "pid" => Some(Cow::Owned(p.pid.to_string())),
+                    "exe" => p.exe.as_deref().map(Cow::Borrowed),
+                    "comm" => Some(Cow::Borrowed(&p.comm)),
+                    "user" => p.user.as_deref().map(Cow::Borrowed),
+                    "cgroup" => placement.map(|pl| Cow::Borrowed(pl.cgroup.as_str())),
+                    "container.id" => placement?.container.as_ref().map(|c| Cow::Borrowed(c.id.as_str())),
+                    "pod.namespace" => placement?.pod.as_ref()?.namespace.as_deref().map(Cow::Borrowed),
+                    "pod.name" => placement?.pod.as_ref()?.name.as_deref().map(Cow::Borrowed),
+                    "systemd_unit" => placement?.systemd_unit.as_deref().map(Cow::Borrowed),
+                    _ => None,
+                }
+            }
+        }
+    }
+}
+
+/// Events for other modules' tests.
+#[cfg(test)]
+pub mod testing {
+    use super::*;
+    use crate::{
+        enrich::cgroup::{Container, Placement, Pod},
+        policy::eval::Alert,
+    };
+
+    /// A tools/call at `1_800_000_000 + i` seconds (ms after the epoch:
+    /// 1_800_000_000_000 + i * 1000), of server `demo` by user alice.
+    pub fn operation(i: i64, tool: &str, client: &str, status: &'static str, ms: f64) -> Event {
+        let mut e = full();
+        e.id = format!("id-{i}");
+        e.kind = EventType::Operation;
+        e.alert = None;
+        e.time = chrono::DateTime::from_timestamp_millis(1_800_000_000_000 + i * 1000)
+            .unwrap()
+            .to_rfc3339();
+        e.method = Some("tools/call".into());
+        e.tool = Some(tool.into());
+        e.status = Some(status);
+        e.duration_s = Some(ms / 1000.0);
+        e.server.name = Some("demo".into());
+        e.client.name = Some(client.into());
+        e
+    }
+
+    /// An event with every field set.
+    pub fn full() -> Event {
+        let process = |pid: u32, user: &str| {
+            Arc::new(ProcessInfo {
+                pid,
+                ppid: 1,
+                comm: "python3".into(),
+                exe: Some("/usr/bin/python3.11".into()),
+                cmdline: vec!["python3".into(), "server.py".into()],
+                uid: Some(1000),
+                user: Some(user.into()),
+                start_time: Some("2026-12-01T00:00:00Z".into()),
+                placement: Some(Placement {
+                    cgroup: "/system.slice/x.service".into(),
+                    container: Some(Container {
+                        id: "abc123".into(),
+                        runtime: "containerd",
+                    }),
+                    pod: Some(Pod {
+                        uid: "u-1".into(),
+                        namespace: Some("ns".into()),
+                        name: Some("pod-1".into()),
+                    }),
+                    systemd_unit: Some("x.service".into()),
+                }),
+            })
+        };
+        Event {
+            schema: SCHEMA,
+            id: "id-1".into(),
+            kind: EventType::Alert,
+            time: "2026-12-01T00:00:01Z".into(),
+            host: Arc::new(HostInfo {
+                name: "node-1".into(),
+                id: Some("m-1".into()),
+            }),
+            observer: "server",
+            transport: "tcp",
+            protocol: Some("http"),
+            tls: Some(true),
+            server_address: Some("127.0.0.1".into()),
+            server_port: Some(8443),
+            client_address: Some("127.0.0.2".into()),
+            client_port: Some(40000),
+            http_method: Some("POST".into()),
+            url_path: Some("/mcp".into()),
+            http_status: Some(200),
+            session_id: "s-1".into(),
+            protocol_version: Some("2025-11-25".into()),
+            method: Some("tools/call".into()),
+            tool: Some("add".into()),
+            prompt: Some("greet".into()),
+            resource_uri: Some("test://x".into()),
+            request_id: Some("7".into()),
+            direction: Some("client_to_server"),
+            status: Some("tool_error"),
+            error_type: Some("tool_error".into()),
+            error_code: Some(-32000),
+            error_message: None,
+            result_type: Some("tool".into()),
+            duration_s: Some(0.25),
+            request: Some(MessageFacts {
+                time: "t".into(),
+                bytes: 111,
+                truncated: false,
+            }),
+            response: Some(MessageFacts {
+                time: "t".into(),
+                bytes: 222,
+                truncated: false,
+            }),
+            server: Side {
+                name: Some("srv".into()),
+                version: Some("1.0".into()),
+                process: Some(process(10, "root")),
+                ..Side::default()
+            },
+            client: Side {
+                name: Some("cli".into()),
+                version: Some("2.0".into()),
+                process: Some(process(11, "alice")),
+                found_by: Some(ClientFoundBy::SocketPeer),
+                app: Some("claude-code"),
+                ancestry: Vec::new(),
+            },
+            notification: None,
+            payload: None,
+            alert: Some(Alert {
+                kind: "policy_violation",
+                rule: "server[1] srv".into(),
+                message: "m".into(),
+                owner: Some("team".into()),
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::split_host;
+    use super::{testing::full, *};
+    use crate::sinks::filter::lookup;
 
     #[test]
-    fn host_headers() {
-        assert_eq!(split_host("127.0.0.1:8443", true), Some(("127.0.0.1".into(), 8443)));
-        assert_eq!(
-            split_host("mcp.example.com", true),
-            Some(("mcp.example.com".into(), 443))
-        );
-        assert_eq!(
-            split_host("mcp.example.com", false),
-            Some(("mcp.example.com".into(), 80))
-        );
-        assert_eq!(split_host("[::1]:9000", false), Some(("::1".into(), 9000)));
-        assert_eq!(split_host("x:notaport", false), None);
+    fn typed_fields_are_the_serialized_ones() {
+        let e = full();
+        let json = serde_json::to_value(&e).unwrap();
+        for name in FIELDS {
+            let serialized = lookup(&json, name).map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            });
+            let typed = e.field(name).map(Cow::into_owned);
+            assert!(typed.is_some(), "{name}: not read from the typed event");
+            assert_eq!(typed, serialized, "{name}");
+        }
+        assert_eq!(e.field("no.such.field"), None);
     }
 }

@@ -13,7 +13,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Event, EventType};
+use crate::{enrich::operation::OperationRecord, session::Observer};
 
 /// Most servers remembered; past it the least recently seen are forgotten.
 const MAX_SERVERS: usize = 1000;
@@ -86,23 +86,25 @@ impl Inventory {
         self.index = self.servers.iter().enumerate().map(|(i, s)| (key(s), i)).collect();
     }
 
-    /// Counts one operation event.
-    pub fn observe(&mut self, e: &Event) {
-        if e.kind != EventType::Operation {
-            return;
-        }
-        let process = e.server.process.as_deref();
+    /// Counts one finished operation, seen at `time` (RFC 3339).
+    pub fn observe(&mut self, r: &OperationRecord, time: &str) {
+        let op = &r.op;
+        let process = r.peers.server.as_deref();
+        let ends = r.endpoints.as_ref();
+        let observer = op.key.observer();
         let probe = ObservedServer {
-            name: e.server.name.clone(),
-            version: e.server.version.clone(),
+            name: r.server_name.clone(),
+            version: op.session.server.as_ref().and_then(|s| s.version.clone()),
             exe: process.and_then(|p| p.exe.clone()),
             cmdline: process.map(|p| p.cmdline.clone()).unwrap_or_default(),
-            transport: e.transport.to_string(),
-            port: e.server_port,
-            address: (e.observer == "client").then(|| e.server_address.clone()).flatten(),
-            observer: e.observer.to_string(),
-            first_seen: e.time.clone(),
-            last_seen: e.time.clone(),
+            transport: op.key.transport().as_str().to_string(),
+            port: ends.and_then(|e| e.server_port),
+            address: (observer == Observer::Client)
+                .then(|| ends.and_then(|e| e.server_address.clone()))
+                .flatten(),
+            observer: observer.as_str().to_string(),
+            first_seen: time.to_string(),
+            last_seen: time.to_string(),
             calls: 0,
             ..Default::default()
         };
@@ -127,13 +129,13 @@ impl Inventory {
         if !probe.cmdline.is_empty() {
             s.cmdline = probe.cmdline;
         }
-        let client = e.client.app.map(str::to_string).or_else(|| e.client.name.clone());
+        let client = r.peers.client_app.map(str::to_string).or_else(|| r.client_name.clone());
         if let Some(c) = client
             && s.clients.len() < MAX_NAMES
         {
             s.clients.insert(c);
         }
-        let user = e.client.process.as_deref().and_then(|p| p.user.clone());
+        let user = r.user().map(str::to_string);
         if let Some(u) = user
             && s.users.len() < MAX_NAMES
         {

@@ -1,37 +1,8 @@
-//! mcptap: an eBPF host agent that shows what AI agents do through MCP
-//! servers, without touching server or client code.
-//!
-//! The agent is a pipeline; read the stages in this order:
-//! `capture` (kernel programs, ring buffer records) → `reassembly` (bytes
-//! per stream, gaps) → `protocol` (framing, JSON-RPC) → `session`
-//! (discovery, correlation into operations) → `enrich` (processes, host) →
-//! `event` + `sinks` (JSON Lines, Prometheus). `pipeline` wires them;
-//! `run` drives it.
-
-mod api;
-mod capture;
-mod cli;
-mod enrich;
-mod event;
-mod install;
-mod inventory;
-mod mask;
-mod pipeline;
-mod policy;
-mod procnet;
-mod protocol;
-mod reassembly;
-mod run;
-mod scan;
-mod session;
-mod sinks;
-mod statefile;
-mod store;
-mod tail;
-mod tomlfile;
-mod top;
+//! The `mcptap` binary: the command line. The agent is the library
+//! (`lib.rs`), read top-down from there.
 
 use clap::Parser;
+use mcptap::{cli, install, run, scan, tail, top};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
@@ -81,6 +52,10 @@ fn main() -> std::process::ExitCode {
         }
         cli::Command::Install(what) => install::run(what),
     };
+    // What is still running once the command is done (a dashboard or API
+    // request in flight, a tail client's stream) is cut short: the agent
+    // has flushed its events by then, and a stop must not wait on a reader.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

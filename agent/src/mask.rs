@@ -47,10 +47,15 @@ static SHAPES: LazyLock<Vec<(&'static str, Regex)>> = LazyLock::new(|| {
 static URL_CREDENTIALS: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]+:)[^/\s@]+@").expect("valid built-in pattern"));
 
-/// `password=...`, `api_key: ...` inside free text or query strings.
+/// `password=...`, `api_key: ...` inside free text or query strings, and
+/// `"api_key": "..."` in JSON or YAML text carried inside a string (a
+/// config file a tool returns; it may be cut short, so not always
+/// parseable). Group 1 is kept; group 2, the value, is masked (its quotes
+/// kept, so JSON text stays JSON); a value masked already is taken whole,
+/// so masking twice changes nothing more.
 static INLINE_ASSIGNMENT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r#"(?i)\b((?:[a-z0-9]+[_-])*(?:password|passwd|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|client[_-]?secret|credentials?)\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s&'",;]+)"#,
+        r#"(?i)\b((?:[a-z0-9]+[_-])*(?:password|passwd|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|client[_-]?secret|credentials?)["']?\s*[=:]\s*)("[^"]*"|'[^']*'|\[REDACTED\]|[^\s&'",;}\]]+)"#,
     )
     .expect("valid built-in pattern")
 });
@@ -109,7 +114,14 @@ pub fn mask_text(s: &str) -> Cow<'_, str> {
     if INLINE_ASSIGNMENT.is_match(&out) {
         out = Cow::Owned(
             INLINE_ASSIGNMENT
-                .replace_all(&out, format!("${{1}}{REDACTED}").as_str())
+                .replace_all(&out, |c: &regex::Captures<'_>| {
+                    let value = &c[2];
+                    let quote = match value.chars().next() {
+                        Some(q @ ('"' | '\'')) => q.to_string(),
+                        _ => String::new(),
+                    };
+                    format!("{}{quote}{REDACTED}{quote}", &c[1])
+                })
                 .into_owned(),
         );
     }
@@ -193,12 +205,29 @@ pub fn mask_json(v: &mut Value) {
         }
         Value::Array(items) => items.iter_mut().for_each(mask_json),
         Value::String(s) => {
-            if let Cow::Owned(masked) = mask_text(s) {
+            if let Some(masked) = mask_embedded_json(s) {
+                *s = masked;
+            } else if let Cow::Owned(masked) = mask_text(s) {
                 *s = masked;
             }
         }
         _ => {}
     }
+}
+
+/// A string that holds a whole JSON object or array (a tool that returns a
+/// config file, a JSON-encoded result): masked as JSON, structure kept, and
+/// written back compact. None when the string is not JSON, or nothing in
+/// it needed masking.
+fn mask_embedded_json(s: &str) -> Option<String> {
+    let t = s.trim();
+    if !(t.starts_with('{') && t.ends_with('}') || t.starts_with('[') && t.ends_with(']')) {
+        return None;
+    }
+    let mut inner: Value = serde_json::from_str(t).ok()?;
+    let before = inner.clone();
+    mask_json(&mut inner);
+    (inner != before).then(|| inner.to_string())
 }
 
 /// Replaced values: kept structure, no content.
@@ -253,6 +282,52 @@ pub fn cap_json(v: Value, max_bytes: usize) -> Value {
 #[cfg(test)]
 mod header_tests {
     use super::*;
+
+    #[test]
+    fn json_documents_inside_strings_are_masked() {
+        // A tool that returns a config file, as a JSON string.
+        let mut v = serde_json::json!({
+            "content": [{"type": "text", "text": "{\"api_key\": \"abc123secret\", \"db\": {\"password\": \"hunter2\", \"host\": \"db1\"}}"}]
+        });
+        mask_json(&mut v);
+        let text = v["content"][0]["text"].as_str().unwrap();
+        assert!(!text.contains("abc123secret") && !text.contains("hunter2"), "{text}");
+        let inner: Value = serde_json::from_str(text).expect("still JSON");
+        assert_eq!(inner["api_key"], REDACTED);
+        assert_eq!(inner["db"]["password"], REDACTED);
+        assert_eq!(inner["db"]["host"], "db1");
+
+        // Cut short (not parseable), or pretty-printed inside other text.
+        let cut = r#"config: {"client_secret": "s3cr3tvalue", "token": "tok-123456", "name": "#;
+        let masked = mask_text(cut);
+        assert!(
+            !masked.contains("s3cr3tvalue") && !masked.contains("tok-123456"),
+            "{masked}"
+        );
+        assert!(masked.contains(r#""client_secret": "[REDACTED]""#), "{masked}");
+
+        // YAML and INI shapes keep working.
+        let yaml = "db:\n  password: hunter2\n  user: app\n";
+        assert!(!mask_text(yaml).contains("hunter2"));
+        assert!(mask_text(yaml).contains("user: app"));
+
+        // Masking is idempotent (found by the `mask` fuzz target: a value
+        // cut at `]` was masked again, growing a bracket each time).
+        for text in [
+            "pwd==\u{fffd}P\u{fffd}",
+            "token: [x]",
+            r#"{"api_key": "a]b"}"#,
+            "secret=[REDACTED]",
+        ] {
+            let once = mask_text(text).into_owned();
+            assert_eq!(mask_text(&once), once, "{text:?}");
+        }
+
+        // Strings that are JSON without secrets are left as they are.
+        let mut plain = serde_json::json!({"text": "{\"a\": 1,  \"b\": [2]}"});
+        mask_json(&mut plain);
+        assert_eq!(plain["text"], "{\"a\": 1,  \"b\": [2]}");
+    }
 
     #[test]
     fn policy_masking_keeps_only_allowed_keys() {

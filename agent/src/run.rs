@@ -341,6 +341,35 @@ impl Recorder {
 
 /// `mcptap replay`: a recording through the pipeline, events to stdout.
 pub fn replay(args: crate::cli::ReplayArgs) -> anyhow::Result<()> {
+    struct Stdout;
+    impl crate::pipeline::EventSink for Stdout {
+        fn send(&mut self, event: &crate::event::Event) {
+            if let Ok(line) = serde_json::to_string(event) {
+                println!("{line}");
+            }
+        }
+    }
+    let data = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    match replay_records(&data, args.capture_payloads, "/proc".into(), Box::new(Stdout)) {
+        Ok(records) => {
+            eprintln!("replayed {records} records");
+            Ok(())
+        }
+        Err(record) => anyhow::bail!("{}: record {record} is cut short", args.file.display()),
+    }
+}
+
+/// Replays a recording (`run --record`: each record after its u32 length)
+/// through a pipeline that talks to no kernel, reading processes under
+/// `proc_root`; events go to `sink`. Returns how many records were
+/// replayed, or the number of the one cut short. The fuzz targets drive
+/// every stage through here.
+pub fn replay_records(
+    data: &[u8],
+    capture_payloads: bool,
+    proc_root: std::path::PathBuf,
+    sink: Box<dyn crate::pipeline::EventSink + Send>,
+) -> Result<u64, u64> {
     struct Offline;
     impl crate::pipeline::Control for Offline {
         fn confirm(&mut self, _: u32) {}
@@ -352,43 +381,34 @@ pub fn replay(args: crate::cli::ReplayArgs) -> anyhow::Result<()> {
         }
         fn forget_process(&mut self, _: u32) {}
     }
-    struct Stdout;
-    impl crate::pipeline::EventSink for Stdout {
-        fn send(&mut self, event: &crate::event::Event) {
-            if let Ok(line) = serde_json::to_string(event) {
-                println!("{line}");
-            }
-        }
-    }
-    let data = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
     let metrics = Arc::new(Metrics::new());
     let mut pipeline = Pipeline::new(
         PipelineConfig {
             max_message_bytes: 16 << 20,
-            payloads: args.capture_payloads.then_some(64 * 1024),
+            payloads: capture_payloads.then_some(64 * 1024),
             payload_max_bytes: 64 * 1024,
             policy: Arc::new(crate::policy::Policy::default()),
             state_dir: None,
             sessions: SessionConfig::default(),
             max_label_values: 100,
-            proc_root: "/proc".into(),
+            proc_root,
         },
-        metrics.clone(),
-        Box::new(Stdout),
+        metrics,
+        sink,
     );
-    let mut rest = &data[..];
+    let mut rest = data;
     let mut records = 0u64;
     while rest.len() >= 4 {
         let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
         let Some(raw) = rest.get(4..4 + len) else {
-            anyhow::bail!("{}: record {records} is cut short", args.file.display());
+            return Err(records);
         };
         pipeline.on_raw(raw, &mut Offline);
         rest = &rest[4 + len..];
         records += 1;
     }
-    eprintln!("replayed {records} records");
-    Ok(())
+    pipeline.finish();
+    Ok(records)
 }
 
 fn publish_capture_state(capture: &Capture, metrics: &Metrics) {

@@ -8,6 +8,7 @@
 //! captured and allowed: the store holds what the sinks get).
 
 use std::{
+    borrow::Cow,
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -16,11 +17,9 @@ use std::{
     time::Duration,
 };
 
+use crate::{event::Event, sinks::metrics::Metrics};
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
-use crate::sinks::{filter::lookup, metrics::Metrics};
+use serde::Serialize;
 
 /// Bumped when the table changes; an older store is started afresh (it is a
 /// view of recent events, not the record).
@@ -158,91 +157,45 @@ pub struct Row {
     pub transport: Option<String>,
 }
 
-impl Row {
-    pub fn of(e: &Value) -> Option<Row> {
-        let text = |f: &str| lookup(e, f).and_then(Value::as_str).map(str::to_string);
-        let ts_ms = text("time")
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
-            .map(|t| t.timestamp_millis())?;
-        Some(Row {
-            id: text("event.id")?,
-            ts_ms,
-            kind: text("event.type")?,
-            method: text("mcp.method.name"),
-            tool: text("gen_ai.tool.name"),
-            server: text("server.name").or_else(|| text("server.process.exe")),
-            client: text("client.name").or_else(|| text("client.app")),
-            user: text("client.process.user"),
-            status: text("status"),
-            duration_ms: lookup(e, "duration_s").and_then(Value::as_f64).map(|s| s * 1000.0),
-            observer: text("observer"),
-            transport: text("network.transport"),
-        })
+/// One event as the store receives it: its line (stored whole), and the
+/// fields it indexes, read from the typed event by the pipeline.
+#[derive(Debug)]
+pub struct Stored {
+    pub row: Row,
+    pub line: Arc<str>,
+}
+
+impl Stored {
+    pub fn of(e: &Event, line: Arc<str>) -> Stored {
+        Stored {
+            row: Row::of_event(e),
+            line,
+        }
     }
 }
 
-/// The fields of an event the store indexes, read straight from its JSON
-/// line (no `Value` tree: the writer's main cost at high rates otherwise).
-#[derive(Deserialize)]
-struct Head {
-    #[serde(rename = "event.id")]
-    id: String,
-    #[serde(rename = "event.type")]
-    kind: String,
-    time: String,
-    #[serde(rename = "mcp.method.name")]
-    method: Option<String>,
-    #[serde(rename = "gen_ai.tool.name")]
-    tool: Option<String>,
-    status: Option<String>,
-    duration_s: Option<f64>,
-    observer: Option<String>,
-    #[serde(rename = "network.transport")]
-    transport: Option<String>,
-    server: Option<PartyHead>,
-    client: Option<PartyHead>,
-}
-
-#[derive(Deserialize)]
-struct PartyHead {
-    name: Option<String>,
-    app: Option<String>,
-    process: Option<ProcessHead>,
-}
-
-#[derive(Deserialize)]
-struct ProcessHead {
-    exe: Option<String>,
-    user: Option<String>,
-}
-
 impl Row {
-    /// As `Row::of`, from the event's JSON line as the sinks write it.
-    pub fn from_line(line: &str) -> Option<Row> {
-        let h: Head = serde_json::from_str(line).ok()?;
-        let ts_ms = chrono::DateTime::parse_from_rfc3339(&h.time).ok()?.timestamp_millis();
-        let (server, client) = (h.server, h.client);
-        Some(Row {
-            id: h.id,
-            ts_ms,
-            kind: h.kind,
-            method: h.method,
-            tool: h.tool,
-            server: server
-                .as_ref()
-                .and_then(|s| s.name.clone().or_else(|| s.process.as_ref()?.exe.clone())),
-            client: client.as_ref().and_then(|c| c.name.clone().or_else(|| c.app.clone())),
-            user: client.and_then(|c| c.process?.user),
-            status: h.status,
-            duration_ms: h.duration_s.map(|s| s * 1000.0),
-            observer: h.observer,
-            transport: h.transport,
-        })
+    pub fn of_event(e: &Event) -> Row {
+        let text = |f: &str| e.field(f).map(Cow::into_owned);
+        Row {
+            id: e.id.clone(),
+            ts_ms: chrono::DateTime::parse_from_rfc3339(&e.time).map_or(0, |t| t.timestamp_millis()),
+            kind: e.kind.as_str().to_string(),
+            method: e.method.clone(),
+            tool: e.tool.clone(),
+            server: text("server.name").or_else(|| text("server.process.exe")),
+            client: text("client.name").or_else(|| text("client.app")),
+            user: text("client.process.user"),
+            status: e.status.map(str::to_string),
+            duration_ms: e.duration_s.map(|s| s * 1000.0),
+            observer: Some(e.observer.to_string()),
+            transport: Some(e.transport.to_string()),
+        }
     }
 }
 
 /// Inserts a batch of events in one transaction; returns how many were new.
-pub fn insert(conn: &mut Connection, events: &[(Row, &str)]) -> rusqlite::Result<usize> {
+pub fn insert(conn: &mut Connection, events: &[Arc<Stored>]) -> rusqlite::Result<usize> {
     let tx = conn.transaction()?;
     let mut n = 0;
     {
@@ -251,7 +204,8 @@ pub fn insert(conn: &mut Connection, events: &[(Row, &str)]) -> rusqlite::Result
              SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13
              WHERE NOT EXISTS (SELECT 1 FROM events WHERE ts_ms = ?2 AND id = ?1)",
         )?;
-        for (r, json) in events {
+        for stored in events {
+            let (r, json) = (&stored.row, &*stored.line);
             n += stmt.execute(params![
                 r.id,
                 r.ts_ms,
@@ -297,8 +251,8 @@ const BATCH_WAIT: Duration = Duration::from_millis(100);
 /// prunes now and then, and passes each stored event to live subscribers.
 pub fn spawn_writer(
     opts: StoreOptions,
-    rx: Receiver<Arc<str>>,
-    live: tokio::sync::broadcast::Sender<Arc<str>>,
+    rx: Receiver<Arc<Stored>>,
+    live: tokio::sync::broadcast::Sender<Arc<Stored>>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     if let Some(dir) = opts.path.parent() {
@@ -336,10 +290,8 @@ pub fn spawn_writer(
                     Err(_) => break,
                 }
             }
-            let batch: Vec<(Row, &str)> = lines.iter().filter_map(|l| Some((Row::from_line(l)?, &**l))).collect();
-            let inserted = insert(&mut conn, &batch);
-            let stored = batch.len();
-            drop(batch);
+            let inserted = insert(&mut conn, &lines);
+            let stored = lines.len();
             match inserted {
                 Ok(_) => {
                     if live.receiver_count() > 0 {
@@ -384,39 +336,28 @@ pub fn spawn_writer(
 }
 
 #[cfg(test)]
-mod tests {
-    use serde_json::json;
-
+pub mod tests {
     use super::*;
+    use crate::event::testing::{full, operation};
 
-    fn event(i: i64, tool: &str, status: &str) -> Value {
-        json!({
-            "event.id": format!("id-{i}"),
-            "event.type": "mcp.operation",
-            "time": chrono::DateTime::from_timestamp_millis(1_800_000_000_000 + i * 1000).unwrap().to_rfc3339(),
-            "mcp.method.name": "tools/call",
-            "gen_ai.tool.name": tool,
-            "status": status,
-            "duration_s": 0.25,
-            "server": {"name": "demo"},
-            "client": {"name": "claude-code", "process": {"user": "alice"}}
-        })
+    pub fn stored(events: &[Event]) -> Vec<Arc<Stored>> {
+        events
+            .iter()
+            .map(|e| Arc::new(Stored::of(e, serde_json::to_string(e).unwrap().into())))
+            .collect()
     }
 
     #[test]
     fn rows_insert_once_and_prune_by_count_and_age() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = open(&dir.path().join("events.db")).unwrap();
-        let values: Vec<Value> = (0..10).map(|i| event(i, "add", "ok")).collect();
-        let lines: Vec<String> = values.iter().map(|v| v.to_string()).collect();
-        let batch: Vec<(Row, &str)> = values
-            .iter()
-            .zip(&lines)
-            .map(|(v, l)| (Row::of(v).unwrap(), l.as_str()))
+        let events: Vec<Event> = (0..10)
+            .map(|i| operation(i, "add", "claude-code", "ok", 250.0))
             .collect();
+        let batch = stored(&events);
         assert_eq!(insert(&mut conn, &batch).unwrap(), 10);
         assert_eq!(insert(&mut conn, &batch).unwrap(), 0, "event ids are unique");
-        let r = Row::of(&values[3]).unwrap();
+        let r = &batch[3].row;
         assert_eq!(
             (r.tool.as_deref(), r.client.as_deref(), r.user.as_deref(), r.duration_ms),
             (Some("add"), Some("claude-code"), Some("alice"), Some(250.0))
@@ -430,39 +371,17 @@ mod tests {
         let left: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
         assert_eq!(left, 3);
     }
-}
-
-#[cfg(test)]
-mod lines {
-    use serde_json::json;
-
-    use super::*;
 
     #[test]
-    fn rows_from_lines_match_rows_from_values() {
-        let events = [
-            // docs/events.md's example, abridged.
-            json!({"schema": "mcptap.event/v1", "event.id": "aeefacac", "event.type": "mcp.operation",
-                   "time": "2026-11-22T06:33:27.225714Z", "host": {"name": "vm"}, "observer": "server",
-                   "network.transport": "tcp", "tls": true, "mcp.method.name": "tools/call",
-                   "gen_ai.tool.name": "refuse", "jsonrpc.request.id": "10", "status": "tool_error",
-                   "duration_s": 0.005445282, "request": {"bytes": 111},
-                   "server": {"name": "e2e", "process": {"pid": 353, "exe": "/usr/bin/python3.11", "user": "root"}},
-                   "client": {"name": "c\"lient", "process": {"pid": 354, "user": "alice"}, "found_by": "socket_peer"}}),
-            // No names: the server's exe, the client's application.
-            json!({"event.id": "b", "event.type": "mcp.operation", "time": "2026-11-22T06:33:27Z",
-                   "mcp.method.name": "initialize", "status": "ok",
-                   "server": {"process": {"exe": "/usr/bin/node"}}, "client": {"app": "cursor"}}),
-            json!({"event.id": "c", "event.type": "mcp.alert", "time": "2026-11-22T06:33:27Z",
-                   "alert": {"kind": "policy_violation"}}),
-        ];
-        for e in &events {
-            let from_line = Row::from_line(&e.to_string());
-            assert_eq!(from_line, Row::of(e), "{e}");
-            assert!(from_line.is_some());
-        }
-        assert_eq!(Row::from_line("not json"), None);
-        assert_eq!(Row::from_line(r#"{"event.id": "x"}"#), None);
+    fn rows_fall_back_to_the_server_exe_and_the_client_app() {
+        let mut e = full();
+        e.server.name = None;
+        e.client.name = None;
+        let row = Row::of_event(&e);
+        assert_eq!(row.server.as_deref(), Some("/usr/bin/python3.11"));
+        assert_eq!(row.client.as_deref(), Some("claude-code"));
+        assert_eq!(row.kind, "mcp.alert");
+        assert_eq!(row.ts_ms, 1_796_083_201_000);
     }
 }
 

@@ -393,6 +393,30 @@ impl Agent {
         read_events(&self.events_path)
     }
 
+    /// Sends `signal` once; true when the agent then exited cleanly within
+    /// `within` (a dirty exit panics; one that does not come is killed and
+    /// reported as false).
+    pub fn stop_within(&mut self, signal: i32, within: Duration) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait agent") {
+                assert!(status.success(), "the agent exited with {status}:\n{}", self.log_text());
+                return true;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Sends `signal`, waits for a clean exit (panics on a dirty one).
     pub fn shutdown(&mut self, signal: i32) {
         let Some(mut child) = self.child.take() else { return };

@@ -8,7 +8,7 @@
 use std::{path::Path, process::Command, time::Duration};
 
 use mcptap_tests::{
-    Agent, Env, count, env, expected_hook_family, hooks_under_test, observed, operations_of, parse_report, summary,
+    Agent, count, env, expected_hook_family, hooks_under_test, observed, operations_of, parse_report, summary,
 };
 use serde_json::{Value, json};
 
@@ -80,19 +80,38 @@ fn assert_outcomes(ops: &[Value], what: &str) {
     assert!(blob["response"]["bytes"].as_u64().unwrap() > 4 << 20, "{blob}");
 }
 
+/// Every transport at once, one agent (each agent start is the slowest
+/// step under software emulation: the verifier): two stdio servers side
+/// by side, Streamable HTTP on loopback, and the same over OpenSSL TLS,
+/// each driven by the official Python SDK client; both ends of the HTTP
+/// ones.
 #[test]
-fn stdio_python_sdk_client_and_server() {
+fn stdio_http_and_tls_with_the_python_sdk() {
     let env = env();
-    let agent = Agent::start(&env, "smoke_stdio", &[]);
+    let agent = Agent::start(&env, "smoke_transports", &["--tls-discovery"]);
     assert_hook_family(&agent);
-    // Two servers at once: two processes tracked side by side.
+    let cert = env.cert("smoke-https");
+    let tls_args = [
+        "--tls-cert",
+        cert.cert.to_str().unwrap(),
+        "--tls-key",
+        cert.key.to_str().unwrap(),
+        "--json-response",
+    ];
+    let http = env.http_server("smoke-http", &["--json-response"]);
+    let https = env.http_server("smoke-https", &tls_args);
     let plan = json!({"sessions": [
         {"server": env.test_server(), "env": {"MCPTAP_TEST_SERVER_NAME": "smoke-stdio-a"},
          "client_name": "smoke-client-a", "steps": steps()},
         {"server": env.test_server(), "env": {"MCPTAP_TEST_SERVER_NAME": "smoke-stdio-b"},
          "client_name": "smoke-client-b", "steps": steps()},
+        {"url": format!("http://127.0.0.1:{}/mcp", http.port),
+         "client_name": "client-of-smoke-http", "steps": steps()},
+        {"url": format!("https://127.0.0.1:{}/mcp", https.port), "ca": cert.cert,
+         "client_name": "client-of-smoke-https", "steps": steps()},
     ]});
     let report = env.drive(&plan);
+
     for (i, name) in ["smoke-stdio-a", "smoke-stdio-b"].into_iter().enumerate() {
         let server = pid(session(&report, i), "server_pid");
         let events = agent.wait_events(name, WAIT, |ev| {
@@ -105,71 +124,40 @@ fn stdio_python_sdk_client_and_server() {
             assert_eq!(e["server"]["name"], name, "{e}");
         }
     }
-    let m = agent.metrics();
-    assert_eq!(m.value("mcptap_capture_lost_total", &[]), 0.0, "no capture loss");
-    agent.stop();
-}
-
-/// Both ends of an HTTP exchange on loopback: the server's and the
-/// client's events, the same calls.
-fn http_both_sides(env: &Env, agent: &Agent, server_name: &str, tls: bool) {
-    let cert = tls.then(|| env.cert(server_name));
-    let args: Vec<String> = match &cert {
-        Some(c) => vec![
-            "--tls-cert".into(),
-            c.cert.display().to_string(),
-            "--tls-key".into(),
-            c.key.display().to_string(),
-            "--json-response".into(),
-        ],
-        None => vec!["--json-response".into()],
-    };
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = env.http_server(server_name, &args);
-    let scheme = if tls { "https" } else { "http" };
-    let mut s = json!({"url": format!("{scheme}://127.0.0.1:{}/mcp", server.port),
-                       "client_name": format!("client-of-{server_name}"), "steps": steps()});
-    if let Some(c) = &cert {
-        s["ca"] = json!(c.cert);
-    }
-    let report = env.drive(&json!({ "sessions": [s] }));
-    let s = session(&report, 0);
-    let client = pid(s, "client_pid");
-    let events = agent.wait_events(server_name, WAIT, |ev| {
-        let done = |ops: Vec<Value>| ops.iter().any(|e| e["mcp.method.name"] == "ping");
-        done(observed(ev, "server", server.pid())) && done(observed(ev, "client", client))
-    });
-    let server_ops = observed(&events, "server", server.pid());
-    let client_ops = observed(&events, "client", client);
-    assert_outcomes(&server_ops, &format!("{server_name}, server side"));
-    assert_outcomes(&client_ops, &format!("{server_name}, client side"));
-    for e in server_ops.iter().chain(&client_ops) {
-        assert_eq!(e["network.transport"], "tcp", "{e}");
-        assert_eq!(e["tls"], tls, "{e}");
-        assert_eq!(e["server"]["name"], server_name, "{e}");
-        assert_eq!(e["server.port"], server.port, "{e}");
-        assert_eq!(e["http.response.status_code"], 200, "{e}");
+    for (i, (server, name, tls)) in [(&http, "smoke-http", false), (&https, "smoke-https", true)]
+        .into_iter()
+        .enumerate()
+    {
+        let s = session(&report, 2 + i);
+        assert_eq!(pid(s, "server_pid"), server.pid());
+        let client = pid(s, "client_pid");
+        let events = agent.wait_events(name, WAIT, |ev| {
+            let done = |ops: Vec<Value>| {
+                ops.iter()
+                    .any(|e| e["mcp.method.name"] == "ping" && e["server"]["name"] == name)
+            };
+            done(observed(ev, "server", server.pid())) && done(observed(ev, "client", client))
+        });
+        // One client process drives both HTTP sessions: its events are
+        // told apart by the server they name.
+        let of = |side: &str, pid: u64| -> Vec<Value> {
+            observed(&events, side, pid)
+                .into_iter()
+                .filter(|e| e["server"]["name"] == name)
+                .collect()
+        };
+        let (server_ops, client_ops) = (of("server", server.pid()), of("client", client));
+        assert_outcomes(&server_ops, &format!("{name}, server side"));
+        assert_outcomes(&client_ops, &format!("{name}, client side"));
+        for e in server_ops.iter().chain(&client_ops) {
+            assert_eq!(e["network.transport"], "tcp", "{e}");
+            assert_eq!(e["tls"], tls, "{e}");
+            assert_eq!(e["server.port"], server.port, "{e}");
+            assert_eq!(e["http.response.status_code"], 200, "{e}");
+        }
     }
     let m = agent.metrics();
     assert_eq!(m.value("mcptap_capture_lost_total", &[]), 0.0, "no capture loss");
-}
-
-#[test]
-fn streamable_http_on_loopback() {
-    let env = env();
-    let agent = Agent::start(&env, "smoke_http", &[]);
-    assert_hook_family(&agent);
-    http_both_sides(&env, &agent, "smoke-http", false);
-    agent.stop();
-}
-
-#[test]
-fn streamable_http_over_openssl_tls() {
-    let env = env();
-    let agent = Agent::start(&env, "smoke_tls", &["--tls-discovery"]);
-    assert_hook_family(&agent);
-    http_both_sides(&env, &agent, "smoke-https", true);
-    let m = agent.metrics();
     assert!(m.value("mcptap_tls_hooked_files", &[("kind", "shared_library")]) >= 1.0);
     agent.stop();
 }

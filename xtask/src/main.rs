@@ -10,6 +10,7 @@
 
 mod bench;
 mod cmd;
+mod fuzz;
 mod lint;
 mod setup;
 mod test;
@@ -47,6 +48,8 @@ enum Task {
     Test(test::TestArgs),
     /// clippy with -D warnings on the host crates and the kernel programs.
     Lint,
+    /// Run the fuzz targets (fuzz/), each for a bounded time.
+    Fuzz(fuzz::FuzzArgs),
     /// Run the benchmarks and print the report.
     Bench(bench::BenchArgs),
     /// Boot a stock kernel of the test matrix under QEMU and run a command in
@@ -199,6 +202,7 @@ fn main() -> Result<()> {
         }
         Task::Test(args) => test::test(args),
         Task::Lint => lint::lint(),
+        Task::Fuzz(args) => fuzz::fuzz(args),
         Task::Vm(args) => vm_command(args),
         Task::Bench(args) => bench::bench(args),
         Task::BenchPeer(peer) => bench::peer(peer),

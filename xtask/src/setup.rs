@@ -128,6 +128,8 @@ const TEST_PACKAGES: &[&str] = &[
     "fonts-liberation",
     "prometheus",
     "tmux",
+    // The lifecycle test looks for programs left in the kernel.
+    "bpftool",
 ];
 
 fn deb_installed(package: &str) -> bool {
@@ -251,6 +253,24 @@ fn ensure_bpf_linker() -> Result<Option<String>> {
     )
     .context("building bpf-linker failed (it needs llvm-22-dev; see docs/toolchain.md)")?;
     Ok(Some(format!("installed bpf-linker {BPF_LINKER_VERSION}")))
+}
+
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// cargo-fuzz (crates.io), for the fuzz targets.
+pub fn ensure_cargo_fuzz() -> Result<()> {
+    step("cargo-fuzz", || {
+        let ok = Command::new("cargo")
+            .args(["fuzz", "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return Ok(None);
+        }
+        cmd::run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked", "--version", CARGO_FUZZ_VERSION]))
+            .context("cargo install cargo-fuzz failed")?;
+        Ok(Some(format!("installed cargo-fuzz {CARGO_FUZZ_VERSION}")))
+    })
 }
 
 pub fn peers_dir() -> PathBuf {

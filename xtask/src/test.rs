@@ -1,6 +1,7 @@
 //! `cargo xtask test`: every test.
 //!
-//! 1. unit tests of every crate (no root, no kernel);
+//! 1. unit tests of every crate (no root, no kernel), and each fuzz target
+//!    of fuzz/ for a bounded time (`cargo xtask fuzz` runs them longer);
 //! 2. the end-to-end tests (tests/) on this host's kernel: they run the real
 //!    agent, which loads the real eBPF programs, against real MCP clients and
 //!    servers;
@@ -49,6 +50,12 @@ pub struct TestArgs {
     /// include other tests' traffic and their exact assertions can fail.
     #[arg(long, default_value_t = 1)]
     jobs: usize,
+    /// Skip the bounded fuzzing runs.
+    #[arg(long)]
+    no_fuzz: bool,
+    /// Seconds each fuzz target runs.
+    #[arg(long, default_value_t = 45)]
+    fuzz_seconds: u64,
     /// Only end-to-end tests whose name contains this.
     filter: Option<String>,
 }
@@ -82,6 +89,11 @@ pub fn test(args: TestArgs) -> Result<()> {
             ])
             .current_dir(repo_root()),
     )?;
+    if !args.no_fuzz && !args.matrix_only && args.kernel.is_none() {
+        eprintln!("\n== fuzz targets ({} s each, fuzz/)", args.fuzz_seconds);
+        setup::ensure_cargo_fuzz()?;
+        crate::fuzz::run(crate::fuzz::TARGETS, args.fuzz_seconds, crate::fuzz::Sanitizer::None)?;
+    }
     if args.unit_only {
         eprintln!("\nend-to-end tests NOT run (--unit-only)");
         return Ok(());
@@ -168,14 +180,21 @@ fn e2e_binaries() -> Result<Vec<(String, PathBuf)>> {
     Ok(found)
 }
 
+/// A hook family a VM runs the tests under: `--hooks` value, the family
+/// the agent must report, and tests to leave out of that run.
+struct FamilyRun {
+    hooks: &'static str,
+    expect: &'static str,
+    skip: &'static [&'static str],
+}
+
 /// A shell script, run inside a VM, that runs `binaries` under each hook
-/// family of `families` (`(--hooks value, family the agent must report)`),
-/// and exits non-zero when any failed.
+/// family of `families`, and exits non-zero when any failed.
 fn guest_script(
     agent: &Path,
     artifacts: &Path,
     binaries: &[(String, PathBuf)],
-    families: &[(&str, &str)],
+    families: &[FamilyRun],
     filter: Option<&str>,
 ) -> String {
     let mut s = String::from("#!/bin/sh\n# written by cargo xtask test (xtask/src/test.rs)\n");
@@ -187,15 +206,17 @@ fn guest_script(
     }
     s.push_str(&format!("cd '{}'\n", repo_root().display()));
     s.push_str("echo \"== Linux $(uname -r)\"\n\"$MCPTAP_BIN\" check || exit 1\nstatus=0\n");
-    for (hooks, family) in families {
+    for run in families {
+        let (hooks, expect) = (run.hooks, run.expect);
         let dir = artifacts.join(hooks);
         s.push_str(&format!(
-            "export MCPTAP_E2E_HOOKS={hooks} MCPTAP_E2E_EXPECT_HOOKS={family} MCPTAP_ARTIFACTS='{}'\nmkdir -p \"$MCPTAP_ARTIFACTS\"\n",
+            "export MCPTAP_E2E_HOOKS={hooks} MCPTAP_E2E_EXPECT_HOOKS={expect} MCPTAP_ARTIFACTS='{}'\nmkdir -p \"$MCPTAP_ARTIFACTS\"\n",
             dir.display()
         ));
+        let skips: String = run.skip.iter().map(|t| format!(" --skip {t}")).collect();
         for (name, exe) in binaries {
             s.push_str(&format!(
-                "echo \"== {name} (--hooks {hooks})\"\n'{}' --test-threads=1 --nocapture {} || status=1\n",
+                "echo \"== {name} (--hooks {hooks})\"\n'{}' --test-threads=1 --nocapture{skips} {} || status=1\n",
                 exe.display(),
                 filter.unwrap_or("")
             ));
@@ -252,14 +273,22 @@ fn matrix(agent: &Path, artifacts: &Path) -> Result<()> {
         let dir = artifacts.join(format!("linux-{}", kernel.spec.name));
         let _ = std::fs::remove_dir_all(&dir);
         // Every kernel of the matrix allows tracing programs: `auto` must
-        // pick fexit there; `tracepoint` proves the fallback on the same kernel.
-        let script = guest_script(
-            agent,
-            &dir,
-            &smoke,
-            &[("auto", "fexit"), ("tracepoint", "tracepoint")],
-            None,
-        );
+        // pick fexit there; `tracepoint` proves the fallback on the same
+        // kernel. The BTF test fails before any hook is chosen: once is
+        // enough.
+        let families = [
+            FamilyRun {
+                hooks: "auto",
+                expect: "fexit",
+                skip: &[],
+            },
+            FamilyRun {
+                hooks: "tracepoint",
+                expect: "tracepoint",
+                skip: &["a_kernel_without_btf_is_one_clear_line"],
+            },
+        ];
+        let script = guest_script(agent, &dir, &smoke, &families, None);
         match run_in(kernel, script, &dir, SMOKE_TIMEOUT) {
             Ok(took) => times.push(format!("Linux {} passed in {} s", kernel.spec.name, took.as_secs())),
             Err(err) => failures.push(format!("{err:#}")),
@@ -285,7 +314,12 @@ fn whole_suite_in(series: &str, agent: &Path, artifacts: &Path, filter: Option<&
         "\n== the whole end-to-end suite under Linux {series} ({})",
         kernel.version
     );
-    let script = guest_script(agent, &dir, &binaries, &[("auto", "")], filter);
+    let auto = FamilyRun {
+        hooks: "auto",
+        expect: "",
+        skip: &[],
+    };
+    let script = guest_script(agent, &dir, &binaries, &[auto], filter);
     let took = run_in(&kernel, script, &dir, SUITE_TIMEOUT)?;
     eprintln!("\nLinux {series}: every end-to-end test passed in {} s", took.as_secs());
     Ok(())

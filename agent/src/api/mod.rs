@@ -30,7 +30,7 @@ use axum::{
     routing::get,
 };
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_stream::{StreamExt as _, wrappers::BroadcastStream};
 
 use self::query::Filters;
@@ -44,7 +44,7 @@ mod assets {
 pub struct ApiState {
     pub db: PathBuf,
     /// Stored events' lines, as they are stored.
-    pub live: tokio::sync::broadcast::Sender<Arc<str>>,
+    pub live: tokio::sync::broadcast::Sender<Arc<crate::store::Stored>>,
     /// Required as `Authorization: Bearer <token>` (or `?token=` for the
     /// browser's event stream) when set.
     pub token: Option<Arc<str>>,
@@ -244,11 +244,8 @@ async fn tail(State(state): State<ApiState>, Query(q): Query<TailQuery>) -> impl
                 ));
             }
         };
-        // Parsed here, per subscriber: the store's writer does not build
-        // values for nobody.
-        let value: Value = serde_json::from_str(&event).ok()?;
-        let type_ok = kind == "all" || value["event.type"].as_str() == Some(kind.as_str());
-        (type_ok && q.filters.matches(&value)).then(|| Ok(sse::Event::default().data(&*event)))
+        let type_ok = kind == "all" || event.row.kind == kind;
+        (type_ok && q.filters.matches(&event.row)).then(|| Ok(sse::Event::default().data(&*event.line)))
     });
     sse::Sse::new(stream).keep_alive(sse::KeepAlive::default())
 }

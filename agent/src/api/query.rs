@@ -39,10 +39,7 @@ impl Filters {
         (clause, args)
     }
 
-    pub fn matches(&self, e: &Value) -> bool {
-        let Some(row) = crate::store::Row::of(e) else {
-            return false;
-        };
+    pub fn matches(&self, row: &crate::store::Row) -> bool {
         let ok = |want: &Option<String>, have: &Option<String>| {
             want.as_ref()
                 .filter(|w| !w.is_empty())
@@ -332,41 +329,26 @@ pub fn event(conn: &Connection, id: &str, ts_ms: Option<i64>) -> rusqlite::Resul
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
-    use crate::store::{Row, insert, open};
+    use crate::{
+        event::Event,
+        store::{Row, insert, open},
+    };
 
-    fn op(i: i64, tool: &str, client: &str, status: &str, ms: f64) -> Value {
-        json!({
-            "event.id": format!("id-{i}"),
-            "event.type": "mcp.operation",
-            "time": chrono::DateTime::from_timestamp_millis(1_800_000_000_000 + i * 1000).unwrap().to_rfc3339(),
-            "mcp.method.name": "tools/call",
-            "gen_ai.tool.name": tool,
-            "status": status,
-            "duration_s": ms / 1000.0,
-            "server": {"name": "demo"},
-            "client": {"name": client, "process": {"user": "alice"}}
-        })
+    fn op(i: i64, tool: &str, client: &str, status: &'static str, ms: f64) -> Event {
+        crate::event::testing::operation(i, tool, client, status, ms)
     }
 
-    fn db(events: &[Value]) -> (tempfile::TempDir, Connection) {
+    fn db(events: &[Event]) -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = open(&dir.path().join("e.db")).unwrap();
-        let lines: Vec<String> = events.iter().map(|v| v.to_string()).collect();
-        let batch: Vec<(Row, &str)> = events
-            .iter()
-            .zip(&lines)
-            .map(|(v, l)| (Row::of(v).unwrap(), l.as_str()))
-            .collect();
-        insert(&mut conn, &batch).unwrap();
+        insert(&mut conn, &crate::store::tests::stored(events)).unwrap();
         (dir, conn)
     }
 
     #[test]
     fn summaries_count_rank_and_filter() {
-        let mut events: Vec<Value> = (0..8)
+        let mut events: Vec<Event> = (0..8)
             .map(|i| op(i, "add", "claude-code", "ok", (i + 1) as f64 * 10.0))
             .collect();
         events.push(op(8, "delete", "cursor", "tool_error", 5.0));
@@ -401,7 +383,7 @@ mod tests {
 
     #[test]
     fn calls_newest_first_with_filters_and_paging() {
-        let events: Vec<Value> = (0..5)
+        let events: Vec<Event> = (0..5)
             .map(|i| op(i, if i % 2 == 0 { "a" } else { "b" }, "c", "ok", 1.0))
             .collect();
         let (_d, conn) = db(&events);
@@ -420,7 +402,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(calls(&conn, &only_a, "mcp.operation", None, None, 10).unwrap().len(), 3);
-        assert!(only_a.matches(&events[0]) && !only_a.matches(&events[1]));
+        assert!(only_a.matches(&Row::of_event(&events[0])) && !only_a.matches(&Row::of_event(&events[1])));
         assert_eq!(event(&conn, "id-3", None).unwrap().unwrap()["gen_ai.tool.name"], "b");
         let ts = rows[1].row.ts_ms;
         assert_eq!(event(&conn, "id-3", Some(ts)).unwrap().unwrap()["event.id"], "id-3");

@@ -11,6 +11,7 @@
 pub mod cgroup;
 pub mod clients;
 pub mod host;
+pub mod operation;
 pub mod process;
 
 use std::{
@@ -101,7 +102,7 @@ impl Enricher {
     /// what accept/connect said, and the local one from the socket (or, for
     /// an accepted one, its listening socket). An unknown local address is
     /// left unspecified (events omit it). Cheap: no /proc scan here.
-    pub fn resolve_connection(&mut self, tgid: u32, fd: i32, open: Option<&SocketOpen>, facts: &ConnFacts) {
+    fn resolve_connection(&mut self, tgid: u32, fd: i32, open: Option<&SocketOpen>, facts: &ConnFacts) {
         if facts.addrs.get().is_some() {
             return;
         }
@@ -231,5 +232,11 @@ impl Enricher {
     pub fn forget(&mut self, pid: u32) {
         self.processes.remove(&pid);
         self.stdio_clients.remove(&pid);
+    }
+}
+
+impl crate::session::conns::SocketResolver for Enricher {
+    fn resolve(&mut self, tgid: u32, fd: i32, open: Option<&SocketOpen>, facts: &ConnFacts) {
+        self.resolve_connection(tgid, fd, open, facts);
     }
 }

@@ -127,6 +127,17 @@ pub enum ClientFoundBy {
     SocketPeer,
 }
 
+impl ClientFoundBy {
+    /// Its name in events (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientFoundBy::PipePeer => "pipe_peer",
+            ClientFoundBy::Ancestor => "ancestor",
+            ClientFoundBy::SocketPeer => "socket_peer",
+        }
+    }
+}
+
 /// The process that spawned a stdio server and talks to it: the nearest
 /// ancestor that holds the write end of the pipe the server reads its
 /// messages from (`in_fd`: stdin or the copy it moved it to; launchers in

@@ -12,7 +12,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::Policy;
+use super::{Policy, ServerRule};
+use crate::enrich::operation::OperationRecord;
 
 /// What an alert says.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -27,9 +28,12 @@ pub struct Alert {
     pub owner: Option<String>,
 }
 
-/// The facts of one finished operation the policy looks at.
+/// The facts of one finished operation the policy looks at: a view of the
+/// enriched record (`From<&OperationRecord>`), with the server's rule
+/// already matched there.
 #[derive(Debug, Clone, Default)]
 pub struct Facts<'a> {
+    pub rule: Option<&'a ServerRule>,
     pub server_name: Option<&'a str>,
     pub server_exe: Option<&'a str>,
     pub server_port: Option<u16>,
@@ -41,6 +45,25 @@ pub struct Facts<'a> {
     pub ok: bool,
     pub duration_s: Option<f64>,
     pub ts_ns: u64,
+}
+
+impl<'a> From<&'a OperationRecord> for Facts<'a> {
+    fn from(r: &'a OperationRecord) -> Facts<'a> {
+        Facts {
+            rule: r.rule.as_ref().map(|m| m.rule()),
+            server_name: r.server_name.as_deref(),
+            server_exe: r.server_exe(),
+            server_port: r.server_port(),
+            client_name: r.client_name.as_deref(),
+            client_app: r.peers.client_app,
+            user: r.user(),
+            method: &r.op.method,
+            tool: r.tool.as_deref(),
+            ok: r.op.status == crate::session::Status::Ok,
+            duration_s: r.op.duration_s(),
+            ts_ns: r.op.request_ts_ns,
+        }
+    }
 }
 
 impl Facts<'_> {
@@ -125,7 +148,7 @@ impl Evaluator {
         let mut alerts = Vec::new();
         let server = f.server_id();
         let policy = self.policy.clone();
-        let rule = policy.rule_for(f.server_name, f.server_exe, f.server_port);
+        let rule = f.rule;
 
         // First uses.
         if self.seen.servers.insert(server.clone()) {
@@ -288,6 +311,17 @@ fn describe(names: &[&str]) -> String {
 mod tests {
     use super::*;
 
+    /// As the pipeline does: the server's rule matched (there, once, in the
+    /// enriched record), then the facts checked.
+    fn check(e: &mut Evaluator, f: &Facts<'_>) -> Vec<Alert> {
+        let policy = e.policy().clone();
+        let f = Facts {
+            rule: policy.rule_for(f.server_name, f.server_exe, f.server_port),
+            ..f.clone()
+        };
+        e.check(&f)
+    }
+
     fn evaluator(policy: &str) -> Evaluator {
         Evaluator::new(Arc::new(Policy::parse(policy).unwrap()), None)
     }
@@ -319,24 +353,24 @@ allowed_users = ["alice"]
     #[test]
     fn scope_violations_name_their_rule() {
         let mut e = evaluator(SCOPE);
-        assert!(e.check(&call("get_issue", 1)).is_empty());
-        let denied = e.check(&call("delete_branch", 2));
+        assert!(check(&mut e, &call("get_issue", 1)).is_empty());
+        let denied = check(&mut e, &call("delete_branch", 2));
         assert_eq!(denied.len(), 1, "denied wins over allowed: {denied:?}");
         assert_eq!(denied[0].kind, "policy_violation");
         assert_eq!(denied[0].rule, "server[1] github");
         assert_eq!(denied[0].owner.as_deref(), Some("platform"));
         assert!(denied[0].message.contains("delete_*"));
-        assert_eq!(e.check(&call("create_issue", 3))[0].kind, "policy_violation");
+        assert_eq!(check(&mut e, &call("create_issue", 3))[0].kind, "policy_violation");
         let mut stranger = call("get_issue", 4);
         stranger.client_name = Some("cursor");
         stranger.user = Some("mallory");
-        let alerts = e.check(&stranger);
+        let alerts = check(&mut e, &stranger);
         assert_eq!(alerts.len(), 2, "{alerts:?}");
         // The client's application also counts as its name.
         let mut by_app = call("get_issue", 5);
         by_app.client_name = Some("my-wrapper");
         by_app.client_app = Some("claude-code");
-        assert!(e.check(&by_app).is_empty());
+        assert!(check(&mut e, &by_app).is_empty());
     }
 
     #[test]
@@ -344,11 +378,11 @@ allowed_users = ["alice"]
         let mut e = evaluator("[alerts]\nnew_tool = true\nnew_server = true\nunknown_server = true\n");
         let kinds = |a: Vec<Alert>| a.into_iter().map(|a| a.kind).collect::<Vec<_>>();
         assert_eq!(
-            kinds(e.check(&call("get_issue", 1))),
+            kinds(check(&mut e, &call("get_issue", 1))),
             vec!["new_server", "new_tool", "unknown_server"]
         );
-        assert_eq!(kinds(e.check(&call("get_issue", 2))), Vec::<&str>::new());
-        assert_eq!(kinds(e.check(&call("list_repos", 3))), vec!["new_tool"]);
+        assert_eq!(kinds(check(&mut e, &call("get_issue", 2))), Vec::<&str>::new());
+        assert_eq!(kinds(check(&mut e, &call("list_repos", 3))), vec!["new_tool"]);
     }
 
     #[test]
@@ -356,10 +390,10 @@ allowed_users = ["alice"]
         let file = std::env::temp_dir().join(format!("mcptap-seen-{}.json", std::process::id()));
         let policy = Arc::new(Policy::parse("[alerts]\nnew_tool = true\n").unwrap());
         let mut e = Evaluator::new(policy.clone(), Some(file.clone()));
-        assert_eq!(e.check(&call("get_issue", 1)).len(), 1);
+        assert_eq!(check(&mut e, &call("get_issue", 1)).len(), 1);
         e.persist();
         let mut again = Evaluator::new(policy, Some(file.clone()));
-        assert!(again.check(&call("get_issue", 2)).is_empty());
+        assert!(check(&mut again, &call("get_issue", 2)).is_empty());
         let _ = std::fs::remove_file(file);
     }
 
@@ -372,7 +406,7 @@ allowed_users = ["alice"]
         for i in 0..6 {
             let mut c = call("get_issue", i);
             c.ok = i < 2; // then failures
-            fired.extend(e.check(&c));
+            fired.extend(check(&mut e, &c));
         }
         assert_eq!(
             fired.iter().filter(|a| a.kind == "error_rate_spike").count(),
@@ -381,13 +415,13 @@ allowed_users = ["alice"]
         );
         // Long after, the window has moved on: the episode is over.
         for i in 200..210 {
-            assert!(e.check(&call("get_issue", i)).is_empty());
+            assert!(check(&mut e, &call("get_issue", i)).is_empty());
         }
         let mut slow = Vec::new();
         for i in 300..306 {
             let mut c = call("get_issue", i);
             c.duration_s = Some(3.0);
-            slow.extend(e.check(&c));
+            slow.extend(check(&mut e, &c));
         }
         assert_eq!(slow.iter().filter(|a| a.kind == "latency_spike").count(), 1, "{slow:?}");
     }

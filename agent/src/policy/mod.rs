@@ -236,7 +236,12 @@ impl Policy {
 
     /// The first rule (in file order) matching a server.
     pub fn rule_for(&self, name: Option<&str>, exe: Option<&str>, port: Option<u16>) -> Option<&ServerRule> {
-        self.servers.iter().find(|r| {
+        self.rule_index(name, exe, port).map(|i| &self.servers[i])
+    }
+
+    /// Where in `servers` the first rule matching a server is.
+    pub fn rule_index(&self, name: Option<&str>, exe: Option<&str>, port: Option<u16>) -> Option<usize> {
+        self.servers.iter().position(|r| {
             r.name.as_ref().is_none_or(|p| name.is_some_and(|n| p.matches(n)))
                 && r.exe.as_ref().is_none_or(|p| exe.is_some_and(|e| p.matches(e)))
                 && r.port.is_none_or(|want| port == Some(want))

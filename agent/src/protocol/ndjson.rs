@@ -278,4 +278,84 @@ mod tests {
         f.push(&bytes(b"{\"ok\":2}\n", true), &mut out);
         assert_eq!(frames(&out), vec![&b"{\"ok\":2}"[..]]);
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Frames the stream in one piece, and in pieces cut at `cuts`.
+        fn framed(stream: &[u8], cuts: &[usize], max: usize) -> (Vec<FramerOutput>, Vec<FramerOutput>, usize, usize) {
+            let mut whole = LineFramer::new(max);
+            let mut one = Vec::new();
+            whole.push(&bytes(stream, false), &mut one);
+            let mut split = LineFramer::new(max);
+            let mut many = Vec::new();
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut at = 0;
+            for cut in cuts.into_iter().chain([stream.len()]) {
+                split.push(&bytes(&stream[at..cut], false), &mut many);
+                at = cut;
+            }
+            (one, many, whole.pending(), split.pending())
+        }
+
+        proptest! {
+            /// Split anywhere, same messages: what comes out does not depend
+            /// on how the writer's bytes were cut into calls, for lines that
+            /// fit and lines over the limit alike.
+            #[test]
+            fn split_anywhere_same_frames(
+                lines in prop::collection::vec("[^\n]{0,300}", 0..12),
+                cuts in prop::collection::vec(any::<usize>(), 0..40),
+                max in 16usize..256,
+                unfinished in "[^\n]{0,50}",
+            ) {
+                let mut stream: Vec<u8> = Vec::new();
+                for l in &lines {
+                    stream.extend_from_slice(l.as_bytes());
+                    stream.push(b'\n');
+                }
+                stream.extend_from_slice(unfinished.as_bytes());
+                let (one, many, pending_one, pending_many) = framed(&stream, &cuts, max);
+                prop_assert_eq!(&one, &many);
+                prop_assert_eq!(pending_one, pending_many);
+                // Each line: its bytes (a trailing CR dropped), blank ones
+                // skipped, or its first `max` bytes flagged truncated.
+                let mut expected = Vec::new();
+                for line in &lines {
+                    let b = line.as_bytes();
+                    if b.len() > max {
+                        expected.push((b[..max].to_vec(), b.len(), true));
+                        continue;
+                    }
+                    let b = b.strip_suffix(b"\r").unwrap_or(b);
+                    if !b.iter().all(u8::is_ascii_whitespace) {
+                        expected.push((b.to_vec(), b.len(), false));
+                    }
+                }
+                let got: Vec<(Vec<u8>, usize, bool)> = one
+                    .iter()
+                    .filter_map(|o| match o {
+                        FramerOutput::Frame(f) => Some((f.bytes.clone(), f.len, f.truncated)),
+                        FramerOutput::Dropped(_) => None,
+                    })
+                    .collect();
+                prop_assert_eq!(got, expected);
+            }
+
+            /// Any bytes at all, cut anywhere: the same outputs, no panic.
+            #[test]
+            fn junk_split_anywhere_same_outputs(
+                stream in prop::collection::vec(any::<u8>(), 0..2000),
+                cuts in prop::collection::vec(any::<usize>(), 0..40),
+                max in 1usize..128,
+            ) {
+                let (one, many, pending_one, pending_many) = framed(&stream, &cuts, max);
+                prop_assert_eq!(one, many);
+                prop_assert_eq!(pending_one, pending_many);
+            }
+        }
+    }
 }

@@ -224,4 +224,34 @@ mod tests {
         assert!(out[0].data.truncated());
         assert_eq!(out[0].data.bytes.len(), 16);
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            /// Events may arrive split across any number of reads: the same
+            /// events come out however the stream was cut.
+            #[test]
+            fn split_anywhere_same_events(
+                stream in "((event: [a-z]{1,8}\r?\n)?(id: [0-9]{1,4}\r?\n)?(data: [ -~]{0,60}\r?\n){1,3}(: comment\n)?\r?\n){0,8}",
+                cuts in prop::collection::vec(any::<usize>(), 0..30),
+            ) {
+                let stream = stream.as_bytes();
+                let mut one = Vec::new();
+                SseParser::new(1 << 16).feed(stream, &mut one);
+                let mut many = Vec::new();
+                let mut parser = SseParser::new(1 << 16);
+                let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+                cuts.sort_unstable();
+                let mut at = 0;
+                for cut in cuts.into_iter().chain([stream.len()]) {
+                    parser.feed(&stream[at..cut], &mut many);
+                    at = cut;
+                }
+                prop_assert_eq!(one, many);
+            }
+        }
+    }
 }

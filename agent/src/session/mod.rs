@@ -18,12 +18,17 @@
 //! or the connection that was to carry the answer closing
 //! (`connection_closed`).
 
+pub mod conns;
 mod discovery;
 pub mod http;
+pub mod stdio;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, sync::OnceLock};
 
-use crate::protocol::jsonrpc::{Body, Facts, Implementation, Message, Outcome, Payload, RequestId};
+use crate::{
+    capture::Channel,
+    protocol::jsonrpc::{Body, Facts, Implementation, Message, Outcome, Payload, RequestId},
+};
 
 pub use discovery::looks_like_mcp;
 
@@ -316,6 +321,36 @@ pub struct ExchangeEnd {
     pub ts_ns: u64,
 }
 
+/// What discovery decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discovered {
+    /// The process speaks MCP: track everything of it.
+    Mcp,
+    /// A process discovered on its stdio does not speak MCP: never look
+    /// at it again (until it exits).
+    NotMcp,
+    /// A connection is not MCP: capture it no more. `sniffed`: the process
+    /// is not tracked, and its next request is sniffed again (budgeted);
+    /// otherwise the connection is something else a tracked process talks
+    /// to (an API it calls), ignored for good.
+    NotMcpConnection { channel: Channel, sniffed: bool },
+    /// A connection speaks what mcptap does not parse (HTTP/2, WebSocket):
+    /// never capture it.
+    Unparsed { channel: Channel, kind: &'static str },
+}
+
+/// What could not be used, to count (`mcptap_parse_errors_total`,
+/// `mcptap_truncated_messages_total`, `mcptap_capture_gaps_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Problem {
+    /// A frame or bytes of this kind were not usable.
+    Parse(&'static str),
+    /// A message longer than the limit (correlated from its first bytes).
+    Truncated,
+    /// Bytes were missing before the next ones (the parser resyncs).
+    Gap,
+}
+
 /// What the sessions stage hands on.
 #[derive(Debug, Clone)]
 pub enum Output {
@@ -342,10 +377,14 @@ pub enum Output {
         ts_ns: u64,
         via: Option<Via>,
     },
-    /// The discovered stdio process speaks MCP: keep tracking it.
-    Confirm(u32),
-    /// The discovered stdio process does not speak MCP: stop tracking it.
-    Reject(u32),
+    /// What discovery decided about a process or one of its connections,
+    /// for the kernel side (stdio and network alike).
+    Discovery {
+        tgid: u32,
+        found: Discovered,
+    },
+    /// Bytes or frames that could not be used, to count.
+    Problem(Problem),
     /// A response with no request in flight (late after a cancel, or the
     /// request was never seen).
     Unmatched,
@@ -491,7 +530,10 @@ impl SessionTable {
         };
         if matches!(session.state, State::Undecided { .. }) && direction == Direction::ClientToServer {
             self.sessions.remove(key);
-            out.push(Output::Reject(key.tgid()));
+            out.push(Output::Discovery {
+                tgid: key.tgid(),
+                found: Discovered::NotMcp,
+            });
         }
     }
 
@@ -522,13 +564,19 @@ impl SessionTable {
             }
             if !looks_like_mcp(&msg) {
                 self.sessions.remove(key);
-                out.push(Output::Reject(key.tgid()));
+                out.push(Output::Discovery {
+                    tgid: key.tgid(),
+                    found: Discovered::NotMcp,
+                });
                 return;
             }
             let State::Undecided { held } = std::mem::replace(&mut session.state, State::Confirmed) else {
                 unreachable!("matched above")
             };
-            out.push(Output::Confirm(key.tgid()));
+            out.push(Output::Discovery {
+                tgid: key.tgid(),
+                found: Discovered::Mcp,
+            });
             self.handle(key, direction, ts_ns, msg, via, out);
             for (direction, ts_ns, msg) in held {
                 self.handle(key, direction, ts_ns, msg, None, out);

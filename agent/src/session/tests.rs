@@ -212,7 +212,13 @@ fn discovery_confirms_mcp_and_replays_held_server_messages() {
         msg(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"cli","version":"9"}}}"#),
         None, &mut out,
     );
-    assert!(matches!(out[0], Output::Confirm(200)));
+    assert!(matches!(
+        out[0],
+        Output::Discovery {
+            tgid: 200,
+            found: Discovered::Mcp
+        }
+    ));
     assert!(matches!(out[1], Output::SessionStarted { .. }));
     assert!(
         out.iter()
@@ -240,12 +246,24 @@ fn discovery_rejects_other_json() {
         None,
         &mut out,
     );
-    assert!(matches!(out.as_slice(), [Output::Reject(200)]));
+    assert!(matches!(
+        out.as_slice(),
+        [Output::Discovery {
+            tgid: 200,
+            found: Discovered::NotMcp
+        }]
+    ));
     assert!(!t.contains(&S2));
     let mut out = Vec::new();
     t.open(&S2, Origin::Discovered, 0, &mut out);
     t.on_malformed(&S2, C2S, &mut out);
-    assert!(matches!(out.as_slice(), [Output::Reject(200)]));
+    assert!(matches!(
+        out.as_slice(),
+        [Output::Discovery {
+            tgid: 200,
+            found: Discovered::NotMcp
+        }]
+    ));
 }
 
 #[test]

@@ -575,8 +575,10 @@ endpoint = "http://127.0.0.1:4318/"
         assert!(m.contains("already taken"), "{m}");
         let (_, m) = error_line("[[sink]]\nname = \"a b\"\ntype = \"stdout\"\n");
         assert!(m.contains("letters, digits"), "{m}");
-        let (_, m) = error_line("[[sink]]\nname = \"a\"\ntype = \"stdout\"\ninclude = { \"x\" = [\"[\"] }\n");
+        let (_, m) = error_line("[[sink]]\nname = \"a\"\ntype = \"stdout\"\ninclude = { \"status\" = [\"[\"] }\n");
         assert!(m.contains("bad pattern"), "{m}");
+        let (_, m) = error_line("[[sink]]\nname = \"a\"\ntype = \"stdout\"\ninclude = { \"gen_ai.tool\" = [\"x\"] }\n");
+        assert!(m.contains("unknown event field `gen_ai.tool`"), "{m}");
         let (line, _) = error_line("[[sink]]\nname = \"a\"\ntype = \"stdout\"\n[other]\n");
         assert_eq!(line, 4);
     }

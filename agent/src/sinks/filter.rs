@@ -6,13 +6,13 @@ use std::{collections::BTreeMap, time::Instant};
 
 use serde_json::Value;
 
-use crate::policy::Pattern;
+use crate::{event::Event, policy::Pattern};
 
 /// `include`: every named field must match one of its patterns;
 /// `exclude`: an event is refused when any named field matches one of its.
 /// Fields are the event's JSON names (`event.type`, `gen_ai.tool.name`,
-/// `server.name`, `client.process.user`, ...); numbers and booleans match
-/// as their text.
+/// `server.name`, `client.process.user`, ...: `event::FIELDS`), read from
+/// the typed event; numbers and booleans match as their text.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     include: Vec<(String, Vec<Pattern>)>,
@@ -27,6 +27,12 @@ impl Filter {
         let compile = |m: &BTreeMap<String, Vec<String>>| -> Result<Vec<(String, Vec<Pattern>)>, String> {
             m.iter()
                 .map(|(field, globs)| {
+                    if !crate::event::FIELDS.contains(&field.as_str()) {
+                        return Err(format!(
+                            "unknown event field `{field}` (fields: {})",
+                            crate::event::FIELDS.join(", ")
+                        ));
+                    }
                     Ok((
                         field.clone(),
                         globs.iter().map(|g| Pattern::new(g)).collect::<Result<_, _>>()?,
@@ -44,17 +50,18 @@ impl Filter {
         self.include.is_empty() && self.exclude.is_empty()
     }
 
-    pub fn admits(&self, event: &Value) -> bool {
+    pub fn admits(&self, event: &Event) -> bool {
         let matches = |(field, patterns): &(String, Vec<Pattern>)| {
-            lookup(event, field)
-                .and_then(as_text)
+            event
+                .field(field)
                 .is_some_and(|text| patterns.iter().any(|p| p.matches(&text)))
         };
         self.include.iter().all(matches) && !self.exclude.iter().any(matches)
     }
 }
 
-/// A field by its dotted name. Event keys themselves contain dots
+/// A field of a serialized event (a spooled line, read back by the network
+/// sinks) by its dotted name. Event keys themselves contain dots
 /// (`mcp.method.name` at the top, `process.pid` inside `server`), so at
 /// each level the longest key that prefixes the rest of the name wins.
 pub fn lookup<'a>(value: &'a Value, name: &str) -> Option<&'a Value> {
@@ -74,15 +81,6 @@ pub fn lookup<'a>(value: &'a Value, name: &str) -> Option<&'a Value> {
     }
     let (key, v) = best?;
     lookup(v, &name[key.len() + 1..])
-}
-
-fn as_text(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
-    match v {
-        Value::String(s) => Some(s.as_str().into()),
-        Value::Number(n) => Some(n.to_string().into()),
-        Value::Bool(b) => Some(b.to_string().into()),
-        _ => None,
-    }
 }
 
 /// A token bucket: `rate` events per second on average, `burst` at once.
@@ -137,21 +135,36 @@ mod tests {
         Filter::new(&m(include), &m(exclude)).unwrap()
     }
 
-    fn event() -> Value {
-        json!({
-            "event.type": "mcp.operation",
-            "mcp.method.name": "tools/call",
-            "gen_ai.tool.name": "delete_repo",
-            "status": "ok",
-            "server": {"name": "github", "process": {"pid": 42, "user": "alice"}},
-            "client": {"name": "claude-code"},
-            "tls": false
-        })
+    fn event() -> Event {
+        let mut e = crate::event::testing::full();
+        e.kind = crate::event::EventType::Operation;
+        e.alert = None;
+        e.method = Some("tools/call".into());
+        e.tool = Some("delete_repo".into());
+        e.status = Some("ok");
+        e.server.name = Some("github".into());
+        e.client.name = Some("claude-code".into());
+        e.tls = Some(false);
+        let mut p = (**e.server.process.as_ref().unwrap()).clone();
+        p.pid = 42;
+        p.user = Some("alice".into());
+        e.server.process = Some(std::sync::Arc::new(p));
+        e
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_at_load() {
+        let m: BTreeMap<String, Vec<String>> = [("gen_ai.tool".to_string(), vec!["x".to_string()])].into();
+        let err = Filter::new(&m, &BTreeMap::new()).unwrap_err();
+        assert!(err.contains("unknown event field `gen_ai.tool`"), "{err}");
     }
 
     #[test]
     fn looks_up_dotted_names_at_any_level() {
-        let e = event();
+        let e = json!({
+            "mcp.method.name": "tools/call",
+            "server": {"name": "github", "process": {"pid": 42, "user": "alice"}}
+        });
         assert_eq!(lookup(&e, "mcp.method.name"), Some(&json!("tools/call")));
         assert_eq!(lookup(&e, "server.name"), Some(&json!("github")));
         assert_eq!(lookup(&e, "server.process.pid"), Some(&json!(42)));

@@ -12,7 +12,10 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::session::{Direction, Observer, Operation, Transport};
+use crate::{
+    enrich::operation::OperationRecord,
+    session::{Direction, Observer, Transport},
+};
 
 /// Latency buckets (seconds): the OpenTelemetry MCP recommendation, with
 /// finer steps below 10 ms where local stdio tools live.
@@ -430,12 +433,11 @@ impl Metrics {
         self.capture_gaps.inc();
     }
 
-    pub fn operation(&self, op: &Operation, client: &str, server: &str, labels: &mut LabelLimiter) {
-        let tool = if op.method == "tools/call" {
-            op.name.as_deref().unwrap_or("")
-        } else {
-            ""
-        };
+    pub fn operation(&self, record: &OperationRecord, labels: &mut LabelLimiter) {
+        let op = &record.op;
+        let tool = record.tool.as_deref().unwrap_or("");
+        let client = record.client_name.as_deref().unwrap_or("");
+        let server = record.server_name.as_deref().unwrap_or("");
         let values = [
             labels.bound(self, "mcp_method_name", &op.method),
             labels.bound(self, "gen_ai_tool_name", tool),

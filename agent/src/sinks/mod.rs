@@ -42,21 +42,30 @@ use self::{
     metrics::Metrics,
     spool::Spool,
 };
-use crate::{event::Event, pipeline::EventSink};
+use crate::{
+    event::Event,
+    pipeline::EventSink,
+    store::{Row, Stored},
+};
 
 /// The pipeline's end: offers each event to every sink.
 pub struct Sinks {
     outs: Vec<Out>,
-    /// Some sink filters: events are looked at as JSON values.
-    filtered: bool,
     metrics: Arc<Metrics>,
+}
+
+/// A sink's queue: event lines, or, for the event store, lines with the
+/// fields it indexes (read from the typed event, not from the line).
+enum Queue {
+    Lines(SyncSender<Arc<str>>),
+    Store(SyncSender<Arc<Stored>>),
 }
 
 struct Out {
     name: Arc<str>,
     filter: Filter,
     limit: Option<RateLimit>,
-    tx: SyncSender<Arc<str>>,
+    tx: Queue,
     /// Drops since the last warning, and when it was.
     dropped: u64,
     warned: Option<Instant>,
@@ -71,8 +80,8 @@ pub struct Workers {
 /// The agent's event store, fed like a sink (see `store`).
 pub struct StoreSink {
     pub opts: crate::store::StoreOptions,
-    /// Each stored event's line, for live views (the API's tail).
-    pub live: tokio::sync::broadcast::Sender<Arc<str>>,
+    /// Each stored event, for live views (the API's tail).
+    pub live: tokio::sync::broadcast::Sender<Arc<Stored>>,
 }
 
 /// Starts a worker per sink. `spool_root` holds the network sinks' spools
@@ -90,7 +99,7 @@ pub fn start(
     };
     if let Some(store) = store {
         let name: Arc<str> = "store".into();
-        let (tx, rx) = mpsc::sync_channel::<Arc<str>>(config::DEFAULT_QUEUE);
+        let (tx, rx) = mpsc::sync_channel::<Arc<Stored>>(config::DEFAULT_QUEUE);
         let path = store.opts.path.clone();
         let thread = crate::store::spawn_writer(store.opts, rx, store.live, metrics.clone())
             .with_context(|| format!("the event store {}", path.display()))?;
@@ -99,7 +108,7 @@ pub fn start(
             name,
             filter: Filter::default(),
             limit: None,
-            tx,
+            tx: Queue::Store(tx),
             dropped: 0,
             warned: None,
         });
@@ -185,43 +194,24 @@ pub fn start(
             name,
             filter: cfg.filter,
             limit: cfg.rate_limit,
-            tx,
+            tx: Queue::Lines(tx),
             dropped: 0,
             warned: None,
         });
     }
-    Ok((
-        Sinks {
-            filtered: outs.iter().any(|o| !o.filter.is_empty()),
-            outs,
-            metrics,
-        },
-        workers,
-    ))
+    Ok((Sinks { outs, metrics }, workers))
 }
 
 impl EventSink for Sinks {
     fn send(&mut self, event: &Event) {
-        let (value, line) = if self.filtered {
-            match serde_json::to_value(event) {
-                Ok(v) => {
-                    let line = v.to_string();
-                    (Some(v), line)
-                }
-                Err(err) => return tracing::error!("event did not serialize: {err}"),
-            }
-        } else {
-            match serde_json::to_string(event) {
-                Ok(line) => (None, line),
-                Err(err) => return tracing::error!("event did not serialize: {err}"),
-            }
+        let line: Arc<str> = match serde_json::to_string(event) {
+            Ok(line) => line.into(),
+            Err(err) => return tracing::error!("event did not serialize: {err}"),
         };
-        let line: Arc<str> = line.into();
+        let mut stored: Option<Arc<Stored>> = None;
         let now = Instant::now();
         for out in &mut self.outs {
-            if let Some(v) = &value
-                && !out.filter.admits(v)
-            {
+            if !out.filter.admits(event) {
                 self.metrics.sink_filtered.with_label_values(&[&*out.name]).inc();
                 continue;
             }
@@ -231,10 +221,25 @@ impl EventSink for Sinks {
                 out.drop_one(&self.metrics, "rate_limit", now);
                 continue;
             }
-            match out.tx.try_send(line.clone()) {
+            let sent = match &out.tx {
+                Queue::Lines(tx) => tx
+                    .try_send(line.clone())
+                    .map_err(|e| matches!(e, TrySendError::Full(_))),
+                Queue::Store(tx) => {
+                    let item = stored.get_or_insert_with(|| {
+                        Arc::new(Stored {
+                            row: Row::of_event(event),
+                            line: line.clone(),
+                        })
+                    });
+                    tx.try_send(item.clone())
+                        .map_err(|e| matches!(e, TrySendError::Full(_)))
+                }
+            };
+            match sent {
                 Ok(()) => self.metrics.events.with_label_values(&[&*out.name]).inc(),
-                Err(TrySendError::Full(_)) => out.drop_one(&self.metrics, "queue_full", now),
-                Err(TrySendError::Disconnected(_)) => out.drop_one(&self.metrics, "sink_stopped", now),
+                Err(true) => out.drop_one(&self.metrics, "queue_full", now),
+                Err(false) => out.drop_one(&self.metrics, "sink_stopped", now),
             }
         }
     }

@@ -780,5 +780,24 @@ fn decode(buf: BodyBuf, encoding: Option<&str>, max: usize) -> Result<Body, &'st
     Ok(Body::from(out))
 }
 
+/// `host[:port]` or `[v6]:port` of a Host header; the scheme's port when
+/// none is given. The one place a Host header is read (events, the
+/// loopback peer lookup, tying TLS sessions to sockets).
+pub fn parse_host(h: &str, tls: bool) -> Option<(String, u16)> {
+    let default = if tls { 443 } else { 80 };
+    if let Some(rest) = h.strip_prefix('[') {
+        let (ip, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None => default,
+        };
+        return Some((ip.to_string(), port));
+    }
+    match h.rsplit_once(':') {
+        Some((host, port)) => Some((host.to_string(), port.parse().ok()?)),
+        None => Some((h.to_string(), default)),
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -273,3 +273,18 @@ fn connection_reset_mid_event_stream_ends_the_response() {
         })
     ));
 }
+
+#[test]
+fn host_headers() {
+    assert_eq!(parse_host("127.0.0.1:8443", true), Some(("127.0.0.1".into(), 8443)));
+    assert_eq!(
+        parse_host("mcp.example.com", true),
+        Some(("mcp.example.com".into(), 443))
+    );
+    assert_eq!(
+        parse_host("mcp.example.com", false),
+        Some(("mcp.example.com".into(), 80))
+    );
+    assert_eq!(parse_host("[::1]:9000", false), Some(("::1".into(), 9000)));
+    assert_eq!(parse_host("x:notaport", false), None);
+}
