@@ -53,6 +53,11 @@ pub struct Reassembler {
 }
 
 impl Reassembler {
+    /// Streams and processes held (the soak test watches them).
+    pub fn sizes(&self) -> [usize; 2] {
+        [self.streams.len(), self.loss_epochs.len()]
+    }
+
     pub fn push<'a>(&mut self, chunk: &Chunk<'a>) -> StreamBytes<'a> {
         let stream = StreamId {
             tgid: chunk.tgid,

@@ -19,6 +19,9 @@ use crate::{
     },
 };
 
+/// Table sizes are published every this many ticks (seconds).
+const TABLES_EVERY: u64 = 5;
+
 /// Records handled before the loop looks at signals and timers again.
 const BATCH: usize = 4096;
 
@@ -157,6 +160,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut kernel_counters_seen = [0u64; mcptap_common::counter::COUNT as usize];
+    let mut ticks = 0u64;
     let mut recorder = args.record.as_deref().map(Recorder::create).transpose()?;
     publish_capture_state(&capture, &metrics);
     metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -176,6 +180,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 capture.tick();
                 metrics.kernel_counters(&capture.kernel_counters(), &mut kernel_counters_seen);
                 publish_capture_state(&capture, &metrics);
+                ticks += 1;
+                if ticks % TABLES_EVERY == 0 {
+                    for (table, n) in pipeline.tables().into_iter().chain(capture.selection.map_sizes()) {
+                        metrics.tables.with_label_values(&[table]).set(n as i64);
+                    }
+                }
             }
             _ = sighup.recv() => {
                 // Events already captured are handled under the old policy.
@@ -420,6 +430,7 @@ fn publish_capture_state(capture: &Capture, metrics: &Metrics) {
     metrics.tls_hooked_processes.set(processes as i64);
     if let Some(tls) = &capture.tls {
         metrics.tls_hook_errors.set(tls.errors as i64);
+        metrics.tls_discovery(&tls.discovery);
     }
     metrics
         .discovery_budget_exhausted

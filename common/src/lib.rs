@@ -27,6 +27,11 @@ pub mod record {
     /// A [`super::ProcessRecord`]: some process (watched or not) called
     /// execve; the agent looks for TLS libraries it has not hooked yet.
     pub const EXEC_ANY: u32 = 7;
+    /// A [`super::ProcessRecord`]: a process not tracked (a network
+    /// candidate) moved its first TLS record; the agent probes its TLS
+    /// library for a while to see whether it speaks MCP inside (once per
+    /// process).
+    pub const TLS_SEEN: u32 = 8;
 }
 
 /// What the traced process did with the bytes.
@@ -308,6 +313,12 @@ pub mod proc_state {
     pub const EXCLUDED: u32 = 16;
     /// Not tracked, but owns sockets the kernel sniffs for MCP requests.
     pub const NET_CANDIDATE: u32 = 32;
+    /// The kernel told the agent this (untracked) process speaks TLS
+    /// ([`super::record::TLS_SEEN`]): once.
+    pub const TLS_SEEN: u32 = 64;
+    /// The agent probes this untracked process's TLS library (discovery):
+    /// its TLS sessions are tied to their sockets like a tracked one's.
+    pub const TLS_PROBED: u32 = 128;
     /// Any of these: the process's stdio, sockets and TLS are captured.
     pub const TRACKED: u32 = PROVISIONAL | CONFIRMED | SELECTED;
 }

@@ -33,7 +33,7 @@ use core::ffi::c_void;
 use aya_ebpf::{
     bindings::BPF_RB_FORCE_WAKEUP,
     helpers::{
-        bpf_probe_read_user,
+        bpf_ktime_get_ns, bpf_probe_read_user,
         generated::{bpf_loop, bpf_probe_read_user as probe_read_user_raw},
     },
     helpers::bpf_get_smp_processor_id,
@@ -42,7 +42,7 @@ use aya_ebpf::{
 };
 use mcptap_common::{
     CHUNK_DATA_MAX, CHUNK_HEADER_LEN, COMPAT_CHUNK_DATA_MAX, COMPAT_STEPS, Chunk, ChunkBuf, ChunkHeader, ProcState,
-    WideChunk, chunk_flags, counter,
+    WideChunk, chunk_flags, counter, record,
 };
 
 use crate::{
@@ -104,15 +104,45 @@ struct Emit {
     failed: bool,
 }
 
+/// Which call the bytes are from: what every chunk of it says (the chunk
+/// header is built from this in one place, `queue`).
+pub struct Call {
+    /// One of `mcptap_common::channel`.
+    pub channel: u8,
+    pub pid_tgid: u64,
+    /// The descriptor; for TLS, the socket the session runs on, or -1.
+    pub fd: i32,
+    /// One of `mcptap_common::op`.
+    pub op: u8,
+    /// `chunk_flags::DISCOVERY` when sniffed, else 0.
+    pub flags: u8,
+    /// The `SSL*` of a TLS call, else 0.
+    pub ssl: u64,
+}
+
 /// Queues the `ret` bytes of one call made by a tracked (or sniffed)
 /// process, applying the capture cap and the process's loss flag. `p` is
 /// the process's entry when it has one: its "data lost since the last
 /// chunk" flag is consumed here, and set again by `flush` when this call
 /// could not be sent whole. Nothing is copied until `flush`.
 #[inline(always)]
-pub fn queue(mut header: ChunkHeader, buf: u64, iov_cnt: u64, ret: u64, p: Option<*mut ProcState>) {
+pub fn queue(call: Call, buf: u64, iov_cnt: u64, ret: u64, p: Option<*mut ProcState>) {
     let Some(st) = EMIT.get_ptr_mut(0) else {
         return;
+    };
+    let mut header = ChunkHeader {
+        kind: record::CHUNK,
+        len: 0,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        pid_tgid: call.pid_tgid,
+        call_len: 0,
+        offset: 0,
+        ssl: call.ssl,
+        fd: call.fd,
+        op: call.op,
+        flags: call.flags,
+        channel: call.channel,
+        _reserved: 0,
     };
     let mut lost_tgid = 0;
     if let Some(p) = p {

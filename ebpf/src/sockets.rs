@@ -23,7 +23,7 @@ use aya_ebpf::{
     maps::LruHashMap,
 };
 use mcptap_common::{
-    ChunkHeader, ProcState, SEEDED_PATIENCE, SockState, SocketRecord, channel, chunk_flags, comm_rule, counter, op,
+    ProcState, ProcessRecord, SEEDED_PATIENCE, SockState, SocketRecord, channel, chunk_flags, comm_rule, counter, op,
     proc_state, record, sock_flags, sock_key, sock_role,
 };
 
@@ -215,10 +215,20 @@ pub fn on_io(p: *mut ProcState, pid_tgid: u64, fd: u64, io: u8, buf: u64, iov_cn
     }
     let state = unsafe { (*p).state };
     if flags & sock_flags::TLS != 0 {
-        // Only tracked processes' TLS sessions are tied to their sockets:
+        // Only the TLS sessions of processes whose TLS library is probed
+        // (tracked, or probed for discovery) are tied to their sockets:
         // for everyone else this would be a map write per socket call.
-        if state & proc_state::TRACKED != 0 {
+        if state & (proc_state::TRACKED | proc_state::TLS_PROBED) != 0 {
             note_thread_sock(pid_tgid, fd as i32, io);
+        } else if state & proc_state::TLS_SEEN == 0 && config::discovery() {
+            // A candidate speaks TLS: the agent may probe its library
+            // (HTTPS discovery without host-wide probes). Once.
+            unsafe { (*p).state = state | proc_state::TLS_SEEN };
+            send_now(ProcessRecord {
+                kind: record::TLS_SEEN,
+                tgid,
+                ts_ns: unsafe { bpf_ktime_get_ns() },
+            });
         }
         return;
     }
@@ -254,21 +264,15 @@ pub fn on_io(p: *mut ProcState, pid_tgid: u64, fd: u64, io: u8, buf: u64, iov_cn
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn send_chunk(p: *mut ProcState, pid_tgid: u64, fd: u64, io: u8, flags: u8, buf: u64, iov_cnt: u64, ret: u64) {
-    let header = ChunkHeader {
-        kind: record::CHUNK,
-        len: 0,
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+    let call = emit::Call {
+        channel: channel::SOCKET,
         pid_tgid,
-        call_len: 0,
-        offset: 0,
-        ssl: 0,
         fd: fd as i32,
         op: io,
         flags,
-        channel: channel::SOCKET,
-        _reserved: 0,
+        ssl: 0,
     };
-    emit::queue(header, buf, iov_cnt, ret, Some(p));
+    emit::queue(call, buf, iov_cnt, ret, Some(p));
 }
 
 /// Remembers the TLS socket this thread just used (see `tls`).

@@ -22,8 +22,8 @@
 //! a large message is ruled out until it execs: `--pid`/`--exe` select it
 //! regardless).
 
-use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_user};
-use mcptap_common::{ChunkHeader, ProcState, channel, chunk_flags, counter, fds, op, proc_state, record};
+use aya_ebpf::helpers::bpf_probe_read_user;
+use mcptap_common::{ProcState, channel, chunk_flags, counter, fds, op, proc_state};
 
 use crate::{
     emit,
@@ -78,21 +78,15 @@ pub fn on_io(p: *mut ProcState, pid_tgid: u64, fd: u64, io: u8, buf: u64, iov_cn
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn send(p: *mut ProcState, pid_tgid: u64, fd: u64, io: u8, flags: u8, buf: u64, iov_cnt: u64, ret: u64) {
-    let header = ChunkHeader {
-        kind: record::CHUNK,
-        len: 0,
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+    let call = emit::Call {
+        channel: channel::STDIO,
         pid_tgid,
-        call_len: 0,
-        offset: 0,
-        ssl: 0,
         fd: fd as i32,
         op: io,
         flags,
-        channel: channel::STDIO,
-        _reserved: 0,
+        ssl: 0,
     };
-    emit::queue(header, buf, iov_cnt, ret, Some(p));
+    emit::queue(call, buf, iov_cnt, ret, Some(p));
 }
 
 /// True when the first byte the call moved opens a JSON object or array.

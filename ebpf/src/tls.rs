@@ -21,7 +21,7 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 use mcptap_common::{
-    ChunkHeader, ProcState, SslKey, TlsCloseRecord, channel, chunk_flags, counter, op, proc_state, record, ssl_flags,
+    ProcState, SslKey, TlsCloseRecord, channel, chunk_flags, counter, op, proc_state, record, ssl_flags,
 };
 
 use crate::{
@@ -200,21 +200,15 @@ fn socket_of_call(pid_tgid: u64, call: &SslCall) -> i32 {
 
 #[inline(always)]
 fn send_chunk(pid_tgid: u64, call: &SslCall, fd: i32, flags: u8, len: u64, p: Option<*mut ProcState>) {
-    let header = ChunkHeader {
-        kind: record::CHUNK,
-        len: 0,
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+    let chunk = emit::Call {
+        channel: channel::TLS,
         pid_tgid,
-        call_len: 0,
-        offset: 0,
-        ssl: call.ssl,
         fd,
         op: call.op,
         flags,
-        channel: channel::TLS,
-        _reserved: 0,
+        ssl: call.ssl,
     };
-    emit::queue(header, call.buf, 0, len, p);
+    emit::queue(chunk, call.buf, 0, len, p);
 }
 
 #[uprobe]

@@ -154,6 +154,8 @@ pub struct Capture {
     ring: AsyncFd<RingBuf<MapData>>,
     pub selection: Selection,
     pub tls: Option<tls::TlsHooks>,
+    /// Processes that said they speak TLS since the last drain.
+    tls_seen: Vec<u32>,
     counters: PerCpuArray<MapData, u64>,
 }
 
@@ -291,6 +293,7 @@ impl Capture {
             ring,
             selection,
             tls,
+            tls_seen: Vec::new(),
             counters,
         })
     }
@@ -303,16 +306,24 @@ impl Capture {
     }
 
     /// Hands up to `max` raw records to `f`; returns how many it handed.
-    /// Records about new programs (TLS library discovery) stay here.
+    /// Records about new programs and processes that speak TLS (TLS
+    /// library discovery) stay here.
     pub fn drain(&mut self, max: usize, mut f: impl FnMut(&mut Selection, &[u8])) -> usize {
         let ring = self.ring.get_mut();
         let mut n = 0;
         while n < max {
             let Some(item) = ring.next() else { break };
             n += 1;
-            if item.len() >= 8 && u32::from_ne_bytes([item[0], item[1], item[2], item[3]]) == kind::EXEC_ANY {
-                if let Some(tls) = &mut self.tls {
-                    tls.on_exec(u32::from_ne_bytes([item[4], item[5], item[6], item[7]]));
+            let head = |i: usize| u32::from_ne_bytes([item[i], item[i + 1], item[i + 2], item[i + 3]]);
+            if item.len() >= 8 && matches!(head(0), kind::EXEC_ANY | kind::TLS_SEEN) {
+                let pid = head(4);
+                match head(0) {
+                    kind::EXEC_ANY => {
+                        if let Some(tls) = &mut self.tls {
+                            tls.on_exec(pid);
+                        }
+                    }
+                    _ => self.tls_seen.push(pid),
                 }
                 continue;
             }
@@ -325,7 +336,13 @@ impl Capture {
     /// those that ended lose them.
     pub fn after_drain(&mut self) {
         let (tracked, exited) = self.selection.take_changes();
+        let seen = std::mem::take(&mut self.tls_seen);
         if let Some(tls) = &mut self.tls {
+            for pid in seen {
+                if tls.on_tls_seen(&mut self.ebpf, pid) {
+                    self.selection.set_tls_probed(pid, true);
+                }
+            }
             for pid in tracked {
                 tls.on_tracked(&mut self.ebpf, pid);
             }
@@ -347,6 +364,11 @@ impl Capture {
             }
         }
         if let Some(tls) = &mut self.tls {
+            let selection = &self.selection;
+            let released = tls.expire_probing(&mut self.ebpf, &|pid| selection.is_tracked(pid));
+            for pid in released {
+                self.selection.set_tls_probed(pid, false);
+            }
             let tracked = self.selection.tracked();
             tls.tick(&mut self.ebpf, &tracked);
         }

@@ -265,6 +265,19 @@ impl Selection {
         self.update(tgid, |p| p.state = proc_state::EXCLUDED);
     }
 
+    /// Whether the process's TLS library is probed for discovery: the
+    /// kernel then ties its TLS sessions to their sockets.
+    pub fn set_tls_probed(&mut self, tgid: u32, probed: bool) {
+        if let Ok(mut value) = self.procs.get(&tgid, 0) {
+            if probed {
+                value.state |= proc_state::TLS_PROBED;
+            } else {
+                value.state &= !proc_state::TLS_PROBED;
+            }
+            let _ = self.procs.insert(tgid, value, 0);
+        }
+    }
+
     /// The agent saw the process speak MCP.
     pub fn confirm(&mut self, tgid: u32) {
         if let Ok(mut value) = self.procs.get(&tgid, 0) {
@@ -359,6 +372,16 @@ impl Selection {
         self.procs
             .get(&tgid, 0)
             .is_ok_and(|v| v.state & proc_state::TRACKED != 0)
+    }
+
+    /// Entries of the kernel's process, socket and TLS session maps (each a
+    /// walk over the map: called every few seconds).
+    pub fn map_sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            ("kernel_processes", self.procs.keys().count()),
+            ("kernel_sockets", self.socks.keys().count()),
+            ("kernel_tls_sessions", self.ssls.keys().count()),
+        ]
     }
 
     /// Processes the kernel tracks now.

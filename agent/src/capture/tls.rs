@@ -13,10 +13,20 @@
 //! installs them in that process's address space only) when it becomes
 //! tracked, and removed when it exits: unrelated processes pay nothing.
 //!
-//! **Host-wide with `--tls-discovery`.** To discover MCP inside TLS of
-//! processes not tracked yet, the probes are attached once per file for
-//! every process, and the programs filter in the kernel; every OpenSSL user
-//! on the host then pays the trap.
+//! **HTTPS discovery, by default.** A process not tracked yet that moves
+//! its first TLS record (the kernel says so once per process: `TLS_SEEN`)
+//! gets the probes of its own for a while ([`PROBE_WINDOW`]): its requests
+//! are sniffed inside TLS like plain HTTP ones. MCP: it is tracked from
+//! then on. Not within the window: the probes go. Either verdict is
+//! remembered per program (executable and command line): a program known
+//! to speak MCP over TLS is probed from its exec on, so its first requests
+//! are seen too; one known not to is left alone for [`NOT_MCP_TTL`]. The
+//! first exchange of a program never seen before may be missed (the probes
+//! land while its handshake runs): it is discovered by the next.
+//!
+//! **Host-wide with `--tls-discovery`.** The probes are attached once per
+//! file for every process, and the programs filter in the kernel; every
+//! OpenSSL user on the host then pays the trap, and nothing is missed.
 //!
 //! Where files are found: the maps of tracked processes (when they become
 //! tracked, after each exec, and every few seconds: Python loads libssl on
@@ -89,6 +99,46 @@ const RESCAN_AFTER: &[Duration] = &[
 /// How often tracked processes are looked at again (late dlopen).
 const TRACKED_RESCAN: Duration = Duration::from_secs(5);
 
+/// How long an untracked process's TLS library is probed for discovery.
+pub const PROBE_WINDOW: Duration = Duration::from_secs(30);
+
+/// How long a program found not to speak MCP over TLS is left alone.
+pub const NOT_MCP_TTL: Duration = Duration::from_secs(600);
+
+/// How long a program found to speak MCP is probed from its exec on.
+pub const MCP_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Programs remembered, at most (the oldest verdicts go first).
+const MAX_PROGRAMS: usize = 4096;
+
+/// A program: its executable and command line.
+type ProgramKey = (PathBuf, Vec<u8>);
+
+/// What HTTPS discovery concluded about a program, and when; for one that
+/// speaks MCP, the TLS files it used (paths as it sees them, with their
+/// kind), probed at its next exec before it maps them.
+#[derive(Debug, Clone)]
+struct Verdict {
+    mcp: bool,
+    at: Instant,
+    files: Vec<(String, &'static str)>,
+}
+
+/// Outcomes of HTTPS discovery (`mcptap_tls_discovery_total{outcome}`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DiscoveryCounts {
+    /// A process's TLS library was probed.
+    pub probed: u64,
+    /// Left alone: its program was found not to speak MCP lately.
+    pub skipped: u64,
+    /// Probed from its exec: its program speaks MCP.
+    pub expected: u64,
+    /// The window passed without MCP: probes removed.
+    pub not_mcp: u64,
+    /// Found to speak MCP.
+    pub mcp: u64,
+}
+
 /// A file identity: device and inode.
 type FileId = (u64, u64);
 
@@ -103,6 +153,8 @@ struct Target {
 #[derive(Default)]
 struct Scoped {
     files: HashSet<FileId>,
+    /// The files' paths as the process sees them, and their kind.
+    paths: Vec<(String, &'static str)>,
     links: Vec<(&'static str, UProbeLinkId)>,
 }
 
@@ -118,6 +170,11 @@ pub struct TlsHooks {
     /// Exec'd processes to look at, when.
     due: VecDeque<(Instant, u32, usize)>,
     last_tracked_scan: Option<Instant>,
+    /// Untracked processes whose TLS library is probed, since when.
+    probing: HashMap<u32, Instant>,
+    /// Verdicts per program.
+    programs: HashMap<ProgramKey, Verdict>,
+    pub discovery: DiscoveryCounts,
     /// Where links of exited processes go to be dropped: detaching a
     /// uprobe waits for an RCU grace period (~100 ms each here), which
     /// would stall the ring buffer drain for a second per process.
@@ -149,8 +206,88 @@ impl TlsHooks {
             errors: 0,
             due: VecDeque::new(),
             last_tracked_scan: None,
+            probing: HashMap::new(),
+            programs: HashMap::new(),
+            discovery: DiscoveryCounts::default(),
             detacher: spawn_detacher(),
         }
+    }
+
+    /// A process not tracked moved its first TLS record: probe its TLS
+    /// library for a while, unless its program was found not to speak MCP
+    /// lately. Returns true when probes were attached (the kernel then ties
+    /// its TLS sessions to their sockets).
+    pub fn on_tls_seen(&mut self, ebpf: &mut Ebpf, pid: u32) -> bool {
+        if self.host_wide || self.probing.contains_key(&pid) || self.scoped.contains_key(&pid) {
+            return false;
+        }
+        if let Some(key) = program_key(pid)
+            && let Some(v) = self.programs.get(&key)
+            && !v.mcp
+            && v.at.elapsed() < NOT_MCP_TTL
+        {
+            self.discovery.skipped += 1;
+            return false;
+        }
+        self.scan_process(ebpf, pid, true);
+        if self.scoped.get(&pid).is_none_or(|s| s.links.is_empty()) {
+            return false; // no TLS library mcptap probes
+        }
+        self.discovery.probed += 1;
+        self.probing.insert(pid, Instant::now());
+        tracing::debug!(pid, "probing the TLS library of a process that speaks TLS");
+        true
+    }
+
+    /// Whether a program that just started is one known to speak MCP over
+    /// TLS (probed from its exec on).
+    fn expected_mcp(&self, pid: u32) -> Option<Vec<(String, &'static str)>> {
+        program_key(pid)
+            .and_then(|k| self.programs.get(&k).cloned())
+            .filter(|v| v.mcp && v.at.elapsed() < MCP_TTL)
+            .map(|v| v.files)
+    }
+
+    /// Probed processes whose window passed without MCP: their probes go,
+    /// and their program is remembered as not MCP. Returns them (the
+    /// kernel stops tying their TLS sessions to sockets).
+    pub fn expire_probing(&mut self, ebpf: &mut Ebpf, is_tracked: &dyn Fn(u32) -> bool) -> Vec<u32> {
+        let done: Vec<u32> = self
+            .probing
+            .iter()
+            .filter(|(pid, since)| is_tracked(**pid) || since.elapsed() >= PROBE_WINDOW)
+            .map(|(pid, _)| *pid)
+            .collect();
+        let mut released = Vec::new();
+        for pid in done {
+            self.probing.remove(&pid);
+            if is_tracked(pid) {
+                continue; // on_tracked took it
+            }
+            if let Some(key) = program_key(pid) {
+                self.remember(key, false, Vec::new());
+            }
+            self.discovery.not_mcp += 1;
+            self.on_exit(ebpf, pid);
+            released.push(pid);
+        }
+        released
+    }
+
+    fn remember(&mut self, key: ProgramKey, mcp: bool, files: Vec<(String, &'static str)>) {
+        if self.programs.len() >= MAX_PROGRAMS && !self.programs.contains_key(&key) {
+            if let Some(oldest) = self.programs.iter().min_by_key(|(_, v)| v.at).map(|(k, _)| k.clone()) {
+                self.programs.remove(&oldest);
+            }
+        }
+        self.programs.insert(
+            key,
+            Verdict {
+                mcp,
+                at: Instant::now(),
+                files,
+            },
+        );
     }
 
     /// Hooks the tracked processes (and, host-wide, everything installed
@@ -184,16 +321,29 @@ impl TlsHooks {
         if self.due.len() > 100_000 {
             return; // an exec storm: the periodic scans still catch up
         }
-        self.due.push_back((Instant::now() + RESCAN_AFTER[0], pid, 0));
+        // In deadline order: later rescans of earlier programs may already
+        // wait in the queue, and a new program must not wait behind them.
+        let at = Instant::now() + RESCAN_AFTER[0];
+        let pos = self.due.partition_point(|(t, _, _)| *t <= at);
+        self.due.insert(pos, (at, pid, 0));
     }
 
-    /// A process became tracked: its TLS is captured from now on.
+    /// A process became tracked: its TLS is captured from now on, and its
+    /// program is probed from its exec on next time.
     pub fn on_tracked(&mut self, ebpf: &mut Ebpf, pid: u32) {
+        if self.probing.remove(&pid).is_some() {
+            self.discovery.mcp += 1;
+        }
         self.scan_process(ebpf, pid, true);
+        if let Some(key) = program_key(pid) {
+            let files = self.scoped.get(&pid).map(|s| s.paths.clone()).unwrap_or_default();
+            self.remember(key, true, files);
+        }
     }
 
     /// A process ended: its scoped probes go.
     pub fn on_exit(&mut self, ebpf: &mut Ebpf, pid: u32) {
+        self.probing.remove(&pid);
         let Some(scoped) = self.scoped.remove(&pid) else { return };
         let mut owned = Vec::new();
         for (program, link) in scoped.links {
@@ -224,8 +374,26 @@ impl TlsHooks {
                 continue;
             }
             let tracked = is_tracked(pid);
-            if tracked || self.host_wide {
-                self.scan_process(ebpf, pid, tracked);
+            // A program known to speak MCP over TLS: probed from its start,
+            // so that its first requests are seen.
+            let files = (!tracked && !self.host_wide).then(|| self.expected_mcp(pid)).flatten();
+            let expected = files.is_some();
+            if let Some(files) = files
+                && !self.probing.contains_key(&pid)
+            {
+                self.discovery.expected += 1;
+                self.probing.insert(pid, Instant::now());
+                // The files it used last time, before it maps them.
+                let root = Path::new("/proc").join(pid.to_string()).join("root");
+                for (path, kind) in files {
+                    let full = root.join(path.trim_start_matches('/'));
+                    if let Ok(meta) = fs::metadata(&full) {
+                        self.hook_scoped(ebpf, pid, &full, &path, (meta.dev(), meta.ino()), kind);
+                    }
+                }
+            }
+            if tracked || expected || self.host_wide {
+                self.scan_process(ebpf, pid, tracked || expected);
             }
             if let Some(next) = RESCAN_AFTER.get(step + 1) {
                 // Keep the queue ordered: later deadlines go to the back.
@@ -314,7 +482,7 @@ impl TlsHooks {
                 self.hook_global(ebpf, &path, Some(m.id), kind);
             }
             if scoped && !self.host_wide {
-                self.hook_scoped(ebpf, pid, &path, m.id, kind);
+                self.hook_scoped(ebpf, pid, &path, m.path, m.id, kind);
             }
         }
     }
@@ -361,7 +529,8 @@ impl TlsHooks {
         }
     }
 
-    fn hook_scoped(&mut self, ebpf: &mut Ebpf, pid: u32, path: &Path, id: FileId, kind: &'static str) {
+    /// `path`: from here; `seen_as`: as the process sees it.
+    fn hook_scoped(&mut self, ebpf: &mut Ebpf, pid: u32, path: &Path, seen_as: &str, id: FileId, kind: &'static str) {
         if self.scoped.get(&pid).is_some_and(|s| s.files.contains(&id)) {
             return;
         }
@@ -372,6 +541,7 @@ impl TlsHooks {
         let links = self.attach(ebpf, &target, path, UProbeScope::OneProcess(nz));
         let scoped = self.scoped.entry(pid).or_default();
         scoped.files.insert(id);
+        scoped.paths.push((seen_as.to_string(), kind));
         if !links.is_empty() {
             tracing::info!(pid, path = %path.display(), kind, "hooked OpenSSL for this process");
         }
@@ -405,6 +575,14 @@ impl TlsHooks {
         }
         links
     }
+}
+
+/// A program: the executable a process runs and its command line.
+fn program_key(pid: u32) -> Option<ProgramKey> {
+    let dir = Path::new("/proc").join(pid.to_string());
+    let exe = fs::read_link(dir.join("exe")).ok()?;
+    let cmdline = fs::read(dir.join("cmdline")).ok()?;
+    Some((exe, cmdline))
 }
 
 fn is_libssl(name: &str) -> bool {

@@ -72,6 +72,16 @@ impl Enricher {
         }
     }
 
+    /// Processes, stdio clients and listeners cached (the soak test
+    /// watches them).
+    pub fn tables(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            ("processes", self.processes.len()),
+            ("stdio_clients", self.stdio_clients.len()),
+            ("listeners", self.listeners.len()),
+        ]
+    }
+
     /// A process's facts, read once.
     pub fn process(&mut self, pid: u32) -> Option<Arc<ProcessInfo>> {
         let proc_root = &self.proc_root;

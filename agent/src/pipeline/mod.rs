@@ -358,6 +358,21 @@ impl Pipeline {
         }
     }
 
+    /// The size of every table the pipeline keeps, named
+    /// (`mcptap_table_entries{table}`): none may grow without bound.
+    pub fn tables(&self) -> Vec<(&'static str, usize)> {
+        let [sessions, pending] = self.sessions.sizes();
+        let mut t = vec![
+            ("sessions", sessions),
+            ("requests_in_flight", pending),
+            ("confirmed", self.confirmed.len()),
+        ];
+        t.extend(self.stdio.tables());
+        t.extend(self.conns.tables());
+        t.extend(self.enricher.tables());
+        t
+    }
+
     /// Active sessions (for the log line at exit).
     pub fn active_sessions(&self) -> usize {
         self.sessions.active()

@@ -265,13 +265,29 @@ impl ConnTable {
         self.reassembler.forget_process(tgid);
     }
 
-    /// Connections, sockets and address entries held (for the soak test).
+    /// Connections, sockets and address entries held.
     pub fn sizes(&self) -> [usize; 4] {
         [
             self.net.len(),
             self.released.len(),
             self.sockets.len(),
             self.by_addrs.len(),
+        ]
+    }
+
+    /// Every table, named (`mcptap_table_entries`; the soak test checks
+    /// none grows).
+    pub fn tables(&self) -> Vec<(&'static str, usize)> {
+        let [net, released, sockets, addrs] = self.sizes();
+        let [streams, epochs] = self.reassembler.sizes();
+        vec![
+            ("connections", net),
+            ("connections_released", released),
+            ("sockets", sockets),
+            ("socket_addresses", addrs),
+            ("network_streams", streams),
+            ("network_loss_epochs", epochs),
+            ("legacy_endpoints", self.http_mcp.size()),
         ]
     }
 

@@ -97,6 +97,11 @@ pub struct HttpMcp {
 }
 
 impl HttpMcp {
+    /// Legacy endpoints held (the soak test watches them).
+    pub fn size(&self) -> usize {
+        self.legacy.len()
+    }
+
     /// Whether payload trees (and request headers) are kept.
     pub fn set_payloads(&mut self, payloads: bool) {
         self.payloads = payloads;

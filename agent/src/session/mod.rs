@@ -473,6 +473,14 @@ impl SessionTable {
         self.sessions.contains_key(key)
     }
 
+    /// Sessions and requests in flight held (the soak test watches them).
+    pub fn sizes(&self) -> [usize; 2] {
+        [
+            self.sessions.len(),
+            self.sessions.values().map(|s| s.pending.len()).sum(),
+        ]
+    }
+
     pub fn active(&self) -> usize {
         self.sessions
             .values()

@@ -167,8 +167,16 @@ impl StdioStreams {
         self.reassembler.forget_process(tgid);
     }
 
-    /// Streams, rejected processes and descriptors held (for the soak test).
-    pub fn sizes(&self) -> [usize; 3] {
-        [self.framers.len(), self.rejected.len(), self.in_fds.len()]
+    /// Every table, named (`mcptap_table_entries`; the soak test checks
+    /// none grows).
+    pub fn tables(&self) -> Vec<(&'static str, usize)> {
+        let [streams, epochs] = self.reassembler.sizes();
+        vec![
+            ("stdio_framers", self.framers.len()),
+            ("stdio_rejected", self.rejected.len()),
+            ("stdio_in_fds", self.in_fds.len()),
+            ("stdio_streams", streams),
+            ("stdio_loss_epochs", epochs),
+        ]
     }
 }

@@ -72,9 +72,13 @@ pub struct Metrics {
     pub http_unsupported: IntCounterVec,
     pub tls_hooked_files: IntGaugeVec,
     pub tls_hook_errors: IntGauge,
+    tls_discovery: IntCounterVec,
     /// 1 for the syscall hook family in use, the kernel object loaded, and
     /// why (`mcptap check` says the same in words).
     pub capture_hooks: IntGaugeVec,
+    /// Entries of each table the agent keeps (userspace and the kernel's
+    /// maps): a soak test checks none grows.
+    pub tables: IntGaugeVec,
     pub tls_hooked_processes: IntGauge,
     pub discovery_budget_exhausted: IntGauge,
     pub peer_scans_skipped: IntGauge,
@@ -318,6 +322,22 @@ impl Metrics {
                 &r,
                 IntGauge::new("mcptap_tls_hook_errors", "TLS probes that could not be attached").expect("valid metric"),
             ),
+            tls_discovery: counter_vec(
+                "mcptap_tls_discovery_total",
+                "HTTPS discovery: processes whose TLS library was probed (probed), left alone because their program was found not to speak MCP lately (skipped), probed from their exec because it was found to (expected), and the verdicts (mcp, not_mcp)",
+                &["outcome"],
+            ),
+            tables: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "mcptap_table_entries",
+                        "Entries of each table the agent keeps, in userspace and in the kernel's maps",
+                    ),
+                    &["table"],
+                )
+                .expect("valid metric"),
+            ),
             capture_hooks: register(
                 &r,
                 IntGaugeVec::new(
@@ -457,6 +477,20 @@ impl Metrics {
         let mut with_status = refs.clone();
         with_status.push(op.status.as_str());
         operations.with_label_values(&with_status).inc();
+    }
+
+    /// HTTPS discovery's outcomes (absolute counts).
+    pub fn tls_discovery(&self, c: &crate::capture::tls::DiscoveryCounts) {
+        for (outcome, n) in [
+            ("probed", c.probed),
+            ("skipped", c.skipped),
+            ("expected", c.expected),
+            ("mcp", c.mcp),
+            ("not_mcp", c.not_mcp),
+        ] {
+            let counter = self.tls_discovery.with_label_values(&[outcome]);
+            counter.inc_by(n.saturating_sub(counter.get()));
+        }
     }
 
     /// Exports the kernel's counters (absolute, summed over CPUs) as deltas.

@@ -31,6 +31,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 mod kernel;
+mod soak;
 
 use crate::{
     build_agent, repo_root,
@@ -52,9 +53,21 @@ pub struct BenchArgs {
     #[arg(long, value_enum)]
     only: Vec<Section>,
     /// Kernels of the matrix the kernel-program section also measures in
-    /// (under QEMU); default: all of them.
+    /// (under QEMU); default: all of them; `none` for this host only.
     #[arg(long, value_name = "SERIES")]
     vm_kernel: Vec<String>,
+    /// Only the soak: mixed traffic with churn for `--soak-seconds`, loss,
+    /// RSS and table sizes over time.
+    #[arg(long)]
+    soak: bool,
+    #[arg(long, default_value_t = 600)]
+    soak_seconds: u64,
+    /// Requests per second of each of the soak's two stdio streams.
+    #[arg(long, default_value_t = 1000)]
+    soak_stdio_rate: u64,
+    /// Requests per second of the soak's HTTP client.
+    #[arg(long, default_value_t = 250)]
+    soak_http_rate: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -220,10 +233,15 @@ impl Agent {
         Ok(Agent { child, metrics })
     }
 
+    /// The `/metrics` page.
+    fn metrics_text(&self) -> Result<String> {
+        let url = self.metrics.as_deref().context("no metrics")?;
+        Ok(ureq::get(url).call()?.into_string()?)
+    }
+
     /// Sum of a metric's samples whose labels include `labels`.
     fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Result<f64> {
-        let url = self.metrics.as_deref().context("no metrics")?;
-        let text = ureq::get(url).call()?.into_string()?;
+        let text = self.metrics_text()?;
         Ok(text
             .lines()
             .filter(|l| !l.starts_with('#'))
@@ -558,6 +576,21 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let agent = build_agent()?;
     let dir = repo_root().join("target/bench");
     fs::create_dir_all(&dir)?;
+    if args.soak {
+        let report = soak::soak(
+            &agent,
+            &dir,
+            soak::SoakArgs {
+                seconds: args.soak_seconds,
+                stdio_rate: args.soak_stdio_rate,
+                http_rate: args.soak_http_rate,
+            },
+        )?;
+        fs::write(dir.join("soak.md"), &report)?;
+        println!("{report}");
+        eprintln!("bench: soak report written to {}", dir.join("soak.md").display());
+        return Ok(());
+    }
     let py = venv_python().display().to_string();
     let stdio_block = |tool: &'static str, server: Vec<String>| {
         let calls = args.calls;
@@ -684,7 +717,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         let series: Vec<String> = if args.vm_kernel.is_empty() {
             crate::vm::MATRIX.iter().map(|k| k.name.to_string()).collect()
         } else {
-            args.vm_kernel.clone()
+            args.vm_kernel.iter().filter(|k| *k != "none").cloned().collect()
         };
         for s in &series {
             eprintln!("bench: kernel programs inside Linux {s} (QEMU)");
