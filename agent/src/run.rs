@@ -181,7 +181,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 metrics.kernel_counters(&capture.kernel_counters(), &mut kernel_counters_seen);
                 publish_capture_state(&capture, &metrics);
                 ticks += 1;
-                if ticks % TABLES_EVERY == 0 {
+                if ticks.is_multiple_of(TABLES_EVERY) {
                     for (table, n) in pipeline.tables().into_iter().chain(capture.selection.map_sizes()) {
                         metrics.tables.with_label_values(&[table]).set(n as i64);
                     }
@@ -424,12 +424,18 @@ pub fn replay_records(
 fn publish_capture_state(capture: &Capture, metrics: &Metrics) {
     metrics.tracked_processes.set(capture.selection.tracked().len() as i64);
     let (files, processes) = capture.tls_hooked();
-    for (kind, n) in files {
-        metrics.tls_hooked_files.with_label_values(&[kind]).set(n as i64);
+    for (library, kind, n) in files {
+        metrics
+            .tls_hooked_files
+            .with_label_values(&[library.as_str(), kind.as_str()])
+            .set(n as i64);
     }
     metrics.tls_hooked_processes.set(processes as i64);
     if let Some(tls) = &capture.tls {
         metrics.tls_hook_errors.set(tls.errors as i64);
+        for (reason, n) in &tls.unsupported {
+            metrics.tls_unsupported.with_label_values(&[reason]).set(*n as i64);
+        }
         metrics.tls_discovery(&tls.discovery);
     }
     metrics
@@ -461,7 +467,7 @@ pub async fn check(hooks: crate::capture::HookChoice) -> anyhow::Result<()> {
         hooks,
         ..CaptureOptions::new(1 << 20)
     })?;
-    let hooked: usize = capture.tls_hooked().0.iter().map(|(_, n)| n).sum();
+    let hooked: usize = capture.tls_hooked().0.iter().map(|(_, _, n)| n).sum();
     let (kernel, hooks) = (capture.kernel.clone(), capture.hooks.clone());
     drop(capture);
     let object = match kernel.object {

@@ -263,6 +263,10 @@ pub mod names {
         pub const SSL_RW_EXIT: &str = "ssl_rw_exit";
         pub const SSL_RW_EX_EXIT: &str = "ssl_rw_ex_exit";
         pub const SSL_FREE: &str = "ssl_free";
+        pub const GO_TLS_READ_ENTER: &str = "go_tls_read_enter";
+        pub const GO_TLS_WRITE_ENTER: &str = "go_tls_write_enter";
+        pub const GO_TLS_RET: &str = "go_tls_ret";
+        pub const GO_TLS_CLOSE: &str = "go_tls_close";
     }
 
     /// The fexit hook family: one program per syscall, attached to the

@@ -349,6 +349,27 @@ fn chunk_len<const N: usize>(seg_left: u64) -> u64 {
     if n > max { max } else { n }
 }
 
+/// Whether a lone byte read earlier to `at`, followed by `next`, starts a
+/// request. Go's HTTP server reads one byte ahead on a kept-alive
+/// connection (its background read, to notice the client leaving): the
+/// next request then arrives as "P" and "OST ...". The byte is still where
+/// it was read to: the reader copies it out and reads on, it does not
+/// read ahead again before that.
+#[inline(always)]
+pub fn lead_starts_request(at: u64, next: [u8; 4]) -> bool {
+    unsafe { bpf_probe_read_user(at as *const u8) }.is_ok_and(|c| {
+        let four = [c, next[0], next[1], next[2]];
+        &four == b"POST" || &four == b"GET "
+    })
+}
+
+/// Whether a one-byte read to `buf` may be the first byte of a request
+/// (see [`lead_starts_request`]).
+#[inline(always)]
+pub fn may_lead_request(buf: u64, iov_cnt: u64, ret: u64) -> bool {
+    ret == 1 && iov_cnt == 0 && unsafe { bpf_probe_read_user(buf as *const u8) }.is_ok_and(|c| c == b'P' || c == b'G')
+}
+
 /// The first four bytes a call moved (from a plain buffer, or the first
 /// iovec), or `None` when it moved fewer or they cannot be read.
 #[inline(always)]

@@ -8,7 +8,9 @@
 //   on the syscall number (where fexit is refused);
 // - `process`: exec/exit tracepoints (executable-name rules, the end of
 //   tracked processes, new programs that may bring TLS libraries);
-// - `tls`: OpenSSL uprobes for the plaintext of TLS connections.
+// - `tls`: OpenSSL uprobes for the plaintext of TLS connections, and the
+//   plaintext handling every TLS library shares;
+// - `gotls`: Go's crypto/tls (uprobes at entry and at each return).
 //
 // What the syscall hooks do, shared by both families:
 // - `syscall`: the handler, dispatching each syscall of interest;
@@ -31,6 +33,7 @@ mod config;
 mod emit;
 mod fds;
 mod fexit;
+mod gotls;
 mod maps;
 mod process;
 mod regs;

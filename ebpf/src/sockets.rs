@@ -247,19 +247,45 @@ pub fn on_io(p: *mut ProcState, pid_tgid: u64, fd: u64, io: u8, buf: u64, iov_cn
     // (The first bytes are read again rather than kept from the
     // classification above: 5.10's verifier cannot follow the compiler's
     // reuse of that value across the two branches and rejects the program.)
-    let Some(b) = first4(buf, iov_cnt, ret) else { return };
-    let request = if flags & sock_flags::SERVER != 0 {
+    let server_read = flags & sock_flags::SERVER != 0 && io == op::READ;
+    let Some(b) = first4(buf, iov_cnt, ret) else {
+        // A lone byte that may start the next request (Go's read-ahead):
+        // judged with the next read.
+        if server_read && emit::may_lead_request(buf, iov_cnt, ret) {
+            let _ = SOCK_LEAD_BYTE.insert(sock_key(tgid, fd as u32), buf, 0);
+        }
+        return;
+    };
+    let direction = if flags & sock_flags::SERVER != 0 {
         io == op::READ
     } else {
         io == op::WRITE
-    } && (&b == b"POST" || &b == b"GET ");
+    };
+    let mut request = direction && (&b == b"POST" || &b == b"GET ");
+    let mut lead = None;
+    if !request
+        && server_read
+        && let Some(&at) = unsafe { SOCK_LEAD_BYTE.get(sock_key(tgid, fd as u32)) }
+    {
+        let _ = SOCK_LEAD_BYTE.remove(sock_key(tgid, fd as u32));
+        request = emit::lead_starts_request(at, b);
+        lead = request.then_some(at);
+    }
     if !request {
         return;
     }
     unsafe { (*s).flags = flags | sock_flags::CAPTURE };
     count(counter::NET_SNIFFS, 1);
+    if let Some(at) = lead {
+        send_chunk(p, pid_tgid, fd, io, chunk_flags::DISCOVERY, at, 0, 1);
+    }
     send_chunk(p, pid_tgid, fd, io, chunk_flags::DISCOVERY, buf, iov_cnt, ret);
 }
+
+/// Where a lone byte that may start a request was read to, per socket of
+/// an untracked server (see `emit::lead_starts_request`).
+#[map]
+static SOCK_LEAD_BYTE: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]

@@ -53,7 +53,7 @@ static SSL_CALLS: LruHashMap<u64, SslCall> = LruHashMap::with_max_entries(16384,
 /// discovery candidate. `Some(None)`: unknown to the kernel but discovery
 /// may sniff it.
 #[inline(always)]
-fn interest(tgid: u32) -> Option<Option<*mut ProcState>> {
+pub fn interest(tgid: u32) -> Option<Option<*mut ProcState>> {
     if tgid == config::agent_tgid() {
         return None;
     }
@@ -80,22 +80,8 @@ fn enter(ctx: &ProbeContext, io: u8, ex: bool) -> u32 {
     let (Some(ssl), Some(buf)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
         return 0;
     };
-    let tracked = p.is_some_and(|p| unsafe { (*p).state } & proc_state::TRACKED != 0);
-    if !tracked && io == op::WRITE {
-        // An untracked process's write is only worth its return when it
-        // starts a request, or continues a session being sniffed; its
-        // bytes are already there to look at.
-        let key = SslKey {
-            tgid: (pid_tgid >> 32) as u32,
-            _pad: 0,
-            ssl,
-        };
-        let sniffed = unsafe { SSLS.get(key) }.is_some();
-        let request =
-            unsafe { bpf_probe_read_user(buf as *const [u8; 4]) }.is_ok_and(|b| &b == b"POST" || &b == b"GET ");
-        if !sniffed && !request {
-            return 0;
-        }
+    if !worth_its_return(pid_tgid, p, ssl, buf, io) {
+        return 0;
     }
     let ex_len = if ex { ctx.arg::<u64>(3).unwrap_or(0) } else { 0 };
     let call = SslCall {
@@ -141,39 +127,92 @@ fn exit(ctx: &RetProbeContext, ex: bool) -> u32 {
     if len == 0 {
         return 0;
     }
-    let tgid = (pid_tgid >> 32) as u32;
-    let Some(p) = interest(tgid) else { return 0 };
     let fd = socket_of_call(pid_tgid, &call);
+    plaintext(pid_tgid, call.ssl, call.buf, len, call.op, fd);
+    0
+}
+
+/// At a TLS call's entry: whether its return is worth looking at. A
+/// tracked process's always is; an untracked process's write only when it
+/// starts a request or continues a session being sniffed (its bytes are
+/// already there to look at), its reads always (what they bring is only
+/// known at return).
+#[inline(always)]
+pub fn worth_its_return(pid_tgid: u64, p: Option<*mut ProcState>, session: u64, buf: u64, io: u8) -> bool {
+    let tracked = p.is_some_and(|p| unsafe { (*p).state } & proc_state::TRACKED != 0);
+    if tracked || io != op::WRITE {
+        return true;
+    }
+    let key = SslKey {
+        tgid: (pid_tgid >> 32) as u32,
+        _pad: 0,
+        ssl: session,
+    };
+    let sniffed = unsafe { SSLS.get(key) }.is_some();
+    sniffed || unsafe { bpf_probe_read_user(buf as *const [u8; 4]) }.is_ok_and(|b| &b == b"POST" || &b == b"GET ")
+}
+
+/// `len` plaintext bytes a TLS library moved for session `session` (an
+/// `SSL*`, a Go `*tls.Conn`...), on socket `fd` when known (-1): sent for a
+/// tracked process, sniffed for an untracked one. Whatever the library,
+/// the same records.
+#[inline(always)]
+pub fn plaintext(pid_tgid: u64, session: u64, buf: u64, len: u64, io: u8, fd: i32) {
+    let tgid = (pid_tgid >> 32) as u32;
+    let Some(p) = interest(tgid) else { return };
     let key = SslKey {
         tgid,
         _pad: 0,
-        ssl: call.ssl,
+        ssl: session,
     };
     // Sessions the agent let go (not MCP) are skipped, tracked or not.
     let flags = unsafe { SSLS.get(key) }.copied().unwrap_or(0);
     if flags & ssl_flags::IGNORE != 0 {
-        return 0;
+        return;
     }
     let tracked = p.is_some_and(|p| unsafe { (*p).state } & proc_state::TRACKED != 0);
     if tracked {
-        send_chunk(pid_tgid, &call, fd, 0, len, p);
-        return 0;
+        send_chunk(pid_tgid, session, io, buf, fd, 0, len, p);
+        return;
     }
     // Discovery: a session of an untracked process.
     if flags & ssl_flags::CAPTURE != 0 {
-        send_chunk(pid_tgid, &call, fd, chunk_flags::DISCOVERY, len, None);
-        return 0;
+        send_chunk(pid_tgid, session, io, buf, fd, chunk_flags::DISCOVERY, len, None);
+        return;
     }
-    let Some(b) = first4(call.buf, 0, len) else { return 0 };
-    let request = &b == b"POST" || &b == b"GET ";
+    let Some(b) = first4(buf, 0, len) else {
+        // A lone byte that may start the next request (Go's read-ahead):
+        // judged with the next read.
+        if io == op::READ && emit::may_lead_request(buf, 0, len) {
+            let _ = TLS_LEAD_BYTE.insert(key, buf, 0);
+        }
+        return;
+    };
+    let mut lead = None;
+    let mut request = &b == b"POST" || &b == b"GET ";
+    if !request
+        && io == op::READ
+        && let Some(&at) = unsafe { TLS_LEAD_BYTE.get(key) }
+    {
+        let _ = TLS_LEAD_BYTE.remove(key);
+        request = emit::lead_starts_request(at, b);
+        lead = request.then_some(at);
+    }
     if !request {
-        return 0;
+        return;
     }
     let _ = SSLS.insert(key, ssl_flags::CAPTURE, 0);
     count(counter::TLS_SNIFFS, 1);
-    send_chunk(pid_tgid, &call, fd, chunk_flags::DISCOVERY, len, None);
-    0
+    if let Some(at) = lead {
+        send_chunk(pid_tgid, session, io, at, fd, chunk_flags::DISCOVERY, 1, None);
+    }
+    send_chunk(pid_tgid, session, io, buf, fd, chunk_flags::DISCOVERY, len, None);
 }
+
+/// Where a lone byte that may start a request was read to, per session of
+/// an untracked process (see `emit::lead_starts_request`).
+#[map]
+static TLS_LEAD_BYTE: LruHashMap<SslKey, u64> = LruHashMap::with_max_entries(4096, 0);
 
 /// How long before a decrypting `SSL_read` its ciphertext may have been
 /// received for the two to be tied.
@@ -199,16 +238,26 @@ fn socket_of_call(pid_tgid: u64, call: &SslCall) -> i32 {
 }
 
 #[inline(always)]
-fn send_chunk(pid_tgid: u64, call: &SslCall, fd: i32, flags: u8, len: u64, p: Option<*mut ProcState>) {
+#[allow(clippy::too_many_arguments)]
+fn send_chunk(
+    pid_tgid: u64,
+    session: u64,
+    io: u8,
+    buf: u64,
+    fd: i32,
+    flags: u8,
+    len: u64,
+    p: Option<*mut ProcState>,
+) {
     let chunk = emit::Call {
         channel: channel::TLS,
         pid_tgid,
         fd,
-        op: call.op,
+        op: io,
         flags,
-        ssl: call.ssl,
+        ssl: session,
     };
-    emit::queue(chunk, call.buf, 0, len, p);
+    emit::queue(chunk, buf, 0, len, p);
 }
 
 #[uprobe]
@@ -248,11 +297,23 @@ pub fn ssl_rw_ex_exit(ctx: RetProbeContext) -> u32 {
 /// `SSL_free(ssl)`: the session is over.
 #[uprobe]
 pub fn ssl_free(ctx: ProbeContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    let Some(p) = interest(tgid) else { return 0 };
     let Some(ssl) = ctx.arg::<u64>(0) else { return 0 };
-    let key = SslKey { tgid, _pad: 0, ssl };
+    session_ended(bpf_get_current_pid_tgid(), ssl);
+    0
+}
+
+/// A TLS session ended (`SSL_free`, Go's `(*Conn).Close`): the agent
+/// closes it, when it knew it. Sessions are named by an address the
+/// library reuses for the next one.
+#[inline(always)]
+pub fn session_ended(pid_tgid: u64, session: u64) {
+    let tgid = (pid_tgid >> 32) as u32;
+    let Some(p) = interest(tgid) else { return };
+    let key = SslKey {
+        tgid,
+        _pad: 0,
+        ssl: session,
+    };
     let known = unsafe { SSLS.get(key) }.copied();
     if known.is_some() {
         let _ = SSLS.remove(key);
@@ -264,8 +325,7 @@ pub fn ssl_free(ctx: ProbeContext) -> u32 {
             kind: record::TLS_CLOSE,
             tgid,
             ts_ns: unsafe { bpf_ktime_get_ns() },
-            ssl,
+            ssl: session,
         });
     }
-    0
 }

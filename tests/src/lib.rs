@@ -23,6 +23,8 @@ pub struct Env {
     pub peers: PathBuf,
     pub python: PathBuf,
     pub artifacts: PathBuf,
+    /// The Go peers built by `cargo xtask setup` (target/peers/go).
+    pub go_peers: PathBuf,
 }
 
 pub fn env() -> Env {
@@ -40,6 +42,7 @@ pub fn env() -> Env {
         peers: var("MCPTAP_PEERS"),
         python: var("MCPTAP_PYTHON"),
         artifacts: var("MCPTAP_ARTIFACTS"),
+        go_peers: var("MCPTAP_GO_PEERS"),
     }
 }
 
@@ -179,6 +182,40 @@ impl Env {
             .spawn()
             .expect("start server");
         Server { child, port }.wait_listening(name)
+    }
+
+    /// The Go MCP server (tests/peers/go/server) of build `build`
+    /// (`server`, `server-stripped`, `server-pie`) over HTTPS.
+    pub fn go_server(&self, build: &str, name: &str, cert: &Cert) -> Server {
+        let port = free_port();
+        let binary = self.go_peers.join(build);
+        assert!(
+            binary.exists(),
+            "{} is not built: run `cargo xtask setup`",
+            binary.display()
+        );
+        self.server_command(
+            name,
+            &format!(
+                "exec {} -port {port} -cert {} -key {} -name {name}",
+                binary.display(),
+                cert.cert.display(),
+                cert.key.display()
+            ),
+            port,
+        )
+    }
+
+    /// Runs the Go MCP client (tests/peers/go/client) of build `build`
+    /// against `url` and returns its report (client_pid, server_pid,
+    /// outcomes, session).
+    pub fn go_client(&self, build: &str, url: &str, cert: &Cert, name: &str, calls: u32) -> Value {
+        let out = Command::new(self.go_peers.join(build))
+            .args(["-url", url, "-name", name, "-calls", &calls.to_string(), "-ca"])
+            .arg(&cert.cert)
+            .output()
+            .expect("start the Go client");
+        parse_report("the Go client", &out)
     }
 
     /// A certificate and key for 127.0.0.1 (tests/peers/make_cert.py).
@@ -495,6 +532,21 @@ pub fn count(ops: &[Value], method: &str, tool: Option<&str>, status: &str) -> u
             e["mcp.method.name"] == method && tool.is_none_or(|t| e["gen_ai.tool.name"] == t) && e["status"] == status
         })
         .count()
+}
+
+/// Asserts that `ops` are exactly `expected` (method, tool, status, how
+/// many): nothing missing, nothing more.
+pub fn assert_exactly(ops: &[Value], expected: &[(&str, Option<&str>, &str, usize)], what: &str) {
+    for &(method, tool, status, n) in expected {
+        assert_eq!(
+            count(ops, method, tool, status),
+            n,
+            "{what}: {method} {tool:?} {status}\n{}",
+            summary(ops)
+        );
+    }
+    let total: usize = expected.iter().map(|e| e.3).sum();
+    assert_eq!(ops.len(), total, "{what}: nothing more\n{}", summary(ops));
 }
 
 /// A scraped `/metrics` page.

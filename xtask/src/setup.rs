@@ -49,6 +49,10 @@ pub fn setup(needs: Needs) -> Result<()> {
         step("Debian packages of the tests' receivers", ensure_test_packages)?;
         step("Python MCP peers (tests/peers/requirements.txt)", ensure_python_peers)?;
         step("Node MCP peers (tests/peers/package-lock.json)", ensure_node_peers)?;
+        step(
+            "Go MCP peers (tests/peers/go, built into target/peers/go)",
+            ensure_go_peers,
+        )?;
     }
     if needs.vms {
         step(
@@ -130,6 +134,8 @@ const TEST_PACKAGES: &[&str] = &[
     "tmux",
     // The lifecycle test looks for programs left in the kernel.
     "bpftool",
+    // The Go MCP peers (tests/peers/go) are built with Debian's Go.
+    "golang-go",
 ];
 
 fn deb_installed(package: &str) -> bool {
@@ -307,6 +313,49 @@ fn ensure_python_peers() -> Result<Option<String>> {
     .context("pip could not install the Python peers")?;
     fs::copy(&requirements, &stamp)?;
     Ok(Some("installed into tests/peers/.venv".into()))
+}
+
+/// Where the Go peers are built, and their builds: plain, stripped with
+/// `-trimpath`, position-independent and stripped.
+pub fn go_peers_dir() -> PathBuf {
+    repo_root().join("target/peers/go")
+}
+
+const GO_BUILDS: &[(&str, &str, &[&str])] = &[
+    ("server", "./server", &[]),
+    ("server-stripped", "./server", &["-ldflags=-s -w", "-trimpath"]),
+    (
+        "server-pie",
+        "./server",
+        &["-buildmode=pie", "-ldflags=-s -w", "-trimpath"],
+    ),
+    ("client", "./client", &[]),
+    ("client-stripped", "./client", &["-ldflags=-s -w", "-trimpath"]),
+];
+
+/// Builds the Go peers (standard library only: no download); Go's own
+/// cache makes a rebuild of unchanged sources take a second.
+fn ensure_go_peers() -> Result<Option<String>> {
+    let out = go_peers_dir();
+    fs::create_dir_all(&out)?;
+    for (name, package, flags) in GO_BUILDS {
+        cmd::run(
+            Command::new("go")
+                .arg("build")
+                .args(*flags)
+                .arg("-o")
+                .arg(out.join(name))
+                .arg(package)
+                .current_dir(peers_dir().join("go"))
+                .env("GOCACHE", out.join("cache"))
+                .env("GOPATH", out.join("gopath"))
+                .env("GOFLAGS", "-mod=mod")
+                .env("GOTOOLCHAIN", "local")
+                .env("GOPROXY", "off"),
+        )
+        .with_context(|| format!("go build of the Go peer {name} failed (Debian's golang-go)"))?;
+    }
+    Ok(None)
 }
 
 /// The dashboard's build tooling (Vite, React, TypeScript), from the lock

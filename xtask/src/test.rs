@@ -150,6 +150,7 @@ fn e2e_env(agent: &Path, artifacts: &Path) -> Vec<(&'static str, PathBuf)> {
         ("MCPTAP_PEERS", peers_dir()),
         ("MCPTAP_PYTHON", venv_python()),
         ("MCPTAP_ARTIFACTS", artifacts.to_path_buf()),
+        ("MCPTAP_GO_PEERS", setup::go_peers_dir()),
     ]
 }
 

@@ -252,15 +252,28 @@ impl Capture {
         );
 
         let tls = if opts.capture_tls {
-            for &program in tls::PROGRAMS {
-                let prog: &mut UProbe = ebpf
-                    .program_mut(program)
-                    .ok_or(CaptureError::Missing(program))?
-                    .try_into()
-                    .map_err(attach_err(program, "OpenSSL"))?;
-                prog.load().map_err(attach_err(program, "OpenSSL"))?;
+            // OpenSSL's programs are required; another library's refused
+            // by this kernel leaves that library uncaptured, said once.
+            let mut disabled = Vec::new();
+            for library in tls::target::Library::ALL {
+                for &program in tls::programs(library) {
+                    let prog: &mut UProbe = ebpf
+                        .program_mut(program)
+                        .ok_or(CaptureError::Missing(program))?
+                        .try_into()
+                        .map_err(attach_err(program, library.as_str()))?;
+                    match prog.load().map_err(attach_err(program, library.as_str())) {
+                        Ok(()) => {}
+                        Err(e) if library != tls::target::Library::OpenSsl => {
+                            tracing::warn!(library = library.as_str(), "TLS of this library is not captured: {e}");
+                            disabled.push(library);
+                            break;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
             }
-            let mut hooks = tls::TlsHooks::new(opts.tls_discovery);
+            let mut hooks = tls::TlsHooks::new(opts.tls_discovery, disabled);
             hooks.start(&mut ebpf, &selection.tracked());
             Some(hooks)
         } else {
@@ -343,6 +356,11 @@ impl Capture {
                     self.selection.set_tls_probed(pid, true);
                 }
             }
+            for pid in self.selection.take_tls_not_mcp() {
+                if tls.on_tls_not_mcp(&mut self.ebpf, pid) {
+                    self.selection.set_tls_probed(pid, false);
+                }
+            }
             for pid in tracked {
                 tls.on_tracked(&mut self.ebpf, pid);
             }
@@ -350,7 +368,9 @@ impl Capture {
                 tls.on_exit(&mut self.ebpf, pid);
             }
             let selection = &self.selection;
-            tls.run_due(&mut self.ebpf, &|pid| selection.is_tracked(pid));
+            for pid in tls.run_due(&mut self.ebpf, &|pid| selection.is_tracked(pid)) {
+                self.selection.set_tls_probed(pid, true);
+            }
         }
     }
 
@@ -376,7 +396,7 @@ impl Capture {
 
     /// Files carrying the TLS probes, by kind, and the processes with
     /// probes of their own.
-    pub fn tls_hooked(&self) -> (Vec<(&'static str, usize)>, usize) {
+    pub fn tls_hooked(&self) -> (Vec<(tls::target::Library, tls::target::FileKind, usize)>, usize) {
         match &self.tls {
             Some(tls) => (tls.hooked_files(), tls.hooked_processes()),
             None => (Vec::new(), 0),

@@ -48,6 +48,9 @@ pub struct Selection {
     /// TLS probes follow them).
     newly_tracked: Vec<u32>,
     exited: Vec<u32>,
+    /// Untracked processes a sniffed TLS session of which was not MCP,
+    /// since the last call (HTTPS discovery counts them).
+    tls_not_mcp: Vec<u32>,
 }
 
 fn take<K: aya::Pod, V: aya::Pod>(
@@ -74,6 +77,7 @@ impl Selection {
             port_rules: take(ebpf, map::PORT_RULES)?,
             select_ports: HashSet::new(),
             released: HashMap::new(),
+            tls_not_mcp: Vec::new(),
             budget_exhausted: 0,
             newly_tracked: Vec::new(),
             exited: Vec::new(),
@@ -311,6 +315,9 @@ impl Selection {
             return;
         }
         self.forget_channel(tgid, channel, false);
+        if matches!(channel, Channel::Tls(_)) {
+            self.tls_not_mcp.push(tgid);
+        }
         let n = self.released.entry(tgid).or_default();
         *n += 1;
         if *n >= DISCOVERY_BUDGET {
@@ -322,6 +329,12 @@ impl Selection {
             );
             self.exclude(tgid);
         }
+    }
+
+    /// Untracked processes a sniffed TLS session of which turned out not to
+    /// be MCP, since the last call (one entry per session).
+    pub fn take_tls_not_mcp(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.tls_not_mcp)
     }
 
     /// Never capture this connection (HTTP/2, WebSocket).

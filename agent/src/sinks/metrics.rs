@@ -80,6 +80,7 @@ pub struct Metrics {
     /// maps): a soak test checks none grows.
     pub tables: IntGaugeVec,
     pub tls_hooked_processes: IntGauge,
+    pub tls_unsupported: IntGaugeVec,
     pub discovery_budget_exhausted: IntGauge,
     pub peer_scans_skipped: IntGauge,
     net_sniffs: IntCounterVec,
@@ -304,9 +305,20 @@ impl Metrics {
                 IntGaugeVec::new(
                     Opts::new(
                         "mcptap_tls_hooked_files",
-                        "Files (libssl copies, executables with OpenSSL inside) carrying the TLS probes",
+                        "Files carrying the TLS probes, by TLS library and file kind (shared_library, executable)",
                     ),
-                    &["kind"],
+                    &["library", "kind"],
+                )
+                .expect("valid metric"),
+            ),
+            tls_unsupported: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "mcptap_tls_unsupported_binaries",
+                        "Files whose TLS library mcptap recognised but does not probe, by reason (each file once)",
+                    ),
+                    &["reason"],
                 )
                 .expect("valid metric"),
             ),
@@ -324,7 +336,7 @@ impl Metrics {
             ),
             tls_discovery: counter_vec(
                 "mcptap_tls_discovery_total",
-                "HTTPS discovery: processes whose TLS library was probed (probed), left alone because their program was found not to speak MCP lately (skipped), probed from their exec because it was found to (expected), and the verdicts (mcp, not_mcp)",
+                "HTTPS discovery: processes whose TLS library was probed (probed), left alone because their program was found not to speak MCP lately (skipped), probed from their exec because it was found to or ended undecided last time (expected), and the verdicts (mcp, not_mcp, undecided: ended inside the window)",
                 &["outcome"],
             ),
             tables: register(
@@ -485,6 +497,7 @@ impl Metrics {
             ("probed", c.probed),
             ("skipped", c.skipped),
             ("expected", c.expected),
+            ("undecided", c.undecided),
             ("mcp", c.mcp),
             ("not_mcp", c.not_mcp),
         ] {

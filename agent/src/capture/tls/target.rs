@@ -1,0 +1,150 @@
+//! What TLS library a file carries and where its probes go: one answer per
+//! file, from its ELF contents only (never from its name alone, never at a
+//! guessed offset).
+
+use std::{fs, path::Path};
+
+use super::{golang, openssl};
+
+/// A TLS implementation mcptap reads plaintext from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Library {
+    /// OpenSSL's API, found by its exported symbols.
+    OpenSsl,
+    /// Go's crypto/tls, found in `.gopclntab`.
+    Go,
+}
+
+impl Library {
+    pub const ALL: [Library; 2] = [Library::OpenSsl, Library::Go];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Library::OpenSsl => "openssl",
+            Library::Go => "go",
+        }
+    }
+}
+
+/// How the file is used: a shared library every process may map, or a
+/// program's executable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    SharedLibrary,
+    Executable,
+}
+
+impl FileKind {
+    pub const ALL: [FileKind; 2] = [FileKind::SharedLibrary, FileKind::Executable];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileKind::SharedLibrary => "shared_library",
+            FileKind::Executable => "executable",
+        }
+    }
+}
+
+/// One uprobe: the kernel program, where (file offset), on what function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub program: &'static str,
+    pub offset: u64,
+    pub function: &'static str,
+}
+
+/// A file's TLS library and its probes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub library: Library,
+    pub kind: FileKind,
+    pub probes: Vec<Probe>,
+    /// What was recognised (`go1.19.8`), for the log.
+    pub detail: Option<String>,
+    /// The file is the program itself (a compiled Go program), not a
+    /// library or a runtime many programs share (libssl, `node`): once it
+    /// speaks MCP, every process running it is probed.
+    pub program_file: bool,
+}
+
+/// A file mcptap recognises but will not probe: the reason is a bounded
+/// label (`mcptap_tls_unsupported_binaries{reason}`), the message says the
+/// rest in one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsupported {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// What a file is, for TLS capture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    Tls(Target),
+    /// No TLS library mcptap knows (most files).
+    Nothing,
+    Unsupported(Unsupported),
+}
+
+/// Maps an ELF file read-only and runs `f` on it; `None` when it cannot be
+/// read or is not ELF.
+pub fn with_elf<T>(path: &Path, f: impl FnOnce(&object::File<'_>) -> T) -> Option<T> {
+    let file = fs::File::open(path).ok()?;
+    // SAFETY: a read-only mapping of a file we only read, briefly; a
+    // concurrent truncation could fault, which is why only headers,
+    // symbol tables and a few functions' code are touched.
+    let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+    let elf = object::File::parse(&*map).ok()?;
+    Some(f(&elf))
+}
+
+/// Looks at a file a process maps as `kind`.
+pub fn identify(path: &Path, kind: FileKind) -> Finding {
+    with_elf(path, |elf| identify_elf(elf, kind)).unwrap_or(Finding::Nothing)
+}
+
+fn identify_elf(elf: &object::File<'_>, kind: FileKind) -> Finding {
+    if let Some(probes) = openssl::probes(elf) {
+        return Finding::Tls(Target {
+            library: Library::OpenSsl,
+            kind,
+            probes,
+            detail: None,
+            program_file: false,
+        });
+    }
+    if kind == FileKind::SharedLibrary {
+        return Finding::Nothing;
+    }
+    match golang::inspect_elf(elf) {
+        Ok(Some(go)) => Finding::Tls(Target {
+            library: Library::Go,
+            kind,
+            probes: go.probes(),
+            detail: go.version.clone(),
+            program_file: true,
+        }),
+        Ok(None) => Finding::Nothing,
+        Err(e) => Finding::Unsupported(Unsupported {
+            reason: e.reason(),
+            message: e.to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordinary_files_carry_nothing() {
+        assert_eq!(identify(Path::new("/bin/sh"), FileKind::Executable), Finding::Nothing);
+        assert_eq!(
+            identify(Path::new("/etc/hostname"), FileKind::Executable),
+            Finding::Nothing
+        );
+        assert_eq!(
+            identify(Path::new("/nonexistent"), FileKind::SharedLibrary),
+            Finding::Nothing
+        );
+    }
+}

@@ -1,0 +1,3 @@
+module mcptap.test/peers
+
+go 1.19
