@@ -44,9 +44,20 @@ pub enum Command {
     /// and print the events (no kernel, no root): how parser bugs are
     /// reproduced.
     Replay(ReplayArgs),
+    /// Say which TLS library each executable or shared library carries and
+    /// where mcptap would probe it, or why it would not (no root, no kernel):
+    /// what to run when a program's HTTPS is not seen.
+    TlsInfo(TlsInfoArgs),
     /// Install the agent as a service: `mcptap install systemd`.
     #[command(subcommand)]
     Install(crate::install::Install),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TlsInfoArgs {
+    /// Files to look at (executables, libssl copies).
+    #[arg(required = true)]
+    pub files: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]

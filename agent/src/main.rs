@@ -51,6 +51,10 @@ fn main() -> std::process::ExitCode {
             run::replay(args)
         }
         cli::Command::Install(what) => install::run(what),
+        cli::Command::TlsInfo(args) => {
+            init_logging("warn");
+            return mcptap::capture::tls::print_info(&args.files);
+        }
     };
     // What is still running once the command is done (a dashboard or API
     // request in flight, a tail client's stream) is cut short: the agent

@@ -1,6 +1,6 @@
-//! Go's crypto/tls: uprobes on `crypto/tls.(*Conn).Read` and `Write` (entry:
-//! remember the buffer; each `ret` instruction: copy what moved) and
-//! `Close` (entry: the session ends), found
+//! Go's crypto/tls: uprobes on `crypto/tls.(*Conn).Read` (entry: remember
+//! the buffer; each `ret` instruction: copy what moved), `Write` (entry:
+//! copy what it is given) and `Close` (entry: the session ends), found
 //! and placed by the agent (`agent/src/capture/golang.rs`: `.gopclntab`,
 //! disassembly).
 //!
@@ -114,12 +114,27 @@ pub fn go_tls_read_enter(ctx: ProbeContext) -> u32 {
     enter(&ctx, op::READ)
 }
 
+
+/// A write's bytes are all there at entry, and are sent from there: its
+/// request must reach the agent before the response another goroutine
+/// reads (at a `ret`) on another thread. `Write` returns only when it
+/// wrote everything (or the connection failed).
 #[uprobe]
 pub fn go_tls_write_enter(ctx: ProbeContext) -> u32 {
-    enter(&ctx, op::WRITE)
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(p) = tls::interest((pid_tgid >> 32) as u32) else {
+        return 0;
+    };
+    let (conn, buf, len, _) = go_regs(&ctx);
+    if len == 0 || !tls::worth_its_return(pid_tgid, p, conn, buf, op::WRITE) {
+        return 0;
+    }
+    tls::plaintext(pid_tgid, conn, buf, len, op::WRITE, socket_fd(conn));
+    emit::flush();
+    0
 }
 
-/// At each `ret` of Read and Write: RAX holds `n`.
+/// At each `ret` of Read: RAX holds `n`.
 #[uprobe]
 pub fn go_tls_ret(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();

@@ -11,7 +11,7 @@ use mcptap_common::{ProcessRecord, comm_rule, proc_state, record};
 
 use crate::{
     config,
-    maps::{COMM_RULES, PROCS, forget, forget_ruled_out, send, watch_process},
+    maps::{COMM_RULES, PROCS, forget, forget_ruled_out, send, send_now, watch_process},
 };
 
 #[tracepoint]
@@ -20,8 +20,14 @@ pub fn sched_exec(_ctx: TracePointContext) -> u32 {
     // A new program may speak MCP on the stdin the old one ruled out.
     forget_ruled_out(tgid);
     if config::send_execs() && tgid != config::agent_tgid() {
-        // A new program may bring a TLS library the agent has not hooked.
-        send_process(record::EXEC_ANY, tgid);
+        // A new program may bring a TLS library the agent has not hooked,
+        // and one known to speak MCP is probed before its first request:
+        // the agent is woken at once (an exec costs far more than that).
+        send_now(ProcessRecord {
+            kind: record::EXEC_ANY,
+            tgid,
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+        });
     }
     if let Some(p) = unsafe { PROCS.get(tgid) }
         && p.state & proc_state::TRACKED != 0 {

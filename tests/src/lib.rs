@@ -150,6 +150,9 @@ impl Drop for Server {
 pub struct Cert {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// What clients trust: the certificate itself (self-signed), or the CA
+    /// that signed it.
+    pub ca: PathBuf,
 }
 
 impl Env {
@@ -212,7 +215,7 @@ impl Env {
     pub fn go_client(&self, build: &str, url: &str, cert: &Cert, name: &str, calls: u32) -> Value {
         let out = Command::new(self.go_peers.join(build))
             .args(["-url", url, "-name", name, "-calls", &calls.to_string(), "-ca"])
-            .arg(&cert.cert)
+            .arg(&cert.ca)
             .output()
             .expect("start the Go client");
         parse_report("the Go client", &out)
@@ -220,20 +223,36 @@ impl Env {
 
     /// A certificate and key for 127.0.0.1 (tests/peers/make_cert.py).
     pub fn cert(&self, name: &str) -> Cert {
+        self.make_cert(name, false)
+    }
+
+    /// A certificate for 127.0.0.1 signed by a CA of its own (`ca`): what
+    /// verifiers that refuse a self-signed server certificate want (Bun's,
+    /// and so Claude Code's).
+    pub fn cert_with_ca(&self, name: &str) -> Cert {
+        self.make_cert(name, true)
+    }
+
+    fn make_cert(&self, name: &str, with_ca: bool) -> Cert {
         let cert = self.artifacts.join(format!("{name}-cert.pem"));
         let key = self.artifacts.join(format!("{name}-key.pem"));
-        let out = Command::new(&self.python)
-            .arg(self.peers.join("make_cert.py"))
-            .arg(&cert)
-            .arg(&key)
-            .output()
-            .expect("make_cert.py");
+        let ca = if with_ca {
+            self.artifacts.join(format!("{name}-ca.pem"))
+        } else {
+            cert.clone()
+        };
+        let mut command = Command::new(&self.python);
+        command.arg(self.peers.join("make_cert.py")).arg(&cert).arg(&key);
+        if with_ca {
+            command.arg(&ca);
+        }
+        let out = command.output().expect("make_cert.py");
         assert!(
             out.status.success(),
             "make_cert.py: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        Cert { cert, key }
+        Cert { cert, key, ca }
     }
 }
 
@@ -358,6 +377,20 @@ impl Agent {
         if let Some(child) = &self.child {
             // SAFETY: plain kill(2) on our own child.
             unsafe { libc::kill(child.id() as i32, signal) };
+        }
+    }
+
+    /// Waits until a metric's value (summed over the series whose labels
+    /// include `labels`) is `want`.
+    pub fn wait_metric(&self, name: &str, labels: &[(&str, &str)], want: f64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let have = self.metrics().value(name, labels);
+            if have == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{name}{labels:?} is {have}, not {want}");
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -532,6 +565,33 @@ pub fn count(ops: &[Value], method: &str, tool: Option<&str>, status: &str) -> u
             e["mcp.method.name"] == method && tool.is_none_or(|t| e["gen_ai.tool.name"] == t) && e["status"] == status
         })
         .count()
+}
+
+/// Seconds since the epoch of an event's `time` (RFC 3339, UTC:
+/// `2026-12-01T17:04:16.910553Z`).
+pub fn unix_seconds(time: &str) -> Option<f64> {
+    let (date, clock) = time.strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut c = clock.split(':');
+    let (h, min) = (c.next()?.parse::<i64>().ok()?, c.next()?.parse::<i64>().ok()?);
+    let sec: f64 = c.next()?.parse().ok()?;
+    // Days from 1970-01-01 (Howard Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    Some((days * 86400 + h * 3600 + min * 60) as f64 + sec)
+}
+
+/// Now, in the same seconds as [`unix_seconds`].
+pub fn now_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
 }
 
 /// Asserts that `ops` are exactly `expected` (method, tool, status, how

@@ -9,47 +9,25 @@
 
 use std::time::Duration;
 
-use mcptap_tests::{Agent, Cert, Env, Metrics, assert_exactly, env, observed};
+use std::process::Command;
+
+use mcptap_tests::{Agent, Cert, Env, assert_exactly, env, now_seconds, observed, parse_report, unix_seconds};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Verdicts HTTPS discovery reached so far (a program found to speak MCP,
-/// or one that ended before anything could be decided).
-fn verdicts(m: &Metrics) -> f64 {
-    m.value("mcptap_tls_discovery_total", &[("outcome", "mcp")])
-        + m.value("mcptap_tls_discovery_total", &[("outcome", "undecided")])
-}
-
-/// Waits until discovery has reached `n` verdicts.
-fn wait_verdicts(agent: &Agent, n: f64) {
-    let deadline = std::time::Instant::now() + WAIT;
-    while verdicts(&agent.metrics()) < n {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "HTTPS discovery reached {} verdicts, not {n}:\n{}",
-            verdicts(&agent.metrics()),
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Runs a client until HTTPS discovery knows both programs: the server is
 /// tracked, and the client's program has a verdict (it spoke MCP, or it
 /// ended before its probes landed: then it is probed from its exec next
-/// time). Each run of the client ends with one verdict.
-fn warm_up(agent: &Agent, server_pid: u64, mut run: impl FnMut()) {
+/// time). `run` returns the client's pid.
+fn warm_up(agent: &Agent, server_pid: u64, mut run: impl FnMut() -> u64) {
     let discovered = format!("discovered an MCP peer pid={server_pid}");
     for _ in 0..5 {
-        let known = agent.log_text().contains(&discovered);
-        let before = verdicts(&agent.metrics());
-        run();
-        wait_verdicts(agent, before + 1.0);
+        let pid = run();
+        // Each run ends with a verdict on its program (an exit is noticed
+        // within the agent's periodic scan).
+        agent.wait_log(&format!("HTTPS discovery verdict pid={pid} "), WAIT);
         if agent.log_text().contains(&discovered) {
-            if !known {
-                wait_verdicts(agent, before + 2.0); // the server's, and the client's
-            }
             return;
         }
     }
@@ -57,6 +35,14 @@ fn warm_up(agent: &Agent, server_pid: u64, mut run: impl FnMut()) {
         "the server was not discovered in 5 runs of its client:\n{}",
         agent.log_text()
     );
+}
+
+/// The client's pid in a driver's or the Go client's report.
+fn client_pid(report: &Value) -> u64 {
+    report["client_pid"]
+        .as_u64()
+        .or_else(|| report["sessions"][0]["client_pid"].as_u64())
+        .unwrap_or_else(|| panic!("no client pid: {report}"))
 }
 
 /// The Python SDK client's plan against `url`.
@@ -89,13 +75,24 @@ const GO_CLIENT_OPS: &[(&str, Option<&str>, &str, usize)] = &[
     ("ping", None, "ok", 1),
 ];
 
-/// One MCP session seen from both sides: the client's operations (by its
-/// pid) and the server's (by its pid, in the client's session), exactly
-/// `expected` on each side, with the same names and addresses.
+/// Which of a client's operations are the ones checked.
+enum Measured {
+    /// Those of the run that started then (`now_seconds`).
+    Since(f64),
+    /// Those of the client's last MCP session (a later session of the same
+    /// process; events name sessions alike on both sides).
+    LastSession,
+}
+
+/// One client run seen from both sides: the client's operations (by its
+/// pid) and the server's (by its pid), those of the measured run or
+/// session, exactly `expected` on each side, with the same names and
+/// addresses.
 #[allow(clippy::too_many_arguments)]
 fn assert_both_sides(
     agent: &Agent,
     what: &str,
+    measured: Measured,
     client_pid: u64,
     server_pid: u64,
     port: u16,
@@ -104,16 +101,22 @@ fn assert_both_sides(
     expected: &[(&str, Option<&str>, &str, usize)],
 ) {
     let total: usize = expected.iter().map(|e| e.3).sum();
-    let session_of = |events: &[Value]| {
+    let last_session = |events: &[Value]| -> Option<String> {
         observed(events, "client", client_pid)
             .iter()
-            .find_map(|e| e["mcp.session.id"].as_str().map(String::from))
+            .filter_map(|e| e["mcp.session.id"].as_str().map(String::from))
+            .next_back()
     };
     let in_session = |events: &[Value], side: &str, pid: u64| -> Vec<Value> {
-        let session = session_of(events);
+        let last = last_session(events);
         observed(events, side, pid)
             .into_iter()
-            .filter(|e| side == "client" || e["mcp.session.id"].as_str().map(String::from) == session)
+            .filter(|e| match &measured {
+                Measured::Since(since) => {
+                    side == "client" || e["time"].as_str().and_then(unix_seconds).is_some_and(|t| t >= *since)
+                }
+                Measured::LastSession => last.is_some() && e["mcp.session.id"].as_str() == last.as_deref(),
+            })
             .collect()
     };
     agent.wait_events(what, WAIT, |ev| {
@@ -161,9 +164,8 @@ fn go_https_server_plain_stripped_and_pie_seen_from_both_sides() {
         let srv = env.go_server(build, &name, &cert);
         let url = format!("https://127.0.0.1:{}/mcp", srv.port);
         let plan = python_plan(&url, &cert, &format!("py-to-{build}"));
-        warm_up(&agent, srv.pid(), || {
-            env.drive(&plan);
-        });
+        warm_up(&agent, srv.pid(), || client_pid(&env.drive(&plan)));
+        let since = now_seconds();
         let report = env.drive(&plan);
         let s = &report["sessions"][0];
         assert!(s.get("error").is_none(), "the client failed: {s}");
@@ -172,6 +174,7 @@ fn go_https_server_plain_stripped_and_pie_seen_from_both_sides() {
         assert_both_sides(
             &agent,
             &format!("Go {build} called by the Python SDK"),
+            Measured::Since(since),
             client_pid,
             srv.pid(),
             srv.port,
@@ -205,13 +208,15 @@ fn go_https_client_seen_from_both_sides() {
     let url = format!("https://127.0.0.1:{}/mcp", srv.port);
     for build in ["client", "client-stripped"] {
         warm_up(&agent, srv.pid(), || {
-            env.go_client(build, &url, &cert, "go-client", 3);
+            client_pid(&env.go_client(build, &url, &cert, "go-client", 3))
         });
+        let since = now_seconds();
         let report = env.go_client(build, &url, &cert, "go-client", 3);
         assert_eq!(report["server_pid"].as_u64(), Some(srv.pid()), "{report}");
         assert_both_sides(
             &agent,
             &format!("Go {build} calling the Python SDK server"),
+            Measured::Since(since),
             report["client_pid"].as_u64().expect("client pid"),
             srv.pid(),
             srv.port,
@@ -257,12 +262,13 @@ fn an_altered_go_binary_is_reported_not_probed() {
         observed(&events, "server", srv.pid()).is_empty(),
         "the altered server was probed"
     );
-    let m = agent.metrics();
-    assert_eq!(
-        m.value("mcptap_tls_unsupported_binaries", &[("reason", "go_code_shape")]),
+    agent.wait_metric(
+        "mcptap_tls_unsupported_binaries",
+        &[("reason", "go_code_shape")],
         1.0,
-        "reported once"
+        WAIT,
     );
+    let m = agent.metrics();
     assert_eq!(m.value("mcptap_tls_hooked_files", &[("library", "go")]), 0.0);
     let log = agent.log_text();
     let line = log
@@ -302,6 +308,256 @@ fn altered_go_server(env: &Env) -> std::path::PathBuf {
     altered[offset..offset + 10].copy_from_slice(&[0x90; 10]);
     let path = env.artifacts.join("go-server-altered");
     std::fs::write(&path, &altered).expect("write the altered copy");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+/// What the TypeScript SDK client (tests/peers/ts_http_client.mjs) does
+/// with 3 calls, under Node or Bun.
+const TS_CLIENT_OPS: &[(&str, Option<&str>, &str, usize)] = &[
+    ("initialize", None, "ok", 1),
+    ("tools/call", Some("whoami"), "ok", 1),
+    ("tools/call", Some("add"), "ok", 3),
+    ("tools/call", Some("refuse"), "tool_error", 1),
+];
+
+/// What `claude mcp list` does to check an HTTP server's health (Claude
+/// Code 2.1.332 speaks the 2026 protocol: discovery, no initialize).
+const CLAUDE_LIST_OPS: &[(&str, Option<&str>, &str, usize)] =
+    &[("server/discover", None, "ok", 1), ("tools/list", None, "ok", 1)];
+
+/// The TypeScript SDK client script under `runtime` (node, or Bun's
+/// executable), `sessions` sessions in one process; returns its report.
+fn ts_client(env: &Env, runtime: &std::path::Path, url: &str, cert: &Cert, name: &str, sessions: u32) -> Value {
+    let out = Command::new(runtime)
+        .arg("ts_http_client.mjs")
+        .args([url, name, "3", &sessions.to_string()])
+        .current_dir(&env.peers)
+        .env("NODE_EXTRA_CA_CERTS", &cert.ca)
+        .output()
+        .expect("start the TypeScript client");
+    let report = parse_report("ts_http_client.mjs", &out);
+    assert_eq!(report["outcomes"]["add:ok"], 3 * sessions, "{report}");
+    report
+}
+
+/// `claude mcp list` with the server configured (HOME of its own); returns
+/// its pid.
+fn claude_list(env: &Env, home: &std::path::Path, cert: &Cert) -> u64 {
+    let child = Command::new(claude(env))
+        .args(["mcp", "list"])
+        .env("HOME", home)
+        .env("NODE_EXTRA_CA_CERTS", &cert.ca)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start claude");
+    let pid = u64::from(child.id());
+    let out = child.wait_with_output().expect("claude mcp list");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Connected"),
+        "claude mcp list: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    pid
+}
+
+fn claude(env: &Env) -> std::path::PathBuf {
+    env.peers.join("node_modules/@anthropic-ai/claude-code/bin/claude.exe")
+}
+
+fn bun(env: &Env) -> std::path::PathBuf {
+    env.peers.join("node_modules/bun/bin/bun.exe")
+}
+
+/// The Python SDK's HTTPS server (OpenSSL) called by each client that
+/// matters: the TypeScript SDK under Node (OpenSSL inside node) and under
+/// Bun (BoringSSL inside a stripped executable), Claude Code (a program
+/// Bun compiled: BoringSSL again, another build), and a Go client. Each
+/// seen whole from both sides.
+#[test]
+fn python_https_server_called_by_node_bun_claude_code_and_go() {
+    let env = env();
+    let agent = Agent::start(&env, "tls_clients", &[]);
+    let cert = env.cert_with_ca("tls_clients");
+    let tls = [
+        "--tls-cert",
+        cert.cert.to_str().unwrap(),
+        "--tls-key",
+        cert.key.to_str().unwrap(),
+    ];
+    let srv = env.http_server("e2e-py-https", &tls);
+    let url = format!("https://127.0.0.1:{}/mcp", srv.port);
+
+    // Runtimes (node, bun) run any program: their probes are attached per
+    // process, at its exec when its program is known, and a runtime that
+    // starts fast may be quicker. Each run here is two sessions in one
+    // process: the second must be seen whole.
+    for (runtime, name) in [(std::path::PathBuf::from("node"), "ts-node"), (bun(&env), "ts-bun")] {
+        warm_up(&agent, srv.pid(), || {
+            client_pid(&ts_client(&env, &runtime, &url, &cert, name, 2))
+        });
+        let report = ts_client(&env, &runtime, &url, &cert, name, 2);
+        assert_both_sides(
+            &agent,
+            &format!("TypeScript SDK under {runtime:?}, second session"),
+            Measured::LastSession,
+            client_pid(&report),
+            srv.pid(),
+            srv.port,
+            "e2e-py-https",
+            name,
+            TS_CLIENT_OPS,
+        );
+    }
+
+    let home = env.artifacts.join("tls_clients-claude-home");
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(&home).unwrap();
+    let added = Command::new(claude(&env))
+        .args([
+            "mcp",
+            "add",
+            "--transport",
+            "http",
+            "--scope",
+            "user",
+            "e2e-py-https",
+            &url,
+        ])
+        .env("HOME", &home)
+        .output()
+        .expect("claude mcp add");
+    assert!(
+        added.status.success(),
+        "claude mcp add: {}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    warm_up(&agent, srv.pid(), || claude_list(&env, &home, &cert));
+    let since = now_seconds();
+    let pid = claude_list(&env, &home, &cert);
+    assert_both_sides(
+        &agent,
+        "Claude Code (claude mcp list)",
+        Measured::Since(since),
+        pid,
+        srv.pid(),
+        srv.port,
+        "e2e-py-https",
+        "claude-code",
+        CLAUDE_LIST_OPS,
+    );
+
+    warm_up(&agent, srv.pid(), || {
+        client_pid(&env.go_client("client", &url, &cert, "go-client", 3))
+    });
+    let since = now_seconds();
+    let report = env.go_client("client", &url, &cert, "go-client", 3);
+    let pid = report["client_pid"].as_u64().expect("client pid");
+    assert_both_sides(
+        &agent,
+        "Go client",
+        Measured::Since(since),
+        pid,
+        srv.pid(),
+        srv.port,
+        "e2e-py-https",
+        "go-client",
+        GO_CLIENT_OPS,
+    );
+
+    // Bun's probes went with its processes (the runtime runs any
+    // program); Claude Code's executable keeps them (it is the program).
+    let log = agent.log_text();
+    for exe in ["bun.exe", "claude.exe"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("hooked TLS") && l.contains("library=\"boringssl\"") && l.contains(exe)),
+            "BoringSSL found in {exe}:\n{log}"
+        );
+    }
+    let m = agent.metrics();
+    assert_eq!(m.value("mcptap_tls_hooked_files", &[("library", "boringssl")]), 1.0);
+    assert_eq!(m.value("mcptap_tls_unsupported_binaries", &[]), 0.0);
+}
+
+/// A copy of Bun whose `SSL_write` no longer starts as BoringSSL's does
+/// (its QUIC check overwritten) is reported once and never probed, though
+/// its build id is one mcptap knows: the known offsets are checked too.
+#[test]
+fn an_altered_bun_is_reported_not_probed() {
+    let env = env();
+    let altered = altered_bun(&env);
+    let agent = Agent::start(&env, "tls_bun_altered", &[]);
+    let cert = env.cert_with_ca("bun_altered");
+    let tls = [
+        "--tls-cert",
+        cert.cert.to_str().unwrap(),
+        "--tls-key",
+        cert.key.to_str().unwrap(),
+    ];
+    let srv = env.http_server("e2e-py-for-altered-bun", &tls);
+    let url = format!("https://127.0.0.1:{}/mcp", srv.port);
+    // Its writes now fail; what matters is what the agent makes of it.
+    let _ = Command::new(&altered)
+        .arg("ts_http_client.mjs")
+        .args([url.as_str(), "altered-bun", "1"])
+        .current_dir(&env.peers)
+        .env("NODE_EXTRA_CA_CERTS", &cert.ca)
+        .output()
+        .expect("start the altered bun");
+    agent.wait_log("TLS not captured", WAIT);
+    let log = agent.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("TLS not captured"))
+        .expect("the log line");
+    assert!(
+        line.contains("BoringSSL inside") && line.contains("bun-altered"),
+        "{line}"
+    );
+    assert_eq!(log.matches("TLS not captured").count(), 1, "said once:\n{log}");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("hooked TLS") && l.contains("bun-altered")),
+        "{log}"
+    );
+    agent.wait_metric(
+        "mcptap_tls_unsupported_binaries",
+        &[("reason", "boringssl_no_match")],
+        1.0,
+        WAIT,
+    );
+    let m = agent.metrics();
+    assert_eq!(m.value("mcptap_tls_hooked_files", &[("library", "boringssl")]), 0.0);
+}
+
+/// A copy of Bun's executable with `SSL_write`'s QUIC check (`cmp qword
+/// [rbx+0x98], 0; je`) replaced by NOPs.
+fn altered_bun(env: &Env) -> std::path::PathBuf {
+    let original = bun(env);
+    let info = Command::new(&env.agent)
+        .arg("tls-info")
+        .arg(&original)
+        .output()
+        .expect("mcptap tls-info");
+    let info = String::from_utf8_lossy(&info.stdout);
+    let write = info
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("SSL_write@0x"))
+        .and_then(|h| usize::from_str_radix(h, 16).ok())
+        .unwrap_or_else(|| panic!("mcptap tls-info found no SSL_write in Bun: {info}"));
+    let mut bytes = std::fs::read(&original).expect("read bun");
+    let window = &bytes[write..write + 128];
+    let at = window
+        .windows(9)
+        .position(|w| w == [0x48, 0x83, 0xbb, 0x98, 0, 0, 0, 0, 0x74])
+        .expect("SSL_write's QUIC check in this Bun build");
+    bytes[write + at..write + at + 10].copy_from_slice(&[0x90; 10]);
+    let path = env.artifacts.join("bun-altered");
+    std::fs::write(&path, &bytes).expect("write the altered copy");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     path

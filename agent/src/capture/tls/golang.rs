@@ -143,13 +143,13 @@ impl GoTls {
                 function: CLOSE,
             });
         }
-        for (function, f) in [(READ, &self.read), (WRITE, &self.write)] {
-            out.extend(f.rets.iter().map(|&offset| Probe {
-                program: program::GO_TLS_RET,
-                offset,
-                function,
-            }));
-        }
+        // Writes are copied at entry (see the kernel side): only reads
+        // need their returns.
+        out.extend(self.read.rets.iter().map(|&offset| Probe {
+            program: program::GO_TLS_RET,
+            offset,
+            function: READ,
+        }));
         out
     }
 }

@@ -52,6 +52,7 @@ use aya::{
     },
 };
 
+pub mod boringssl;
 pub mod golang;
 pub mod openssl;
 pub mod target;
@@ -63,6 +64,8 @@ pub fn programs(library: Library) -> &'static [&'static str] {
     match library {
         Library::OpenSsl => openssl::PROGRAMS,
         Library::Go => golang::PROGRAMS,
+        // BoringSSL keeps OpenSSL's signatures: OpenSSL's programs.
+        Library::BoringSsl => &[],
     }
 }
 
@@ -388,6 +391,7 @@ impl TlsHooks {
 
     /// A process ran a new program: look at it a few times as it loads.
     pub fn on_exec(&mut self, pid: u32) {
+        tracing::trace!(pid, "exec");
         if self.due.len() > 100_000 {
             return; // an exec storm: the periodic scans still catch up
         }
@@ -439,6 +443,12 @@ impl TlsHooks {
     /// from their first request, however short), and no longer once it
     /// is found not to.
     fn conclude(&mut self, ebpf: &mut Ebpf, pid: u32, program: Option<ProgramKey>, verdict: Verdict) {
+        self.conclude_files(ebpf, pid, program, verdict);
+        // Once the probes it implies are in place.
+        tracing::debug!(pid, ?verdict, "HTTPS discovery verdict");
+    }
+
+    fn conclude_files(&mut self, ebpf: &mut Ebpf, pid: u32, program: Option<ProgramKey>, verdict: Verdict) {
         let files = match verdict {
             Verdict::NotMcp => Vec::new(),
             _ => self.scoped.get(&pid).map(Scoped::paths).unwrap_or_default(),
@@ -474,14 +484,14 @@ impl TlsHooks {
                 }
                 continue;
             }
-            // Through the process's root while it runs; a short program
-            // may be gone already: then through ours, if it is the same
-            // file.
+            // Through our root if it is the same file (a short program may
+            // be gone before its probes are all attached), through the
+            // process's otherwise.
             let through_process = Path::new("/proc")
                 .join(pid.to_string())
                 .join("root")
                 .join(seen_as.trim_start_matches('/'));
-            let path = [through_process, PathBuf::from(&seen_as)].into_iter().find(|p| {
+            let path = [PathBuf::from(&seen_as), through_process].into_iter().find(|p| {
                 fs::metadata(p).is_ok_and(|m| {
                     let same = (m.dev(), m.ino());
                     same == id || self.files.get(&same) == self.files.get(&id)
@@ -597,6 +607,7 @@ impl TlsHooks {
             {
                 self.discovery.expected += 1;
                 probed.push(pid);
+                tracing::debug!(pid, "probing a program known to speak MCP from its exec");
                 self.probing.insert(
                     pid,
                     Probing {
@@ -802,18 +813,76 @@ impl TlsHooks {
                 .and_then(|p| p.attach(probe.offset, path, scope).map_err(|e| e.to_string()));
             match result {
                 Ok(link) => links.push((probe.program, link)),
-                Err(_) if matches!(scope, UProbeScope::OneProcess(pid) if !Path::new("/proc").join(pid.to_string()).exists()) =>
-                {
-                    break; // the process is gone already (a short one)
-                }
                 Err(err) => {
-                    self.errors += 1;
-                    tracing::warn!(path = %path.display(), function = probe.function, "cannot attach the TLS probe: {err}");
+                    let gone = matches!(scope, UProbeScope::OneProcess(pid) if !Path::new("/proc").join(pid.to_string()).exists());
+                    if !gone {
+                        self.errors += 1;
+                        tracing::warn!(path = %path.display(), function = probe.function, "cannot attach the TLS probe: {err}");
+                    }
+                    // All or none: an entry without its return would
+                    // leave calls in flight forever.
+                    self.detach(ebpf, std::mem::take(&mut links));
+                    break;
                 }
             }
         }
         links
     }
+}
+
+/// `mcptap tls-info`: what each file carries, one line each.
+pub fn print_info(files: &[PathBuf]) -> std::process::ExitCode {
+    let mut status = std::process::ExitCode::SUCCESS;
+    for path in files {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let kind = if openssl::is_libssl(&name) {
+            FileKind::SharedLibrary
+        } else {
+            FileKind::Executable
+        };
+        if let Err(e) = fs::metadata(path) {
+            println!("{}: cannot read: {e}", path.display());
+            status = std::process::ExitCode::FAILURE;
+            continue;
+        }
+        let started = Instant::now();
+        let finding = target::identify(path, kind);
+        let took = started.elapsed().as_millis();
+        match finding {
+            Finding::Tls(t) => {
+                let mut functions: Vec<String> = Vec::new();
+                for p in &t.probes {
+                    let f = format!("{}@{:#x}", p.function, p.offset);
+                    if !functions.contains(&f) {
+                        functions.push(f);
+                    }
+                }
+                println!(
+                    "{}: {} ({}{}{}), {} probes: {} [{took} ms]",
+                    path.display(),
+                    t.library.as_str(),
+                    kind.as_str(),
+                    t.detail.as_deref().map(|d| format!(", {d}")).unwrap_or_default(),
+                    if t.program_file { ", the program itself" } else { "" },
+                    t.probes.len(),
+                    functions.join(" "),
+                );
+            }
+            Finding::Nothing => println!("{}: no TLS library mcptap knows [{took} ms]", path.display()),
+            Finding::Unsupported(u) => {
+                println!(
+                    "{}: not probed ({}): {} [{took} ms]",
+                    path.display(),
+                    u.reason,
+                    u.message
+                )
+            }
+        }
+    }
+    status
 }
 
 /// A program: the executable a process runs and its command line.

@@ -4,7 +4,7 @@
 
 use std::{fs, path::Path};
 
-use super::{golang, openssl};
+use super::{boringssl, golang, openssl};
 
 /// A TLS implementation mcptap reads plaintext from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -13,15 +13,18 @@ pub enum Library {
     OpenSsl,
     /// Go's crypto/tls, found in `.gopclntab`.
     Go,
+    /// BoringSSL in a stripped executable (Bun), found by its code.
+    BoringSsl,
 }
 
 impl Library {
-    pub const ALL: [Library; 2] = [Library::OpenSsl, Library::Go];
+    pub const ALL: [Library; 3] = [Library::OpenSsl, Library::Go, Library::BoringSsl];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Library::OpenSsl => "openssl",
             Library::Go => "go",
+            Library::BoringSsl => "boringssl",
         }
     }
 }
@@ -88,21 +91,27 @@ pub enum Finding {
 /// Maps an ELF file read-only and runs `f` on it; `None` when it cannot be
 /// read or is not ELF.
 pub fn with_elf<T>(path: &Path, f: impl FnOnce(&object::File<'_>) -> T) -> Option<T> {
+    with_elf_data(path, |elf, _| f(elf))
+}
+
+/// As [`with_elf`], with the file's bytes.
+pub fn with_elf_data<T>(path: &Path, f: impl FnOnce(&object::File<'_>, &[u8]) -> T) -> Option<T> {
     let file = fs::File::open(path).ok()?;
     // SAFETY: a read-only mapping of a file we only read, briefly; a
     // concurrent truncation could fault, which is why only headers,
-    // symbol tables and a few functions' code are touched.
+    // tables and a few functions' code are looked at (and, for stripped
+    // executables, one pass over the code for BoringSSL's sites).
     let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
     let elf = object::File::parse(&*map).ok()?;
-    Some(f(&elf))
+    Some(f(&elf, &map))
 }
 
 /// Looks at a file a process maps as `kind`.
 pub fn identify(path: &Path, kind: FileKind) -> Finding {
-    with_elf(path, |elf| identify_elf(elf, kind)).unwrap_or(Finding::Nothing)
+    with_elf_data(path, |elf, data| identify_elf(elf, data, kind)).unwrap_or(Finding::Nothing)
 }
 
-fn identify_elf(elf: &object::File<'_>, kind: FileKind) -> Finding {
+fn identify_elf(elf: &object::File<'_>, data: &[u8], kind: FileKind) -> Finding {
     if let Some(probes) = openssl::probes(elf) {
         return Finding::Tls(Target {
             library: Library::OpenSsl,
@@ -116,12 +125,30 @@ fn identify_elf(elf: &object::File<'_>, kind: FileKind) -> Finding {
         return Finding::Nothing;
     }
     match golang::inspect_elf(elf) {
-        Ok(Some(go)) => Finding::Tls(Target {
-            library: Library::Go,
+        Ok(Some(go)) => {
+            return Finding::Tls(Target {
+                library: Library::Go,
+                kind,
+                probes: go.probes(),
+                detail: go.version.clone(),
+                program_file: true,
+            });
+        }
+        Ok(None) => {}
+        Err(e) => {
+            return Finding::Unsupported(Unsupported {
+                reason: e.reason(),
+                message: e.to_string(),
+            });
+        }
+    }
+    match boringssl::inspect_elf(elf, data) {
+        Ok(Some(b)) => Finding::Tls(Target {
+            library: Library::BoringSsl,
             kind,
-            probes: go.probes(),
-            detail: go.version.clone(),
-            program_file: true,
+            probes: b.probes(),
+            detail: b.known.map(String::from),
+            program_file: b.standalone,
         }),
         Ok(None) => Finding::Nothing,
         Err(e) => Finding::Unsupported(Unsupported {
