@@ -267,6 +267,11 @@ pub mod names {
         pub const GO_TLS_WRITE_ENTER: &str = "go_tls_write_enter";
         pub const GO_TLS_RET: &str = "go_tls_ret";
         pub const GO_TLS_CLOSE: &str = "go_tls_close";
+        pub const RUSTLS_WRITE_ENTER: &str = "rustls_write_enter";
+        pub const RUSTLS_WRITEV_ENTER: &str = "rustls_writev_enter";
+        pub const RUSTLS_WRITE_EXIT: &str = "rustls_write_exit";
+        pub const RUSTLS_READ: &str = "rustls_read";
+        pub const RUSTLS_CLOSE: &str = "rustls_close";
     }
 
     /// The fexit hook family: one program per syscall, attached to the
@@ -474,6 +479,17 @@ pub struct SslKey {
     pub ssl: u64,
 }
 
+/// Session keys of TLS libraries whose connection object moves in memory
+/// (rustls: a server connection is built inside the handshake's future,
+/// then moved into the stream the program reads from) are their socket:
+/// this bit, which no user-space address has, and the descriptor.
+pub const FD_SESSION: u64 = 1 << 63;
+
+/// The session key of a socket (see [`FD_SESSION`]).
+pub const fn fd_session(fd: i32) -> u64 {
+    FD_SESSION | fd as u32 as u64
+}
+
 /// Bits of a TLS session's state (untracked processes only).
 pub mod ssl_flags {
     /// Captured although the process is not tracked: it sent or received
@@ -558,6 +574,14 @@ mod tests {
 
     // The kernel and the agent must agree byte for byte: every shared type's
     // size and every field's offset, spelled out.
+
+    #[test]
+    fn socket_session_keys_are_no_address() {
+        assert_eq!(fd_session(7), FD_SESSION | 7);
+        assert_ne!(fd_session(0), 0);
+        // User-space addresses on x86_64 and arm64 stay below 2^57.
+        assert!(fd_session(i32::MAX) > 1 << 57);
+    }
 
     #[test]
     fn chunk_header_layout() {

@@ -10,7 +10,8 @@
 //   tracked processes, new programs that may bring TLS libraries);
 // - `tls`: OpenSSL uprobes for the plaintext of TLS connections, and the
 //   plaintext handling every TLS library shares;
-// - `gotls`: Go's crypto/tls (uprobes at entry and at each return).
+// - `gotls`: Go's crypto/tls (uprobes at entry and at each return);
+// - `rustls`: rustls in Rust programs with symbols.
 //
 // What the syscall hooks do, shared by both families:
 // - `syscall`: the handler, dispatching each syscall of interest;
@@ -37,6 +38,7 @@ mod gotls;
 mod maps;
 mod process;
 mod regs;
+mod rustls;
 mod sockets;
 mod stdio;
 mod syscall;

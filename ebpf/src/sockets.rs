@@ -301,9 +301,13 @@ fn send_chunk(p: *mut ProcState, pid_tgid: u64, fd: u64, io: u8, flags: u8, buf:
     emit::queue(call, buf, iov_cnt, ret, Some(p));
 }
 
-/// Remembers the TLS socket this thread just used (see `tls`).
+/// Remembers the TLS socket this thread just used (see `tls`); a write
+/// may carry the ciphertext of a rustls write waiting for its socket.
 #[inline(always)]
 fn note_thread_sock(pid_tgid: u64, fd: i32, io: u8) {
+    if io == op::WRITE {
+        crate::rustls::on_socket_write(pid_tgid, fd);
+    }
     let now = unsafe { bpf_ktime_get_ns() };
     match THREAD_SOCK.get_ptr_mut(pid_tgid) {
         Some(t) => unsafe {

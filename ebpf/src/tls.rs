@@ -139,6 +139,20 @@ fn exit(ctx: &RetProbeContext, ex: bool) -> u32 {
 /// known at return).
 #[inline(always)]
 pub fn worth_its_return(pid_tgid: u64, p: Option<*mut ProcState>, session: u64, buf: u64, io: u8) -> bool {
+    worth_its_return_iov(pid_tgid, p, session, buf, 0, io)
+}
+
+/// As [`worth_its_return`], for a buffer that may be an iovec array
+/// (`iov_cnt` > 0).
+#[inline(always)]
+pub fn worth_its_return_iov(
+    pid_tgid: u64,
+    p: Option<*mut ProcState>,
+    session: u64,
+    buf: u64,
+    iov_cnt: u64,
+    io: u8,
+) -> bool {
     let tracked = p.is_some_and(|p| unsafe { (*p).state } & proc_state::TRACKED != 0);
     if tracked || io != op::WRITE {
         return true;
@@ -149,7 +163,7 @@ pub fn worth_its_return(pid_tgid: u64, p: Option<*mut ProcState>, session: u64, 
         ssl: session,
     };
     let sniffed = unsafe { SSLS.get(key) }.is_some();
-    sniffed || unsafe { bpf_probe_read_user(buf as *const [u8; 4]) }.is_ok_and(|b| &b == b"POST" || &b == b"GET ")
+    sniffed || first4(buf, iov_cnt, 4).is_some_and(|b| &b == b"POST" || &b == b"GET ")
 }
 
 /// `len` plaintext bytes a TLS library moved for session `session` (an
@@ -158,6 +172,13 @@ pub fn worth_its_return(pid_tgid: u64, p: Option<*mut ProcState>, session: u64, 
 /// the same records.
 #[inline(always)]
 pub fn plaintext(pid_tgid: u64, session: u64, buf: u64, len: u64, io: u8, fd: i32) {
+    plaintext_iov(pid_tgid, session, buf, 0, len, io, fd)
+}
+
+/// As [`plaintext`], from an iovec array when `iov_cnt` > 0 (`len` bytes
+/// across its buffers).
+#[inline(always)]
+pub fn plaintext_iov(pid_tgid: u64, session: u64, buf: u64, iov_cnt: u64, len: u64, io: u8, fd: i32) {
     let tgid = (pid_tgid >> 32) as u32;
     let Some(p) = interest(tgid) else { return };
     let key = SslKey {
@@ -172,18 +193,18 @@ pub fn plaintext(pid_tgid: u64, session: u64, buf: u64, len: u64, io: u8, fd: i3
     }
     let tracked = p.is_some_and(|p| unsafe { (*p).state } & proc_state::TRACKED != 0);
     if tracked {
-        send_chunk(pid_tgid, session, io, buf, fd, 0, len, p);
+        send_chunk(pid_tgid, session, io, (buf, iov_cnt), fd, 0, len, p);
         return;
     }
     // Discovery: a session of an untracked process.
     if flags & ssl_flags::CAPTURE != 0 {
-        send_chunk(pid_tgid, session, io, buf, fd, chunk_flags::DISCOVERY, len, None);
+        send_chunk(pid_tgid, session, io, (buf, iov_cnt), fd, chunk_flags::DISCOVERY, len, None);
         return;
     }
-    let Some(b) = first4(buf, 0, len) else {
+    let Some(b) = first4(buf, iov_cnt, len) else {
         // A lone byte that may start the next request (Go's read-ahead):
         // judged with the next read.
-        if io == op::READ && emit::may_lead_request(buf, 0, len) {
+        if io == op::READ && emit::may_lead_request(buf, iov_cnt, len) {
             let _ = TLS_LEAD_BYTE.insert(key, buf, 0);
         }
         return;
@@ -204,9 +225,9 @@ pub fn plaintext(pid_tgid: u64, session: u64, buf: u64, len: u64, io: u8, fd: i3
     let _ = SSLS.insert(key, ssl_flags::CAPTURE, 0);
     count(counter::TLS_SNIFFS, 1);
     if let Some(at) = lead {
-        send_chunk(pid_tgid, session, io, at, fd, chunk_flags::DISCOVERY, 1, None);
+        send_chunk(pid_tgid, session, io, (at, 0), fd, chunk_flags::DISCOVERY, 1, None);
     }
-    send_chunk(pid_tgid, session, io, buf, fd, chunk_flags::DISCOVERY, len, None);
+    send_chunk(pid_tgid, session, io, (buf, iov_cnt), fd, chunk_flags::DISCOVERY, len, None);
 }
 
 /// Where a lone byte that may start a request was read to, per session of
@@ -217,6 +238,21 @@ static TLS_LEAD_BYTE: LruHashMap<SslKey, u64> = LruHashMap::with_max_entries(409
 /// How long before a decrypting `SSL_read` its ciphertext may have been
 /// received for the two to be tied.
 const READ_WINDOW_NS: u64 = 5_000_000_000;
+
+/// The socket this thread last received TLS records on, when it did so
+/// lately: what a library that decrypts right after receiving (rustls)
+/// was decrypting, or -1.
+#[inline(always)]
+pub fn thread_read_socket(pid_tgid: u64) -> i32 {
+    let Some(t) = (unsafe { THREAD_SOCK.get(pid_tgid) }) else {
+        return -1;
+    };
+    if unsafe { bpf_ktime_get_ns() }.saturating_sub(t.read_ts) < READ_WINDOW_NS {
+        t.read_fd
+    } else {
+        -1
+    }
+}
 
 /// The TLS socket this call's ciphertext moved on, or -1.
 #[inline(always)]
@@ -243,7 +279,7 @@ fn send_chunk(
     pid_tgid: u64,
     session: u64,
     io: u8,
-    buf: u64,
+    (buf, iov_cnt): (u64, u64),
     fd: i32,
     flags: u8,
     len: u64,
@@ -257,7 +293,7 @@ fn send_chunk(
         flags,
         ssl: session,
     };
-    emit::queue(chunk, buf, 0, len, p);
+    emit::queue(chunk, buf, iov_cnt, len, p);
 }
 
 #[uprobe]

@@ -25,6 +25,9 @@ pub struct Env {
     pub artifacts: PathBuf,
     /// The Go peers built by `cargo xtask setup` (target/peers/go).
     pub go_peers: PathBuf,
+    /// The Rust peers (rmcp) built by `cargo xtask setup`
+    /// (target/peers/rust).
+    pub rust_peers: PathBuf,
 }
 
 pub fn env() -> Env {
@@ -43,6 +46,7 @@ pub fn env() -> Env {
         python: var("MCPTAP_PYTHON"),
         artifacts: var("MCPTAP_ARTIFACTS"),
         go_peers: var("MCPTAP_GO_PEERS"),
+        rust_peers: var("MCPTAP_RUST_PEERS"),
     }
 }
 
@@ -219,6 +223,41 @@ impl Env {
             .output()
             .expect("start the Go client");
         parse_report("the Go client", &out)
+    }
+
+    /// The Rust SDK's MCP server (tests/peers/rust, `rmcp-server` or
+    /// `rmcp-server-stripped`) over HTTPS with rustls.
+    pub fn rust_server(&self, build: &str, name: &str, cert: &Cert) -> Server {
+        let port = free_port();
+        let binary = self.rust_peers.join(build);
+        assert!(
+            binary.exists(),
+            "{} is not built: run `cargo xtask setup`",
+            binary.display()
+        );
+        self.server_command(
+            name,
+            &format!(
+                "exec {} {port} {} {} {name}",
+                binary.display(),
+                cert.cert.display(),
+                cert.key.display()
+            ),
+            port,
+        )
+    }
+
+    /// Runs the Rust SDK's MCP client (`rmcp-client`) against `url`:
+    /// initialize, `whoami`, `calls` times `add`, one `refuse`; returns its
+    /// report (client_pid, server_pid, outcomes).
+    pub fn rust_client(&self, build: &str, url: &str, cert: &Cert, name: &str, calls: u32) -> Value {
+        let out = Command::new(self.rust_peers.join(build))
+            .arg(url)
+            .arg(&cert.ca)
+            .args([name, &calls.to_string()])
+            .output()
+            .expect("start the Rust client");
+        parse_report("the Rust client", &out)
     }
 
     /// A certificate and key for 127.0.0.1 (tests/peers/make_cert.py).

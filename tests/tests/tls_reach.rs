@@ -562,3 +562,101 @@ fn altered_bun(env: &Env) -> std::path::PathBuf {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     path
 }
+
+/// What the Rust SDK client does with `CALLS` = 3: initialize, `whoami`,
+/// three `add`, one `refuse`.
+const RUST_CLIENT_OPS: &[(&str, Option<&str>, &str, usize)] = &[
+    ("initialize", None, "ok", 1),
+    ("tools/call", Some("whoami"), "ok", 1),
+    ("tools/call", Some("add"), "ok", 3),
+    ("tools/call", Some("refuse"), "tool_error", 1),
+];
+
+/// The official Rust SDK (rmcp) on rustls, server and client, both
+/// keeping their symbols: each side sees the whole run. The server's first
+/// request of each connection is decrypted inside the handshake, before
+/// rustls' connection moves into the stream: the session still is one.
+#[test]
+fn rust_sdk_https_server_and_client_seen_from_both_sides() {
+    let env = env();
+    let agent = Agent::start(&env, "tls_rust", &[]);
+    let cert = env.cert_with_ca("rust");
+    let srv = env.rust_server("rmcp-server", "e2e-rmcp", &cert);
+    let url = format!("https://127.0.0.1:{}/mcp", srv.port);
+    warm_up(&agent, srv.pid(), || {
+        client_pid(&env.rust_client("rmcp-client", &url, &cert, "rmcp-client", 3))
+    });
+    // Twice: a new connection to the same server reuses what the last one
+    // left (addresses, descriptors).
+    for _ in 0..2 {
+        let since = now_seconds();
+        let report = env.rust_client("rmcp-client", &url, &cert, "rmcp-client", 3);
+        assert_eq!(report["server_pid"].as_u64(), Some(srv.pid()), "{report}");
+        assert_both_sides(
+            &agent,
+            "the Rust SDK client calling the Rust SDK server",
+            Measured::Since(since),
+            client_pid(&report),
+            srv.pid(),
+            srv.port,
+            "e2e-rmcp",
+            "rmcp-client",
+            RUST_CLIENT_OPS,
+        );
+    }
+    let m = agent.metrics();
+    assert_eq!(
+        m.value("mcptap_tls_hooked_files", &[("library", "rustls")]),
+        2.0,
+        "the server's and the client's executables carry the probes"
+    );
+    assert_eq!(m.value("mcptap_tls_unsupported_binaries", &[]), 0.0);
+    assert_eq!(m.value("mcptap_capture_lost_total", &[]), 0.0);
+}
+
+/// A stripped rmcp server: rustls inside (its source paths say so), its
+/// functions nameless. Reported once, never probed; the client's side is
+/// still seen whole.
+#[test]
+fn a_stripped_rust_program_is_reported_not_probed() {
+    let env = env();
+    let agent = Agent::start(&env, "tls_rust_stripped", &[]);
+    let cert = env.cert_with_ca("rust_stripped");
+    let srv = env.rust_server("rmcp-server-stripped", "e2e-rmcp-stripped", &cert);
+    let url = format!("https://127.0.0.1:{}/mcp", srv.port);
+    let first = client_pid(&env.rust_client("rmcp-client", &url, &cert, "rmcp-client", 3));
+    agent.wait_log(&format!("HTTPS discovery verdict pid={first} "), WAIT);
+    let since = now_seconds();
+    let report = env.rust_client("rmcp-client", &url, &cert, "rmcp-client", 3);
+    let pid = client_pid(&report);
+    let total: usize = RUST_CLIENT_OPS.iter().map(|e| e.3).sum();
+    let events = agent.wait_events("the client's side", WAIT, |ev| {
+        observed(ev, "client", pid).len() >= total
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let ops: Vec<Value> = observed(&agent.events(), "client", pid)
+        .into_iter()
+        .filter(|e| e["time"].as_str().and_then(unix_seconds).is_some_and(|t| t >= since))
+        .collect();
+    assert_exactly(&ops, RUST_CLIENT_OPS, "the Rust client calling a stripped Rust server");
+    assert!(
+        observed(&events, "server", srv.pid()).is_empty(),
+        "the stripped server was probed"
+    );
+    agent.wait_metric(
+        "mcptap_tls_unsupported_binaries",
+        &[("reason", "rustls_stripped")],
+        1.0,
+        WAIT,
+    );
+    let log = agent.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("TLS not captured"))
+        .expect("the log line");
+    assert!(
+        line.contains("rustls inside a stripped executable") && line.contains("rmcp-server-stripped"),
+        "{line}"
+    );
+    assert_eq!(log.matches("TLS not captured").count(), 1, "said once:\n{log}");
+}

@@ -53,6 +53,10 @@ pub fn setup(needs: Needs) -> Result<()> {
             "Go MCP peers (tests/peers/go, built into target/peers/go)",
             ensure_go_peers,
         )?;
+        step(
+            "Rust MCP peers (tests/peers/rust: rmcp from crates.io, built into target/peers/rust)",
+            ensure_rust_peers,
+        )?;
     }
     if needs.vms {
         step(
@@ -136,6 +140,8 @@ const TEST_PACKAGES: &[&str] = &[
     "bpftool",
     // The Go MCP peers (tests/peers/go) are built with Debian's Go.
     "golang-go",
+    // Stripped copies of the Rust MCP peers (tests/peers/rust).
+    "binutils",
 ];
 
 fn deb_installed(package: &str) -> bool {
@@ -354,6 +360,33 @@ fn ensure_go_peers() -> Result<Option<String>> {
                 .env("GOPROXY", "off"),
         )
         .with_context(|| format!("go build of the Go peer {name} failed (Debian's golang-go)"))?;
+    }
+    Ok(None)
+}
+
+/// Where the Rust peers are built: `rmcp-server` and `rmcp-client` with
+/// their symbols, and stripped copies (`-stripped`).
+pub fn rust_peers_dir() -> PathBuf {
+    repo_root().join("target/peers/rust")
+}
+
+/// Builds the Rust peers (the official Rust SDK, rmcp, on rustls) from
+/// their own lock file; Cargo skips an unchanged build.
+fn ensure_rust_peers() -> Result<Option<String>> {
+    let out = rust_peers_dir();
+    cmd::run(
+        Command::new("cargo")
+            .args(["build", "--release", "--locked", "--manifest-path"])
+            .arg(peers_dir().join("rust/Cargo.toml"))
+            .env("CARGO_TARGET_DIR", &out),
+    )
+    .context("cargo build of the Rust peers (tests/peers/rust) failed")?;
+    for name in ["rmcp-server", "rmcp-client"] {
+        let built = out.join("release").join(name);
+        let stripped = out.join(format!("{name}-stripped"));
+        cmd::run(Command::new("strip").arg("-o").arg(&stripped).arg(&built))
+            .with_context(|| format!("strip of {} failed (binutils)", built.display()))?;
+        fs::copy(&built, out.join(name))?;
     }
     Ok(None)
 }

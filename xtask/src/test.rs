@@ -151,6 +151,7 @@ fn e2e_env(agent: &Path, artifacts: &Path) -> Vec<(&'static str, PathBuf)> {
         ("MCPTAP_PYTHON", venv_python()),
         ("MCPTAP_ARTIFACTS", artifacts.to_path_buf()),
         ("MCPTAP_GO_PEERS", setup::go_peers_dir()),
+        ("MCPTAP_RUST_PEERS", setup::rust_peers_dir()),
     ]
 }
 

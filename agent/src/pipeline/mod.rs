@@ -152,6 +152,18 @@ impl Pipeline {
     }
 
     pub fn on_record(&mut self, record: CaptureRecord<'_>, control: &mut dyn Control) {
+        if let CaptureRecord::Chunk(c) = &record {
+            tracing::trace!(
+                tgid = c.tgid,
+                channel = ?c.channel,
+                fd = c.fd,
+                direction = ?c.direction,
+                len = c.data.len(),
+                discovery = c.discovery,
+                head = %String::from_utf8_lossy(&c.data[..c.data.len().min(48)]).escape_debug(),
+                "chunk"
+            );
+        }
         let (sessions, out) = (&mut self.sessions, &mut self.outputs);
         match record {
             CaptureRecord::Chunk(chunk) => match chunk.channel {

@@ -191,7 +191,7 @@ fn http_client(port: u16, rate: u64, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>
             let req = post(n, "tools/call", r#"{"name":"bench_http","arguments":{}}"#);
             if on_this == 500 {
                 resets += 1;
-                if resets % 2 == 0 {
+                if resets.is_multiple_of(2) {
                     // Half a request, then the connection goes.
                     w.write_all(&req.as_bytes()[..req.len() / 2])?;
                 }

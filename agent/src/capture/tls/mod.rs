@@ -55,6 +55,7 @@ use aya::{
 pub mod boringssl;
 pub mod golang;
 pub mod openssl;
+pub mod rustls;
 pub mod target;
 
 use target::{FileKind, Finding, Library, Target};
@@ -66,6 +67,7 @@ pub fn programs(library: Library) -> &'static [&'static str] {
         Library::Go => golang::PROGRAMS,
         // BoringSSL keeps OpenSSL's signatures: OpenSSL's programs.
         Library::BoringSsl => &[],
+        Library::Rustls => rustls::PROGRAMS,
     }
 }
 
@@ -484,24 +486,27 @@ impl TlsHooks {
                 }
                 continue;
             }
-            // Through our root if it is the same file (a short program may
-            // be gone before its probes are all attached), through the
-            // process's otherwise.
-            let through_process = Path::new("/proc")
-                .join(pid.to_string())
-                .join("root")
-                .join(seen_as.trim_start_matches('/'));
-            let path = [PathBuf::from(&seen_as), through_process].into_iter().find(|p| {
-                fs::metadata(p).is_ok_and(|m| {
-                    let same = (m.dev(), m.ino());
-                    same == id || self.files.get(&same) == self.files.get(&id)
-                })
-            });
-            match path {
+            match self.stable_path(pid, &seen_as, id) {
                 Some(path) => self.pin(ebpf, id, &path, verdict == Verdict::Mcp),
                 None => tracing::debug!(pid, path = seen_as, "the program's executable is gone: not pinned"),
             }
         }
+    }
+
+    /// Where to attach to a file for every process: through our root if it
+    /// is the same file (a short program may be gone before its probes are
+    /// all attached), through the process's otherwise.
+    fn stable_path(&self, pid: u32, seen_as: &str, id: FileId) -> Option<PathBuf> {
+        let through_process = Path::new("/proc")
+            .join(pid.to_string())
+            .join("root")
+            .join(seen_as.trim_start_matches('/'));
+        [PathBuf::from(seen_as), through_process].into_iter().find(|p| {
+            fs::metadata(p).is_ok_and(|m| {
+                let same = (m.dev(), m.ino());
+                same == id || self.files.get(&same) == self.files.get(&id)
+            })
+        })
     }
 
     /// Probes `id` for every process that runs it; the per-process probes
@@ -521,7 +526,7 @@ impl TlsHooks {
         if links.is_empty() {
             return;
         }
-        tracing::info!(path = %path.display(), library = target.library.as_str(), mcp, "hooked TLS for every process running this program (it spoke MCP, or ended before it could be told)");
+        tracing::info!(path = %path.display(), library = target.library.as_str(), mcp, "hooked TLS for every process running this program");
         let mut old = Vec::new();
         for scoped in self.scoped.values_mut() {
             let (on_file, rest): (Vec<_>, Vec<_>) = scoped.links.drain(..).partition(|(f, _, _)| *f == id);
@@ -781,8 +786,17 @@ impl TlsHooks {
         let Some((_, target)) = self.target(path, Some(id), kind) else {
             return;
         };
-        // A pinned executable already has probes for every process.
+        // A pinned executable already has probes for every process; a
+        // compiled program's is probed for every process running it from
+        // the start (never per process, then for all: for a while both
+        // would fire, and probes that copy at entry would copy twice).
         let links = if self.pinned.contains_key(&id) {
+            Vec::new()
+        } else if target.program_file && !self.host_wide {
+            match self.stable_path(pid, seen_as, id) {
+                Some(stable) => self.pin(ebpf, id, &stable, false),
+                None => tracing::debug!(pid, path = seen_as, "the program's executable is gone"),
+            }
             Vec::new()
         } else {
             self.attach(ebpf, &target, path, UProbeScope::OneProcess(nz))

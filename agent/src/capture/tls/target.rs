@@ -4,7 +4,7 @@
 
 use std::{fs, path::Path};
 
-use super::{boringssl, golang, openssl};
+use super::{boringssl, golang, openssl, rustls};
 
 /// A TLS implementation mcptap reads plaintext from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -15,16 +15,19 @@ pub enum Library {
     Go,
     /// BoringSSL in a stripped executable (Bun), found by its code.
     BoringSsl,
+    /// rustls in a Rust program with symbols.
+    Rustls,
 }
 
 impl Library {
-    pub const ALL: [Library; 3] = [Library::OpenSsl, Library::Go, Library::BoringSsl];
+    pub const ALL: [Library; 4] = [Library::OpenSsl, Library::Go, Library::BoringSsl, Library::Rustls];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Library::OpenSsl => "openssl",
             Library::Go => "go",
             Library::BoringSsl => "boringssl",
+            Library::Rustls => "rustls",
         }
     }
 }
@@ -143,12 +146,30 @@ fn identify_elf(elf: &object::File<'_>, data: &[u8], kind: FileKind) -> Finding 
         }
     }
     match boringssl::inspect_elf(elf, data) {
-        Ok(Some(b)) => Finding::Tls(Target {
-            library: Library::BoringSsl,
+        Ok(Some(b)) => {
+            return Finding::Tls(Target {
+                library: Library::BoringSsl,
+                kind,
+                probes: b.probes(),
+                detail: b.known.map(String::from),
+                program_file: b.standalone,
+            });
+        }
+        Ok(None) => {}
+        Err(e) => {
+            return Finding::Unsupported(Unsupported {
+                reason: e.reason(),
+                message: e.to_string(),
+            });
+        }
+    }
+    match rustls::inspect_elf(elf, data) {
+        Ok(Some(r)) => Finding::Tls(Target {
+            library: Library::Rustls,
             kind,
-            probes: b.probes(),
-            detail: b.known.map(String::from),
-            program_file: b.standalone,
+            probes: r.probes(),
+            detail: None,
+            program_file: true,
         }),
         Ok(None) => Finding::Nothing,
         Err(e) => Finding::Unsupported(Unsupported {
