@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::{
     enrich::{
         ClientFoundBy, Clock, HostInfo, Peers, ProcessInfo,
+        identity::Identity,
         operation::{Endpoints, OperationRecord},
     },
     mask,
@@ -113,6 +114,14 @@ pub struct Event {
     pub payload: Option<PayloadOut>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert: Option<crate::policy::eval::Alert>,
+    /// HTTP: who the call was for, from its credential (never the
+    /// credential itself).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<Identity>,
+    /// A `tools/list` answer: each tool offered, with a digest of its
+    /// definition.
+    #[serde(rename = "mcp.tools.offered", skip_serializing_if = "Option::is_none")]
+    pub offered_tools: Option<Vec<crate::protocol::jsonrpc::ToolDef>>,
 }
 
 impl Event {
@@ -300,6 +309,8 @@ fn base(
         notification: None,
         payload: None,
         alert: None,
+        user: None,
+        offered_tools: None,
     }
 }
 
@@ -335,6 +346,8 @@ pub fn from_operation(ctx: &EventContext<'_>, record: &OperationRecord) -> Event
         op.request_via.as_ref(),
         op.response_via.as_ref(),
     );
+    e.user.clone_from(&record.identity);
+    e.offered_tools.clone_from(&op.offered_tools);
     e.client.name.clone_from(&record.client_name);
     e.client.version.clone_from(&record.client_version);
     e.server.name.clone_from(&record.server_name);
@@ -484,6 +497,14 @@ pub const FIELDS: &[&str] = &[
     "alert.kind",
     "alert.rule",
     "alert.owner",
+    "user.source",
+    "user.id",
+    "user.name",
+    "user.email",
+    "user.client_id",
+    "user.scope",
+    "user.issuer",
+    "user.fingerprint",
 ];
 
 impl Event {
@@ -543,6 +564,18 @@ impl Event {
             "alert.kind" => borrowed(self.alert.as_ref().map(|a| a.kind)),
             "alert.rule" => borrowed(self.alert.as_ref().map(|a| a.rule.as_str())),
             "alert.owner" => borrowed(self.alert.as_ref().and_then(|a| a.owner.as_deref())),
+            "user.source" => self
+                .user
+                .as_ref()
+                .and_then(|u| u.source)
+                .map(|s| Cow::Borrowed(s.as_str())),
+            "user.id" => borrowed(self.user.as_ref().and_then(|u| u.id.as_deref())),
+            "user.name" => borrowed(self.user.as_ref().and_then(|u| u.name.as_deref())),
+            "user.email" => borrowed(self.user.as_ref().and_then(|u| u.email.as_deref())),
+            "user.client_id" => borrowed(self.user.as_ref().and_then(|u| u.client_id.as_deref())),
+            "user.scope" => borrowed(self.user.as_ref().and_then(|u| u.scope.as_deref())),
+            "user.issuer" => borrowed(self.user.as_ref().and_then(|u| u.issuer.as_deref())),
+            "user.fingerprint" => borrowed(self.user.as_ref().and_then(|u| u.fingerprint.as_deref())),
             _ => None,
         }
     }
@@ -603,6 +636,7 @@ pub mod testing {
         e.id = format!("id-{i}");
         e.kind = EventType::Operation;
         e.alert = None;
+        e.user = None;
         e.time = chrono::DateTime::from_timestamp_millis(1_800_000_000_000 + i * 1000)
             .unwrap()
             .to_rfc3339();
@@ -708,6 +742,19 @@ pub mod testing {
                 message: "m".into(),
                 owner: Some("team".into()),
             }),
+            user: Some(crate::enrich::identity::Identity {
+                source: Some(crate::enrich::identity::Source::Jwt),
+                id: Some("u-1".into()),
+                name: Some("ada".into()),
+                email: Some("ada@example.com".into()),
+                client_id: Some("cursor".into()),
+                scope: Some("mcp".into()),
+                issuer: Some("https://idp".into()),
+                expires: Some(1_900_000_000),
+                verified: Some(false),
+                fingerprint: Some("hmac-sha256:0011223344556677".into()),
+            }),
+            offered_tools: None,
         }
     }
 }

@@ -185,7 +185,11 @@ impl Row {
             tool: e.tool.clone(),
             server: text("server.name").or_else(|| text("server.process.exe")),
             client: text("client.name").or_else(|| text("client.app")),
-            user: text("client.process.user"),
+            user: crate::enrich::identity::user_of(
+                e.user.as_ref(),
+                e.client.process.as_ref().and_then(|p| p.user.as_deref()),
+            )
+            .map(str::to_string),
             status: e.status.map(str::to_string),
             duration_ms: e.duration_s.map(|s| s * 1000.0),
             observer: Some(e.observer.to_string()),

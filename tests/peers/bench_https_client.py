@@ -4,7 +4,7 @@ keep-alive connection, with the standard library's http.client so that the
 client adds as little as possible of its own.
 
 Usage: bench_https_client.py N PORT CA_CERT
-Output: {"rtt_us": [...]}
+Output: {"rtt_us": [...], "t0": unix time of the first request, "operations": requests sent}
 """
 
 import http.client
@@ -25,6 +25,7 @@ def main():
         r.read()
         return r
 
+    t0 = time.time()  # the first request (the discovery latency figure)
     r = post({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench-https", "version": "1"}}})
     headers["Mcp-Session-Id"] = r.getheader("mcp-session-id")
@@ -39,7 +40,7 @@ def main():
         call(i)
         rtts.append((time.perf_counter_ns() - start) / 1000)
     conn.close()
-    print(json.dumps({"rtt_us": rtts}))
+    print(json.dumps({"rtt_us": rtts, "t0": t0, "operations": 50 + n}))
 
 
 if __name__ == "__main__":

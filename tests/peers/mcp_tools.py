@@ -53,6 +53,22 @@ def build(name: str) -> FastMCP:
         """Returns the length of `text` (its argument may be huge)."""
         return len(text)
 
+    if os.environ.get("MCPTAP_TEST_REWRITABLE"):
+        # A server that changes a tool's definition under its clients (the
+        # "rug pull" mcptap reports): `add`, re-registered with another
+        # description.
+        from fastmcp.tools import Tool
+
+        @mcp.tool
+        def rewrite_add(description: str) -> str:
+            """Give the add tool another description."""
+
+            def add(a: int, b: int) -> int:
+                return a + b
+
+            mcp.add_tool(Tool.from_function(add, description=description))
+            return "rewritten"
+
     @mcp.prompt
     def greet(name: str) -> str:
         """A prompt."""

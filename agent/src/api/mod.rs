@@ -10,6 +10,7 @@
 //! | `GET /api/calls?kind=mcp.operation\|mcp.alert\|all&limit=&before=&...filters` | events newest first |
 //! | `GET /api/events/{id}?ts_ms=` | one full event (`ts_ms` from the listing: found by index) |
 //! | `GET /api/tail?...filters` | live events (`text/event-stream`) |
+//! | `GET /api/tools?window=` | each server's latest tools/list in the window: tools offered (with a digest of each definition), their calls, those never called |
 
 pub mod client;
 pub mod query;
@@ -56,6 +57,7 @@ fn router(state: ApiState, with_ui: bool) -> Router {
         .route("/api/calls", get(calls))
         .route("/api/events/{id}", get(event))
         .route("/api/tail", get(tail))
+        .route("/api/tools", get(tools))
         .layer(middleware::from_fn_with_state(state.clone(), authorize));
     if with_ui {
         app = app
@@ -208,6 +210,27 @@ async fn calls(State(state): State<ApiState>, Query(q): Query<CallsQuery>) -> Re
     .await
     {
         Ok(rows) => Json(json!({ "calls": rows })).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ToolsQuery {
+    window: Option<String>,
+}
+
+async fn tools(State(state): State<ApiState>, Query(q): Query<ToolsQuery>) -> Response {
+    let window = q.window.unwrap_or_else(|| "24h".into());
+    let Some(ms) = query::window_ms(&window) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "window: 15m, 1h, 24h or 7d"})),
+        )
+            .into_response();
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    match with_db(&state.db, move |c| query::tools(c, now - ms, now)).await {
+        Ok(servers) => Json(json!({ "window": window, "servers": servers })).into_response(),
         Err(r) => r,
     }
 }

@@ -305,6 +305,117 @@ pub fn calls(
     Ok(rows)
 }
 
+/// One tool a server offered in the window, and how it was used.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct OfferedTool {
+    pub name: String,
+    pub digest: String,
+    /// `tools/call`s of it in the window (as seen from the busier side
+    /// when both ends are watched).
+    pub calls: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_called_ms: Option<i64>,
+}
+
+/// A server's latest `tools/list` answer in the window, set against its
+/// calls: adoption, and what is offered but never called.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct ServerTools {
+    pub server: String,
+    /// When the tools were last listed.
+    pub listed_ms: i64,
+    pub tools: Vec<OfferedTool>,
+    /// Offered, not called in the window.
+    pub unused: Vec<String>,
+}
+
+/// Servers whose tools were listed in the window (`from_ms`..), each with
+/// its latest offer and the calls of each tool.
+pub fn tools(conn: &Connection, from_ms: i64, now_ms: i64) -> rusqlite::Result<Vec<ServerTools>> {
+    let mut latest: Vec<ServerTools> = Vec::new();
+    let mut stmt = conn.prepare(
+        "SELECT server, ts_ms, json FROM events
+         WHERE type = 'mcp.operation' AND method = 'tools/list' AND status = 'ok' AND ts_ms >= ?1 AND ts_ms <= ?2
+         ORDER BY ts_ms DESC",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![from_ms, now_ms], |r| {
+        Ok((
+            r.get::<_, Option<String>>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (server, ts, json) = row?;
+        let server = server.unwrap_or_else(|| "unknown".into());
+        if latest.iter().any(|s| s.server == server) {
+            continue;
+        }
+        // The stored event's own offer (the store keeps events whole).
+        let Ok(event) = serde_json::from_str::<Value>(&json) else {
+            continue;
+        };
+        let Some(offered) = event.get("mcp.tools.offered").and_then(Value::as_array) else {
+            continue;
+        };
+        let tools = offered
+            .iter()
+            .filter_map(|t| {
+                Some(OfferedTool {
+                    name: t.get("name")?.as_str()?.to_string(),
+                    digest: t.get("digest")?.as_str()?.to_string(),
+                    calls: 0,
+                    last_called_ms: None,
+                })
+            })
+            .collect();
+        latest.push(ServerTools {
+            server,
+            listed_ms: ts,
+            tools,
+            unused: Vec::new(),
+        });
+    }
+    let mut stmt = conn.prepare(
+        "SELECT server, tool, observer, count(*), max(ts_ms) FROM events
+         WHERE type = 'mcp.operation' AND method = 'tools/call' AND ts_ms >= ?1 AND ts_ms <= ?2
+         GROUP BY server, tool, observer",
+    )?;
+    let calls = stmt.query_map(rusqlite::params![from_ms, now_ms], |r| {
+        Ok((
+            r.get::<_, Option<String>>(0)?,
+            r.get::<_, Option<String>>(1)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, i64>(4)?,
+        ))
+    })?;
+    for c in calls {
+        let (server, tool, n, last) = c?;
+        let (Some(server), Some(tool)) = (server, tool) else {
+            continue;
+        };
+        let Some(t) = latest
+            .iter_mut()
+            .find(|s| s.server == server)
+            .and_then(|s| s.tools.iter_mut().find(|t| t.name == tool))
+        else {
+            continue;
+        };
+        t.calls = t.calls.max(n as u64);
+        t.last_called_ms = Some(t.last_called_ms.map_or(last, |l| l.max(last)));
+    }
+    for s in &mut latest {
+        s.unused = s
+            .tools
+            .iter()
+            .filter(|t| t.calls == 0)
+            .map(|t| t.name.clone())
+            .collect();
+    }
+    latest.sort_by(|a, b| a.server.cmp(&b.server));
+    Ok(latest)
+}
+
 /// The full event, as stored. `ts_ms` (the listing's) finds it through the
 /// time index; without it, or when it does not match, every row is looked at.
 pub fn event(conn: &Connection, id: &str, ts_ms: Option<i64>) -> rusqlite::Result<Option<Value>> {
@@ -344,6 +455,50 @@ mod tests {
         let mut conn = open(&dir.path().join("e.db")).unwrap();
         insert(&mut conn, &crate::store::tests::stored(events)).unwrap();
         (dir, conn)
+    }
+
+    #[test]
+    fn tools_offered_against_their_calls() {
+        use crate::protocol::jsonrpc::ToolDef;
+        let mut list = op(1, "", "claude-code", "ok", 1.0);
+        list.method = Some("tools/list".into());
+        list.tool = None;
+        list.offered_tools = Some(
+            ["add", "delete", "search"]
+                .iter()
+                .map(|n| ToolDef {
+                    name: n.to_string(),
+                    digest: format!("sha256:{n}"),
+                })
+                .collect(),
+        );
+        let mut older = list.clone();
+        older.id = "older".into();
+        older.time = chrono::DateTime::from_timestamp_millis(1_800_000_000_000 - 5000)
+            .unwrap()
+            .to_rfc3339();
+        older.offered_tools = Some(vec![ToolDef {
+            name: "gone".into(),
+            digest: "sha256:x".into(),
+        }]);
+        let mut events = vec![older, list];
+        events.extend((2..5).map(|i| op(i, "add", "claude-code", "ok", 1.0)));
+        events.push(op(5, "search", "cursor", "ok", 1.0));
+        events.push(op(-100_000, "delete", "cursor", "ok", 1.0)); // before the window
+        let (_d, conn) = db(&events);
+        let now = 1_800_000_000_000 + 10_000;
+        let servers = tools(&conn, now - window_ms("1h").unwrap(), now).unwrap();
+        assert_eq!(servers.len(), 1, "{servers:?}");
+        let s = &servers[0];
+        assert_eq!(s.server, "demo");
+        let calls: Vec<(&str, u64)> = s.tools.iter().map(|t| (t.name.as_str(), t.calls)).collect();
+        assert_eq!(
+            calls,
+            [("add", 3), ("delete", 0), ("search", 1)],
+            "the latest offer only"
+        );
+        assert_eq!(s.unused, ["delete"]);
+        assert_eq!(s.tools[0].last_called_ms, Some(1_800_000_000_000 + 4000));
     }
 
     #[test]

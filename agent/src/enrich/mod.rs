@@ -11,6 +11,7 @@
 pub mod cgroup;
 pub mod clients;
 pub mod host;
+pub mod identity;
 pub mod operation;
 pub mod process;
 

@@ -5,7 +5,10 @@
 
 use std::sync::Arc;
 
-use super::Peers;
+use super::{
+    Peers,
+    identity::{Identifier, Identity},
+};
 use crate::{
     policy::{Policy, ServerRule},
     protocol::http::parse_host,
@@ -92,16 +95,23 @@ pub struct OperationRecord {
     pub endpoints: Option<Endpoints>,
     /// The policy rule of this server, matched once.
     pub rule: Option<MatchedRule>,
+    /// HTTP: who the call was for, from its credential.
+    pub identity: Option<Identity>,
 }
 
 impl OperationRecord {
-    pub fn new(op: Box<Operation>, peers: Peers, policy: &Arc<Policy>) -> OperationRecord {
+    pub fn new(op: Box<Operation>, peers: Peers, policy: &Arc<Policy>, identifier: &Identifier) -> OperationRecord {
         let tool = (op.method == "tools/call").then(|| op.name.clone()).flatten();
         let client = op.request_client.as_ref().or(op.session.client.as_ref());
         let client_name = client.map(|c| c.name.clone());
         let client_version = client.and_then(|c| c.version.clone());
         let server_name = op.session.server.as_ref().map(|s| s.name.clone());
         let endpoints = Endpoints::of(&op.key, op.request_via.as_ref(), op.response_via.as_ref());
+        let identity = op
+            .request_via
+            .as_ref()
+            .and_then(|v| v.credential.as_deref())
+            .and_then(|c| identifier.identify(c));
         let mut record = OperationRecord {
             op,
             peers,
@@ -111,6 +121,7 @@ impl OperationRecord {
             server_name,
             endpoints,
             rule: None,
+            identity,
         };
         record.rule = policy
             .rule_index(record.server_name.as_deref(), record.server_exe(), record.server_port())
@@ -129,9 +140,13 @@ impl OperationRecord {
         self.endpoints.as_ref().and_then(|e| e.server_port)
     }
 
-    /// The user the call was made for: the client process's owner.
+    /// The user the call was made for: its credential's identity (HTTP),
+    /// else the client process's owner.
     pub fn user(&self) -> Option<&str> {
-        self.peers.client.as_ref().and_then(|p| p.user.as_deref())
+        super::identity::user_of(
+            self.identity.as_ref(),
+            self.peers.client.as_ref().and_then(|p| p.user.as_deref()),
+        )
     }
 
     /// How the server is named where a name is needed (seen sets, spike

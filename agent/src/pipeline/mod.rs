@@ -18,7 +18,7 @@ use std::{collections::HashSet, sync::Arc};
 
 use crate::{
     capture::{CaptureRecord, Channel, Selection},
-    enrich::{Clock, Enricher, HostInfo, operation::OperationRecord},
+    enrich::{Clock, Enricher, HostInfo, identity::Identifier, operation::OperationRecord},
     event::{self, Event, EventContext, PayloadMode},
     inventory::Inventory,
     policy::{
@@ -109,6 +109,23 @@ pub struct Pipeline {
     inventory: Inventory,
     /// Build payload trees when parsing (someone may want them).
     parse_payloads: bool,
+    /// Who HTTP calls were for (the fingerprint key).
+    identifier: Identifier,
+}
+
+/// The fingerprint key of opaque tokens: kept in the state directory so
+/// that fingerprints survive restarts; for this run only without one.
+fn identifier(state_dir: Option<&std::path::Path>) -> Identifier {
+    let from_file = state_dir.map(|d| Identifier::from_file(&d.join("identity.key")));
+    match from_file {
+        Some(Ok(i)) => return i,
+        Some(Err(e)) => tracing::warn!("{e}: token fingerprints will change at the next restart"),
+        None => {}
+    }
+    Identifier::ephemeral().unwrap_or_else(|e| {
+        tracing::warn!("{e}: token fingerprints use a fixed key");
+        Identifier::with_key(b"mcptap: no randomness available")
+    })
 }
 
 impl Pipeline {
@@ -129,6 +146,7 @@ impl Pipeline {
             evaluator: Evaluator::new(cfg.policy.clone(), cfg.state_dir.as_ref().map(|d| d.join("seen.json"))),
             inventory: Inventory::open(cfg.state_dir.as_ref().map(|d| d.join("inventory.json"))),
             parse_payloads,
+            identifier: identifier(cfg.state_dir.as_deref()),
             cfg,
         }
     }
@@ -297,7 +315,7 @@ impl Pipeline {
                 Output::Operation(op) => {
                     let via = op.request_via.as_ref().or(op.response_via.as_ref()).cloned();
                     let peers = self.peers(&op.key, via.as_ref());
-                    let record = OperationRecord::new(op, peers, self.evaluator.policy());
+                    let record = OperationRecord::new(op, peers, self.evaluator.policy(), &self.identifier);
                     self.metrics.operation(&record, &mut self.labels);
                     let mode = match (self.cfg.payloads, record.rule.as_ref().map(|m| m.rule())) {
                         (Some(max), _) => PayloadMode::Full { max },

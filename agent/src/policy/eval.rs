@@ -13,7 +13,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::{Policy, ServerRule};
-use crate::enrich::operation::OperationRecord;
+use crate::{enrich::operation::OperationRecord, protocol::jsonrpc::ToolDef};
 
 /// What an alert says.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -41,6 +41,8 @@ pub struct Facts<'a> {
     pub client_app: Option<&'a str>,
     pub user: Option<&'a str>,
     pub method: &'a str,
+    /// A `tools/list` answer's tools and their digests.
+    pub offered_tools: Option<&'a [ToolDef]>,
     pub tool: Option<&'a str>,
     pub ok: bool,
     pub duration_s: Option<f64>,
@@ -58,6 +60,7 @@ impl<'a> From<&'a OperationRecord> for Facts<'a> {
             client_app: r.peers.client_app,
             user: r.user(),
             method: &r.op.method,
+            offered_tools: r.op.offered_tools.as_deref(),
             tool: r.tool.as_deref(),
             ok: r.op.status == crate::session::Status::Ok,
             duration_s: r.op.duration_s(),
@@ -89,7 +92,14 @@ struct Window {
 struct Seen {
     servers: HashSet<String>,
     tools: HashSet<String>,
+    /// The digest of each tool definition a server offered last, by
+    /// server and tool.
+    #[serde(default)]
+    tool_defs: HashMap<String, String>,
 }
+
+/// Most tool definitions remembered (past it, new ones are not compared).
+const MAX_TOOL_DEFS: usize = 20_000;
 
 pub struct Evaluator {
     policy: Arc<Policy>,
@@ -160,6 +170,35 @@ impl Evaluator {
                     message: format!("first use of server {server:?}"),
                     owner: rule.and_then(|r| r.owner.clone()),
                 });
+            }
+        }
+        if let Some(offered) = f.offered_tools {
+            for t in offered {
+                let key = format!("{server}\u{1f}{}", t.name);
+                let room = self.seen.tool_defs.len() < MAX_TOOL_DEFS;
+                match self.seen.tool_defs.get_mut(&key) {
+                    Some(before) if *before != t.digest => {
+                        if policy.alerts.tool_definition_changed {
+                            alerts.push(Alert {
+                                kind: "tool_definition_changed",
+                                rule: "alerts.tool_definition_changed".into(),
+                                message: format!(
+                                    "the definition of tool {:?} of server {server:?} changed ({} → {}): its description or schema is not what was offered before",
+                                    t.name, before, t.digest
+                                ),
+                                owner: rule.and_then(|r| r.owner.clone()),
+                            });
+                        }
+                        before.clone_from(&t.digest);
+                        self.dirty = true;
+                    }
+                    Some(_) => {}
+                    None if room => {
+                        self.seen.tool_defs.insert(key, t.digest.clone());
+                        self.dirty = true;
+                    }
+                    None => {}
+                }
             }
         }
         if let Some(tool) = f.tool
@@ -383,6 +422,42 @@ allowed_users = ["alice"]
         );
         assert_eq!(kinds(check(&mut e, &call("get_issue", 2))), Vec::<&str>::new());
         assert_eq!(kinds(check(&mut e, &call("list_repos", 3))), vec!["new_tool"]);
+    }
+
+    #[test]
+    fn a_changed_tool_definition_is_an_alert() {
+        let def = |name: &str, digest: &str| ToolDef {
+            name: name.into(),
+            digest: digest.into(),
+        };
+        let mut e = evaluator("");
+        let list = |e: &mut Evaluator, tools: &[ToolDef]| -> Vec<Alert> {
+            let f = Facts {
+                server_name: Some("github"),
+                method: "tools/list",
+                ok: true,
+                offered_tools: Some(tools),
+                ..Facts::default()
+            };
+            check(e, &f)
+        };
+        let first = [def("add", "sha256:01"), def("sub", "sha256:02")];
+        assert!(list(&mut e, &first).is_empty(), "first sight: remembered, no alert");
+        assert!(list(&mut e, &first).is_empty(), "unchanged");
+        let changed = [
+            def("add", "sha256:99"),
+            def("sub", "sha256:02"),
+            def("mul", "sha256:03"),
+        ];
+        let alerts = list(&mut e, &changed);
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert_eq!(alerts[0].kind, "tool_definition_changed");
+        assert!(alerts[0].message.contains("\"add\"") && alerts[0].message.contains("sha256:99"));
+        assert!(list(&mut e, &changed).is_empty(), "said once per change");
+        // Off when the policy says so.
+        let mut quiet = evaluator("[alerts]\ntool_definition_changed = false\n");
+        assert!(list(&mut quiet, &first).is_empty());
+        assert!(list(&mut quiet, &changed).is_empty());
     }
 
     #[test]

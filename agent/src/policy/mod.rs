@@ -71,6 +71,8 @@ struct AlertsFile {
     new_server: bool,
     #[serde(default)]
     unknown_server: bool,
+    /// On unless set to false.
+    tool_definition_changed: Option<bool>,
 }
 
 /// Too many failures among a server's (or tool's) recent calls.
@@ -136,13 +138,29 @@ pub struct ServerRule {
     pub payload_allow_keys: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Alerts {
     pub error_rate: Option<ErrorRateRule>,
     pub latency: Option<LatencyRule>,
     pub new_tool: bool,
     pub new_server: bool,
     pub unknown_server: bool,
+    /// A tool an already-seen server offers changed its definition (the
+    /// "rug pull"): on by default, with or without a policy file.
+    pub tool_definition_changed: bool,
+}
+
+impl Default for Alerts {
+    fn default() -> Self {
+        Alerts {
+            error_rate: None,
+            latency: None,
+            new_tool: false,
+            new_server: false,
+            unknown_server: false,
+            tool_definition_changed: true,
+        }
+    }
 }
 
 /// The compiled policy.
@@ -230,6 +248,7 @@ impl Policy {
                 new_tool: file.alerts.new_tool,
                 new_server: file.alerts.new_server,
                 unknown_server: file.alerts.unknown_server,
+                tool_definition_changed: file.alerts.tool_definition_changed.unwrap_or(true),
             },
         })
     }

@@ -167,6 +167,7 @@ impl HttpMcp {
                     host: r.headers.host.as_deref().map(Arc::from),
                     status: None,
                     headers: self.payloads.then(|| Arc::from(r.headers.all.clone())),
+                    credential: r.headers.authorization.clone().map(Arc::new),
                 };
                 if conn.verdict == Verdict::Tracked {
                     for m in messages {

@@ -177,6 +177,9 @@ pub struct Via {
     pub status: Option<u16>,
     /// The request's headers, only when payloads are captured.
     pub headers: Option<Arc<[(String, String)]>>,
+    /// The request's credential (`Authorization`), for who the call was
+    /// for (never recorded).
+    pub credential: Option<Arc<crate::protocol::http::Credential>>,
 }
 
 /// How a session came to be watched.
@@ -248,6 +251,8 @@ pub struct Operation {
     /// The HTTP status that failed the request (no JSON-RPC answer).
     pub http_error: Option<u16>,
     pub result_type: Option<String>,
+    /// A `tools/list` answer: the tools offered and their digests.
+    pub offered_tools: Option<Vec<crate::protocol::jsonrpc::ToolDef>>,
     pub request_bytes: usize,
     pub response_bytes: Option<usize>,
     pub request_truncated: bool,
@@ -701,6 +706,9 @@ impl SessionTable {
                 op.error_code = code;
                 op.error_message = message;
                 op.result_type = result_type;
+                if op.method == "tools/list" {
+                    op.offered_tools = msg.facts.tools;
+                }
                 op.response_bytes = Some(msg.size);
                 op.response_truncated = msg.truncated;
                 op.response_payload = msg.payload;
@@ -910,6 +918,7 @@ fn finish(
         error_message: None,
         http_error: None,
         result_type: None,
+        offered_tools: None,
         request_bytes: p.bytes,
         response_bytes: None,
         request_truncated: p.truncated,

@@ -41,6 +41,9 @@ pub struct Metrics {
     pub registry: Registry,
     server_duration: HistogramVec,
     server_operations: IntCounterVec,
+    /// Operations per user (a token's identity, else the client process's
+    /// owner), server and tool.
+    user_operations: IntCounterVec,
     client_duration: HistogramVec,
     client_operations: IntCounterVec,
     notifications: IntCounterVec,
@@ -152,6 +155,11 @@ impl Metrics {
                 "mcp_server_operations_total",
                 "MCP requests observed at the server, by how they ended",
                 &[OP_LABELS, &["status"]].concat(),
+            ),
+            user_operations: counter_vec(
+                "mcp_user_operations_total",
+                "MCP requests by the user they were made for (an HTTP credential's identity, else the client process's owner), server and tool",
+                &["user", "user_source", "mcp_server_name", "gen_ai_tool_name"],
             ),
             client_duration: register(
                 &r,
@@ -489,6 +497,15 @@ impl Metrics {
         let mut with_status = refs.clone();
         with_status.push(op.status.as_str());
         operations.with_label_values(&with_status).inc();
+        let source = match record.identity.as_ref().and_then(|i| i.source) {
+            Some(s) => s.as_str(),
+            None if record.user().is_some() => "process",
+            None => "",
+        };
+        let user = labels.bound(self, "user", record.user().unwrap_or(""));
+        self.user_operations
+            .with_label_values(&[user.as_str(), source, values[5].as_str(), values[1].as_str()])
+            .inc();
     }
 
     /// HTTPS discovery's outcomes (absolute counts).

@@ -25,6 +25,29 @@ use crate::capture::Io;
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 96;
 
+/// An `Authorization` header's value: kept only to derive who the call
+/// was for (`enrich::identity`), never shown (its `Debug` is redacted, it
+/// cannot be serialized).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential(String);
+
+impl Credential {
+    pub fn new(value: String) -> Credential {
+        Credential(value)
+    }
+
+    /// The secret itself, for `enrich::identity` only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credential([REDACTED])")
+    }
+}
+
 /// Header values the later stages use (names are matched case-blind).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Headers {
@@ -40,6 +63,7 @@ pub struct Headers {
     pub upgrade: Option<String>,
     pub user_agent: Option<String>,
     pub host: Option<String>,
+    pub authorization: Option<Credential>,
     /// Every header, in order (masked before any of it is shown).
     pub all: Vec<(String, String)>,
 }
@@ -63,6 +87,7 @@ impl Headers {
                 "upgrade" => h.upgrade = Some(value.clone()),
                 "user-agent" => h.user_agent = Some(value.clone()),
                 "host" => h.host = Some(value.clone()),
+                "authorization" => h.authorization = Some(Credential::new(value.clone())),
                 _ => {}
             }
             h.all.push((header.name.to_string(), value));
