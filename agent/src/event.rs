@@ -35,6 +35,9 @@ pub enum EventType {
     /// A policy violation, a spike, a first use (see `alert`).
     #[serde(rename = "mcp.alert")]
     Alert,
+    /// Someone read captured payloads through the API (see `audit`).
+    #[serde(rename = "mcp.audit")]
+    Audit,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -73,7 +76,8 @@ pub struct Event {
     pub url_path: Option<Arc<str>>,
     #[serde(rename = "http.response.status_code", skip_serializing_if = "Option::is_none")]
     pub http_status: Option<u16>,
-    #[serde(rename = "mcp.session.id")]
+    /// Empty (and absent) only for audit events.
+    #[serde(rename = "mcp.session.id", skip_serializing_if = "String::is_empty")]
     pub session_id: String,
     #[serde(rename = "mcp.protocol.version", skip_serializing_if = "Option::is_none")]
     pub protocol_version: Option<String>,
@@ -122,6 +126,9 @@ pub struct Event {
     /// definition.
     #[serde(rename = "mcp.tools.offered", skip_serializing_if = "Option::is_none")]
     pub offered_tools: Option<Vec<crate::protocol::jsonrpc::ToolDef>>,
+    /// `mcp.audit`: who read what through the API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<crate::api::audit::Audit>,
 }
 
 impl Event {
@@ -311,6 +318,7 @@ fn base(
         alert: None,
         user: None,
         offered_tools: None,
+        audit: None,
     }
 }
 
@@ -434,6 +442,56 @@ pub fn session_end(
     e
 }
 
+/// An audit: someone read captured payloads through the API. Its own
+/// kind of event: no session, no processes; the agent observed it.
+pub fn audit(host: &Arc<HostInfo>, a: crate::api::audit::Audit) -> Event {
+    let time = chrono::DateTime::from_timestamp_millis(a.at_ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    Event {
+        schema: SCHEMA,
+        id: uuid::Uuid::new_v4().to_string(),
+        kind: EventType::Audit,
+        time,
+        host: host.clone(),
+        observer: "agent",
+        transport: "api",
+        protocol: None,
+        tls: None,
+        server_address: None,
+        server_port: None,
+        client_address: None,
+        client_port: None,
+        http_method: None,
+        url_path: None,
+        http_status: None,
+        session_id: String::new(),
+        protocol_version: None,
+        method: None,
+        tool: None,
+        prompt: None,
+        resource_uri: None,
+        request_id: None,
+        direction: None,
+        status: None,
+        error_type: None,
+        error_code: None,
+        error_message: None,
+        result_type: None,
+        duration_s: None,
+        request: None,
+        response: None,
+        server: Side::default(),
+        client: Side::default(),
+        notification: None,
+        payload: None,
+        alert: None,
+        user: None,
+        offered_tools: None,
+        audit: Some(a),
+    }
+}
+
 /// The names a sink filter may use (docs/configuration.md): every scalar
 /// field of the schema, by its JSON name. [`Event::field`] reads each from
 /// the typed event; a unit test holds them to the serialized names.
@@ -546,7 +604,7 @@ impl Event {
             "http.request.method" => borrowed(self.http_method.as_deref()),
             "url.path" => borrowed(self.url_path.as_deref()),
             "http.response.status_code" => text(self.http_status),
-            "mcp.session.id" => Some(Cow::Borrowed(&self.session_id)),
+            "mcp.session.id" => (!self.session_id.is_empty()).then_some(Cow::Borrowed(self.session_id.as_str())),
             "mcp.protocol.version" => borrowed(self.protocol_version.as_deref()),
             "mcp.method.name" => borrowed(self.method.as_deref()),
             "gen_ai.tool.name" => borrowed(self.tool.as_deref()),
@@ -588,6 +646,7 @@ impl EventType {
             EventType::Notification => "mcp.notification",
             EventType::SessionEnd => "mcp.session.end",
             EventType::Alert => "mcp.alert",
+            EventType::Audit => "mcp.audit",
         }
     }
 }
@@ -755,6 +814,7 @@ pub mod testing {
                 fingerprint: Some("hmac-sha256:0011223344556677".into()),
             }),
             offered_tools: None,
+            audit: None,
         }
     }
 }

@@ -96,10 +96,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ])
         .set(1);
 
+    let (audit_trail, mut audits) = crate::api::audit::AuditTrail::new(metrics.clone());
     let api_state = crate::api::ApiState {
         db: store_path.unwrap_or_else(|| args.state_dir.join("events.db")),
         live,
         token: None,
+        audit: Some(audit_trail),
     };
     if args.api_socket != "off" {
         let (path, state) = (std::path::PathBuf::from(&args.api_socket), api_state.clone());
@@ -187,6 +189,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     }
                 }
             }
+            Some(audit) = audits.recv() => pipeline.audit(audit),
             _ = sighup.recv() => {
                 // Events already captured are handled under the old policy.
                 drain_all(&mut capture, &mut pipeline, &mut recorder).await;

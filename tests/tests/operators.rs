@@ -549,3 +549,94 @@ fn tail_streams_filtered_live_events() {
     }
     agent.stop();
 }
+
+/// Reading captured payloads through the API leaves a trace: each stored
+/// event with payloads read (`/api/events/{id}`), on the unix socket or on
+/// the dashboard's port, and each live tail opened, is an `mcp.audit`
+/// event naming who read (the socket peer's uid, user and pid from the
+/// kernel; the dashboard client's address) and what.
+#[test]
+fn payload_reads_through_the_api_are_audited() {
+    let env = env();
+    let dir = env.artifacts.join("audit-files");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let token_file = dir.join("ui-token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let ui = format!("127.0.0.1:{}", free_port());
+    let agent = Agent::start(
+        &env,
+        "audit",
+        &[
+            "--capture-payloads",
+            "--ui",
+            &ui,
+            "--ui-token-file",
+            token_file.to_str().unwrap(),
+        ],
+    );
+    let pid = session(&env, "audit-client", json!([{"call": "add", "args": {"a": 1, "b": 2}}]));
+    let ops = wait_calls(&agent, pid, 2);
+    let add = ops
+        .iter()
+        .find(|e| e["gen_ai.tool.name"] == "add")
+        .expect("the add call");
+    assert!(add.get("payload").is_some(), "payloads are captured: {add}");
+    let id = add["event.id"].as_str().unwrap().to_string();
+
+    // On the unix socket (curl: its pid is the reader's).
+    let deadline = Instant::now() + WAIT;
+    let curl_pid = loop {
+        let child = Command::new("curl")
+            .args(["-sf", "-o", "/dev/null", "--unix-socket"])
+            .arg(agent.api_socket())
+            .arg(format!("http://mcptap/api/events/{id}"))
+            .spawn()
+            .expect("curl");
+        let curl_pid = child.id();
+        if child.wait_with_output().expect("curl").status.success() {
+            break curl_pid;
+        }
+        assert!(Instant::now() < deadline, "the event never reached the store");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // On the dashboard's port, with its token.
+    get_json(&format!("http://{ui}/api/events/{id}"), Some(TOKEN)).expect("the event over TCP");
+    let audits = |events: &[Value]| -> Vec<Value> {
+        events
+            .iter()
+            .filter(|e| e["event.type"] == "mcp.audit")
+            .cloned()
+            .collect()
+    };
+    let events = agent.wait_events("two audits", WAIT, |ev| audits(ev).len() >= 2);
+    std::thread::sleep(Duration::from_millis(300));
+    let found = audits(&agent.events());
+    assert_eq!(found.len(), 2, "{}", summary(&found));
+    let _ = events;
+    let local = found
+        .iter()
+        .find(|a| a["audit"]["viewer"]["via"] == "unix_socket")
+        .expect("the socket read");
+    assert_eq!(local["audit"]["route"], "event");
+    assert_eq!(local["audit"]["viewed_event_id"], id.as_str());
+    assert_eq!(local["audit"]["viewer"]["uid"], 0);
+    assert_eq!(local["audit"]["viewer"]["user"], "root");
+    assert_eq!(local["audit"]["viewer"]["pid"], curl_pid);
+    assert!(
+        local.get("mcp.session.id").is_none() && local.get("payload").is_none(),
+        "{local}"
+    );
+    let remote = found
+        .iter()
+        .find(|a| a["audit"]["viewer"]["via"] == "dashboard")
+        .expect("the dashboard read");
+    assert_eq!(remote["audit"]["viewed_event_id"], id.as_str());
+    assert_eq!(remote["audit"]["viewer"]["token"], true);
+    assert!(
+        remote["audit"]["viewer"]["address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "{remote}"
+    );
+}

@@ -78,8 +78,12 @@ pub fn run(targets: &[&str], seconds: u64, sanitizer: Sanitizer) -> Result<()> {
         }
         let work = repo_root().join("target/fuzz/corpus").join(target);
         let artifacts = repo_root().join("target/fuzz/artifacts").join(target);
-        fs::create_dir_all(&work)?;
-        fs::create_dir_all(&artifacts)?;
+        // libFuzzer stops on a corpus folder that does not exist (a target
+        // with no committed seeds: git keeps no empty folders).
+        let seeds = fuzz_dir.join("corpus").join(target);
+        for dir in [&work, &artifacts, &seeds] {
+            fs::create_dir_all(dir)?;
+        }
         eprintln!("== fuzz {target} ({seconds} s)");
         let sanitizer = match sanitizer {
             Sanitizer::Address => "address",
@@ -93,7 +97,7 @@ pub fn run(targets: &[&str], seconds: u64, sanitizer: Sanitizer) -> Result<()> {
                 // New inputs go to the first folder; the committed seeds
                 // are read only.
                 .arg(&work)
-                .arg(fuzz_dir.join("corpus").join(target))
+                .arg(&seeds)
                 .arg("--")
                 .arg(format!("-max_total_time={seconds}"))
                 .arg(format!("-artifact_prefix={}/", artifacts.display()))

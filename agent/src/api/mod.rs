@@ -12,6 +12,7 @@
 //! | `GET /api/tail?...filters` | live events (`text/event-stream`) |
 //! | `GET /api/tools?window=` | each server's latest tools/list in the window: tools offered (with a digest of each definition), their calls, those never called |
 
+pub mod audit;
 pub mod client;
 pub mod query;
 
@@ -49,6 +50,8 @@ pub struct ApiState {
     /// Required as `Authorization: Bearer <token>` (or `?token=` for the
     /// browser's event stream) when set.
     pub token: Option<Arc<str>>,
+    /// Where reads of payloads are recorded (`mcp.audit`).
+    pub audit: Option<audit::AuditTrail>,
 }
 
 fn router(state: ApiState, with_ui: bool) -> Router {
@@ -81,7 +84,8 @@ pub async fn serve_unix(path: PathBuf, state: ApiState) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot serve the API on {}: {e}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     tracing::info!(socket = %path.display(), "serving the local API");
-    axum::serve(listener, router(state, false)).await?;
+    let app = router(state, false).into_make_service_with_connect_info::<audit::UnixPeer>();
+    axum::serve(listener, app).await?;
     Ok(())
 }
 
@@ -102,7 +106,11 @@ pub async fn bind_ui(addr: SocketAddr, token: Option<&str>) -> anyhow::Result<to
 }
 
 pub async fn serve_ui(listener: tokio::net::TcpListener, state: ApiState) -> std::io::Result<()> {
-    axum::serve(listener, router(state, true)).await
+    axum::serve(
+        listener,
+        router(state, true).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
 }
 
 async fn authorize(State(state): State<ApiState>, request: Request, next: Next) -> Response {
@@ -240,9 +248,22 @@ struct EventQuery {
     ts_ms: Option<i64>,
 }
 
-async fn event(State(state): State<ApiState>, UrlPath(id): UrlPath<String>, Query(q): Query<EventQuery>) -> Response {
+async fn event(
+    State(state): State<ApiState>,
+    extensions: axum::http::Extensions,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<EventQuery>,
+) -> Response {
     match with_db(&state.db, move |c| query::event(c, &id, q.ts_ms)).await {
-        Ok(Some(e)) => Json(e).into_response(),
+        Ok(Some(e)) => {
+            // Captured payloads were read: that leaves a trace.
+            if let (Some(trail), Some(_)) = (&state.audit, e.get("payload")) {
+                let viewer = audit::Viewer::of(&extensions, state.token.is_some());
+                let id = e.get("event.id").and_then(|v| v.as_str()).map(str::to_string);
+                trail.record(audit::Audit::new("event", id, viewer));
+            }
+            Json(e).into_response()
+        }
         Ok(None) => (StatusCode::NOT_FOUND, Json(json!({"error": "no such event"}))).into_response(),
         Err(r) => r,
     }
@@ -255,7 +276,16 @@ struct TailQuery {
     filters: Filters,
 }
 
-async fn tail(State(state): State<ApiState>, Query(q): Query<TailQuery>) -> impl IntoResponse {
+async fn tail(
+    State(state): State<ApiState>,
+    extensions: axum::http::Extensions,
+    Query(q): Query<TailQuery>,
+) -> impl IntoResponse {
+    // A live tail streams whole events, payloads included when captured.
+    if let Some(trail) = &state.audit {
+        let viewer = audit::Viewer::of(&extensions, state.token.is_some());
+        trail.record(audit::Audit::new("tail", None, viewer));
+    }
     let kind = q.kind.unwrap_or_else(|| "all".into());
     let stream = BroadcastStream::new(state.live.subscribe()).filter_map(move |item| {
         let event = match item {
@@ -318,6 +348,7 @@ mod tests {
             db,
             live: tokio::sync::broadcast::channel(4).0,
             token: token.map(Into::into),
+            audit: None,
         }
     }
 
@@ -334,6 +365,36 @@ mod tests {
             parts.headers,
             String::from_utf8_lossy(&bytes).into_owned(),
         )
+    }
+
+    #[tokio::test]
+    async fn reading_an_event_with_payloads_is_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = state(dir.path(), None);
+        let (trail, mut audits) = audit::AuditTrail::new(Arc::new(crate::sinks::metrics::Metrics::new()));
+        st.audit = Some(trail);
+        let mut with = crate::event::testing::operation(1, "add", "c", "ok", 1.0);
+        with.id = "with-payload".into();
+        with.payload = Some(crate::event::PayloadOut {
+            http_request_headers: None,
+            params: Some(json!({"a": 1})),
+            result: None,
+            error: None,
+        });
+        let mut without = crate::event::testing::operation(2, "add", "c", "ok", 1.0);
+        without.id = "without-payload".into();
+        without.payload = None;
+        let mut conn = crate::store::open(&st.db).unwrap();
+        crate::store::insert(&mut conn, &crate::store::tests::stored(&[with, without])).unwrap();
+        let app = router(st, false);
+        assert_eq!(get(&app, "/api/events/without-payload", None).await.0, StatusCode::OK);
+        assert!(audits.try_recv().is_err(), "no payload, no audit");
+        assert_eq!(get(&app, "/api/events/with-payload", None).await.0, StatusCode::OK);
+        let a = audits.try_recv().expect("an audit");
+        assert_eq!((a.route, a.viewed_event_id.as_deref()), ("event", Some("with-payload")));
+        assert!(matches!(a.viewer, audit::Viewer::Dashboard { .. }), "{a:?}");
+        assert_eq!(get(&app, "/api/events/no-such", None).await.0, StatusCode::NOT_FOUND);
+        assert!(audits.try_recv().is_err());
     }
 
     #[tokio::test]

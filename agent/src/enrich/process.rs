@@ -88,7 +88,7 @@ static USERS: LazyLock<HashMap<u32, String>> = LazyLock::new(|| {
         .collect()
 });
 
-fn user_name(uid: u32) -> Option<String> {
+pub fn user_name(uid: u32) -> Option<String> {
     USERS.get(&uid).cloned()
 }
 

@@ -151,6 +151,13 @@ impl Pipeline {
         }
     }
 
+    /// Someone read captured payloads through the API.
+    pub fn audit(&mut self, a: crate::api::audit::Audit) {
+        tracing::info!(route = a.route, event = a.viewed_event_id.as_deref(), viewer = ?a.viewer, "payloads read through the API");
+        let e = event::audit(&self.host, a);
+        self.sink.send(&e);
+    }
+
     /// A new policy (SIGHUP).
     pub fn set_policy(&mut self, policy: Arc<Policy>) {
         self.parse_payloads = self.cfg.payloads.is_some() || policy.any_capture();
