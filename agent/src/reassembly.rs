@@ -68,7 +68,7 @@ impl Reassembler {
         if chunk.loss_before {
             // The kernel does not know which stream lost bytes: all of the
             // process's streams resynchronise.
-            *epoch += 1;
+            *epoch = epoch.wrapping_add(1);
         }
         let epoch = *epoch;
         let state = self.streams.entry(stream).or_default();
@@ -82,7 +82,9 @@ impl Reassembler {
             gap |= chunk.offset != state.next_offset;
         }
         state.call_len = chunk.call_len;
-        state.next_offset = chunk.offset + chunk.data.len() as u64;
+        // Decoded chunks cannot overflow here (`DecodeError::BadOffset`);
+        // saturating all the same: this stage takes chunks from anywhere.
+        state.next_offset = chunk.offset.saturating_add(chunk.data.len() as u64);
         if gap {
             self.gaps += 1;
         }
@@ -128,6 +130,15 @@ mod tests {
             loss_before: false,
             data,
         }
+    }
+
+    #[test]
+    fn an_offset_at_the_end_of_the_range_is_a_gap_not_a_panic() {
+        // Found by the `records` fuzz target (an offset near u64::MAX).
+        let mut r = Reassembler::default();
+        assert!(r.push(&chunk(u64::MAX - 1, 6, b"abcdef")).gap_before);
+        assert!(!r.push(&chunk(0, 2, b"gh")).gap_before);
+        assert_eq!(r.gaps, 1);
     }
 
     #[test]

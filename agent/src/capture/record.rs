@@ -99,6 +99,8 @@ pub enum DecodeError {
     UnknownOp(u8),
     #[error("unknown chunk channel {0}")]
     UnknownChannel(u8),
+    #[error("chunk at offset {offset} of its call runs past the largest offset")]
+    BadOffset { offset: u64 },
 }
 
 impl<'a> CaptureRecord<'a> {
@@ -168,6 +170,9 @@ fn decode_chunk(bytes: &[u8]) -> Result<Chunk<'_>, DecodeError> {
             said,
             held: bytes.len().saturating_sub(CHUNK_HEADER_LEN),
         })?;
+    if header.offset.checked_add(said as u64).is_none() {
+        return Err(DecodeError::BadOffset { offset: header.offset });
+    }
     let direction = match header.op {
         op::READ => Io::Read,
         op::WRITE => Io::Write,
@@ -283,6 +288,11 @@ pub mod tests {
         assert_eq!(
             CaptureRecord::decode(&[9, 0, 0, 0, 0, 0, 0, 0]),
             Err(DecodeError::UnknownKind(9))
+        );
+        let past_the_end = chunk_record(7, 0, op::READ, u64::MAX - 1, 3, 0, b"abc");
+        assert_eq!(
+            CaptureRecord::decode(&past_the_end),
+            Err(DecodeError::BadOffset { offset: u64::MAX - 1 })
         );
     }
 
