@@ -91,8 +91,13 @@ fn conn_fd(pid_tgid: u64, conn: u64) -> Option<i32> {
 }
 
 /// The session key of the connection at `conn`: its socket once known.
+/// Kernels without bpf_loop key by address throughout (see
+/// `rustls_write_exit`).
 #[inline(always)]
 fn session_of(pid_tgid: u64, conn: u64) -> u64 {
+    if !crate::HAS_BPF_LOOP {
+        return conn;
+    }
     conn_fd(pid_tgid, conn).map_or(conn, fd_session)
 }
 
@@ -138,6 +143,15 @@ pub fn rustls_write_exit(ctx: RetProbeContext) -> u32 {
     }
     if let Some(fd) = conn_fd(pid_tgid, call.conn) {
         tls::plaintext_iov(pid_tgid, fd_session(fd), call.buf, call.iov_cnt, n, op::WRITE, fd);
+        emit::flush();
+        return 0;
+    }
+    if !crate::HAS_BPF_LOOP {
+        // Kernels without bpf_loop do not hold writes for their socket
+        // write (see `sockets::note_thread_sock`): sent now, keyed by the
+        // connection's address. A server's first answer on a connection
+        // moved after its handshake then misses its request.
+        tls::plaintext_iov(pid_tgid, call.conn, call.buf, call.iov_cnt, n, op::WRITE, -1);
         emit::flush();
         return 0;
     }
@@ -205,7 +219,7 @@ pub fn rustls_read(ctx: ProbeContext) -> u32 {
         return 0;
     }
     let fd = tls::thread_read_socket(pid_tgid);
-    let session = if fd >= 0 {
+    let session = if fd >= 0 && crate::HAS_BPF_LOOP {
         let _ = RUSTLS_CONN_FD.insert(conn_key(pid_tgid, conn), fd, 0);
         fd_session(fd)
     } else {

@@ -305,7 +305,12 @@ fn send_chunk(p: *mut ProcState, pid_tgid: u64, fd: u64, io: u8, flags: u8, buf:
 /// may carry the ciphertext of a rustls write waiting for its socket.
 #[inline(always)]
 fn note_thread_sock(pid_tgid: u64, fd: i32, io: u8) {
-    if io == op::WRITE {
+    // Verifier note: on kernels without bpf_loop (the compat object, 5.10
+    // to 5.16) the raw tracepoint's dispatcher is at the verifier's size
+    // limit with its unrolled copy loop; this second copy site would pass
+    // it (E2BIG on 5.10). There rustls writes are sent at once instead
+    // (see `rustls::rustls_write_exit`).
+    if io == op::WRITE && crate::HAS_BPF_LOOP {
         crate::rustls::on_socket_write(pid_tgid, fd);
     }
     let now = unsafe { bpf_ktime_get_ns() };

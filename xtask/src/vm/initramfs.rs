@@ -52,6 +52,8 @@ $B mount -t devpts devpts /mnt/dev/pts
 $B mount -t tmpfs tmpfs /mnt/dev/shm
 $B mount -t tmpfs tmpfs /mnt/tmp
 $B mount -t tmpfs tmpfs /mnt/run
+# The repository stays visible (read-only) even under /tmp or /run.
+for d in $VISIBLE; do $B mkdir -p /mnt$d 2>/dev/null; { $B mount --bind /host$d /mnt$d && $B mount -o remount,bind,ro /mnt$d; } || echo "init: cannot show $d"; done
 for d in $WRITABLE; do $B mount --bind /host$d /mnt$d || fail "cannot bind $d"; done
 $B ip link set lo up
 $B hostname mcptap-vm
@@ -81,7 +83,8 @@ pub fn build(kernel: &KernelImage, run: &Run, dest: &Path) -> Result<()> {
     fs::write(
         stage.join("params"),
         format!(
-            "WRITABLE='{}'\nSCRIPT='{}'\nOUT='{}'\n",
+            "VISIBLE='{}'\nWRITABLE='{}'\nSCRIPT='{}'\nOUT='{}'\n",
+            crate::repo_root().display(),
             writable.join(" "),
             run.script.display(),
             run.out.display()
