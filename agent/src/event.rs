@@ -275,13 +275,40 @@ fn base(
     peers: &Peers,
 ) -> Event {
     Event {
+        protocol_version: session.protocol_version.clone(),
+        server: side(session.server.as_ref(), peers.server.as_ref(), None),
+        client: Side {
+            app: peers.client_app,
+            ancestry: peers.client_ancestry.clone(),
+            ..side(session.client.as_ref(), peers.client.as_ref(), peers.client_found_by)
+        },
+        ..blank(
+            kind,
+            ctx.clock.rfc3339(time_ns),
+            ctx.host,
+            (key.observer().as_str(), key.transport().as_str()),
+            session.id.clone(),
+        )
+    }
+}
+
+/// An event with only its identity, time and observer set: what `base`
+/// and `audit` fill in.
+fn blank(
+    kind: EventType,
+    time: String,
+    host: &Arc<HostInfo>,
+    (observer, transport): (&'static str, &'static str),
+    session_id: String,
+) -> Event {
+    Event {
         schema: SCHEMA,
         id: uuid::Uuid::new_v4().to_string(),
         kind,
-        time: ctx.clock.rfc3339(time_ns),
-        host: ctx.host.clone(),
-        observer: key.observer().as_str(),
-        transport: key.transport().as_str(),
+        time,
+        host: host.clone(),
+        observer,
+        transport,
         protocol: None,
         tls: None,
         server_address: None,
@@ -291,8 +318,8 @@ fn base(
         http_method: None,
         url_path: None,
         http_status: None,
-        session_id: session.id.clone(),
-        protocol_version: session.protocol_version.clone(),
+        session_id,
+        protocol_version: None,
         method: None,
         tool: None,
         prompt: None,
@@ -307,12 +334,8 @@ fn base(
         duration_s: None,
         request: None,
         response: None,
-        server: side(session.server.as_ref(), peers.server.as_ref(), None),
-        client: Side {
-            app: peers.client_app,
-            ancestry: peers.client_ancestry.clone(),
-            ..side(session.client.as_ref(), peers.client.as_ref(), peers.client_found_by)
-        },
+        server: Side::default(),
+        client: Side::default(),
         notification: None,
         payload: None,
         alert: None,
@@ -449,46 +472,8 @@ pub fn audit(host: &Arc<HostInfo>, a: crate::api::audit::Audit) -> Event {
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     Event {
-        schema: SCHEMA,
-        id: uuid::Uuid::new_v4().to_string(),
-        kind: EventType::Audit,
-        time,
-        host: host.clone(),
-        observer: "agent",
-        transport: "api",
-        protocol: None,
-        tls: None,
-        server_address: None,
-        server_port: None,
-        client_address: None,
-        client_port: None,
-        http_method: None,
-        url_path: None,
-        http_status: None,
-        session_id: String::new(),
-        protocol_version: None,
-        method: None,
-        tool: None,
-        prompt: None,
-        resource_uri: None,
-        request_id: None,
-        direction: None,
-        status: None,
-        error_type: None,
-        error_code: None,
-        error_message: None,
-        result_type: None,
-        duration_s: None,
-        request: None,
-        response: None,
-        server: Side::default(),
-        client: Side::default(),
-        notification: None,
-        payload: None,
-        alert: None,
-        user: None,
-        offered_tools: None,
         audit: Some(a),
+        ..blank(EventType::Audit, time, host, ("agent", "api"), String::new())
     }
 }
 

@@ -178,14 +178,22 @@ async fn with_db<T: Send + 'static>(
     .map_err(internal)
 }
 
-async fn summary(State(state): State<ApiState>, Query(q): Query<SummaryQuery>) -> Response {
-    let window = q.window.unwrap_or_else(|| "15m".into());
-    let Some(ms) = query::window_ms(&window) else {
-        return (
+/// A dashboard window's length, or the 400 answer naming the windows.
+fn window_ms(window: &str) -> Result<i64, Response> {
+    query::window_ms(window).ok_or_else(|| {
+        (
             StatusCode::BAD_REQUEST,
             Json(json!({"error": "window: 15m, 1h, 24h or 7d"})),
         )
-            .into_response();
+            .into_response()
+    })
+}
+
+async fn summary(State(state): State<ApiState>, Query(q): Query<SummaryQuery>) -> Response {
+    let window = q.window.unwrap_or_else(|| "15m".into());
+    let ms = match window_ms(&window) {
+        Ok(ms) => ms,
+        Err(r) => return r,
     };
     let now = chrono::Utc::now().timestamp_millis();
     match with_db(&state.db, move |c| query::summary(c, &window, ms, now, &q.filters)).await {
@@ -229,12 +237,9 @@ struct ToolsQuery {
 
 async fn tools(State(state): State<ApiState>, Query(q): Query<ToolsQuery>) -> Response {
     let window = q.window.unwrap_or_else(|| "24h".into());
-    let Some(ms) = query::window_ms(&window) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": "window: 15m, 1h, 24h or 7d"})),
-        )
-            .into_response();
+    let ms = match window_ms(&window) {
+        Ok(ms) => ms,
+        Err(r) => return r,
     };
     let now = chrono::Utc::now().timestamp_millis();
     match with_db(&state.db, move |c| query::tools(c, now - ms, now)).await {
