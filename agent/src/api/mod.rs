@@ -178,22 +178,19 @@ async fn with_db<T: Send + 'static>(
     .map_err(internal)
 }
 
-/// A dashboard window's length, or the 400 answer naming the windows.
-fn window_ms(window: &str) -> Result<i64, Response> {
-    query::window_ms(window).ok_or_else(|| {
-        (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": "window: 15m, 1h, 24h or 7d"})),
-        )
-            .into_response()
-    })
+/// The answer to a window the dashboard does not have.
+fn bad_window() -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": "window: 15m, 1h, 24h or 7d"})),
+    )
+        .into_response()
 }
 
 async fn summary(State(state): State<ApiState>, Query(q): Query<SummaryQuery>) -> Response {
     let window = q.window.unwrap_or_else(|| "15m".into());
-    let ms = match window_ms(&window) {
-        Ok(ms) => ms,
-        Err(r) => return r,
+    let Some(ms) = query::window_ms(&window) else {
+        return bad_window();
     };
     let now = chrono::Utc::now().timestamp_millis();
     match with_db(&state.db, move |c| query::summary(c, &window, ms, now, &q.filters)).await {
@@ -237,9 +234,8 @@ struct ToolsQuery {
 
 async fn tools(State(state): State<ApiState>, Query(q): Query<ToolsQuery>) -> Response {
     let window = q.window.unwrap_or_else(|| "24h".into());
-    let ms = match window_ms(&window) {
-        Ok(ms) => ms,
-        Err(r) => return r,
+    let Some(ms) = query::window_ms(&window) else {
+        return bad_window();
     };
     let now = chrono::Utc::now().timestamp_millis();
     match with_db(&state.db, move |c| query::tools(c, now - ms, now)).await {
