@@ -135,6 +135,17 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_tls: bool,
 
+    /// Do not record what servers do while they handle calls (files opened,
+    /// deleted and renamed, programs run, connections, listeners, CPU): the
+    /// open/unlink/rename/listen hooks and the fork tracepoint stay detached.
+    #[arg(long)]
+    pub no_effects: bool,
+
+    /// Side effects listed per kind in one event (the rest are counted in
+    /// `mcp.effects.omitted`).
+    #[arg(long, default_value_t = 16)]
+    pub effects_per_kind: usize,
+
     /// Also discover MCP inside TLS of processes not tracked yet: probes OpenSSL
     /// in every process, which costs every OpenSSL user a trap per SSL_read and
     /// SSL_write (see docs/benchmarks.md). Without it, TLS is captured for

@@ -129,6 +129,13 @@ pub struct Event {
     /// `mcp.audit`: who read what through the API.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit: Option<crate::api::audit::Audit>,
+    /// What the server did while it handled the call: files, programs,
+    /// connections, listeners (server view; see docs/events.md).
+    #[serde(rename = "mcp.effects", skip_serializing_if = "Option::is_none")]
+    pub effects: Option<crate::effects::EffectSummary>,
+    /// CPU time the server spent on the call.
+    #[serde(rename = "mcp.server.cpu", skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<crate::effects::CpuUse>,
 }
 
 impl Event {
@@ -342,6 +349,8 @@ fn blank(
         user: None,
         offered_tools: None,
         audit: None,
+        effects: None,
+        cpu: None,
     }
 }
 
@@ -379,6 +388,10 @@ pub fn from_operation(ctx: &EventContext<'_>, record: &OperationRecord) -> Event
     );
     e.user.clone_from(&record.identity);
     e.offered_tools.clone_from(&op.offered_tools);
+    if let Some(fx) = &record.effects {
+        e.effects = (!fx.effects.is_empty()).then(|| fx.effects.clone());
+        e.cpu = fx.cpu;
+    }
     e.client.name.clone_from(&record.client_name);
     e.client.version.clone_from(&record.client_version);
     e.server.name.clone_from(&record.server_name);
@@ -785,6 +798,7 @@ pub mod testing {
                 rule: "server[1] srv".into(),
                 message: "m".into(),
                 owner: Some("team".into()),
+                effect: None,
             }),
             user: Some(crate::enrich::identity::Identity {
                 source: Some(crate::enrich::identity::Source::Jwt),
@@ -800,6 +814,8 @@ pub mod testing {
             }),
             offered_tools: None,
             audit: None,
+            effects: None,
+            cpu: None,
         }
     }
 }

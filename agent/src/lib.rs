@@ -4,7 +4,9 @@
 //! The agent is a pipeline; read the stages in this order:
 //! `capture` (kernel programs, ring buffer records) → `reassembly` (bytes
 //! per stream, gaps) → `protocol` (framing, JSON-RPC) → `session`
-//! (discovery, correlation into operations) → `enrich` (processes, host) →
+//! (discovery, correlation into operations) → `effects` (what each
+//! operation did on the host: files, programs, connections, CPU) →
+//! `enrich` (processes, host, identity) →
 //! `event` + `sinks` (JSON Lines, Prometheus). `pipeline` wires them;
 //! `run` drives it. The binary (`main.rs`) only parses the command line.
 //!
@@ -13,6 +15,7 @@
 pub mod api;
 pub mod capture;
 pub mod cli;
+pub mod effects;
 pub mod enrich;
 pub mod event;
 pub mod install;

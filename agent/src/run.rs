@@ -84,6 +84,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         exclude_pids: args.exclude_pids.clone(),
         exclude_exes: args.exclude_exes.clone(),
         hooks: args.hooks.hooks,
+        effects: !args.no_effects,
         ..CaptureOptions::new(args.ring_buffer_mib << 20)
     };
     let mut capture = Capture::start(&capture_opts)?;
@@ -150,6 +151,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             },
             max_label_values: args.max_label_values,
             proc_root: "/proc".into(),
+            effects: crate::effects::EffectLimits {
+                per_kind: args.effects_per_kind.max(1),
+                ..Default::default()
+            },
+            // The compat object's raw tracepoint records no effects at
+            // syscall exits, so no arguments follow its execs.
+            exec_args: !(capture.kernel.object == crate::capture::kernel::ObjectKind::Compat
+                && capture.hooks.family == crate::capture::hooks::HookFamily::Tracepoint),
         },
         metrics.clone(),
         Box::new(sinks),
@@ -393,6 +402,7 @@ pub fn replay_records(
             false
         }
         fn forget_process(&mut self, _: u32) {}
+        fn serves(&mut self, _: u32) {}
     }
     let metrics = Arc::new(Metrics::new());
     let mut pipeline = Pipeline::new(
@@ -405,6 +415,8 @@ pub fn replay_records(
             sessions: SessionConfig::default(),
             max_label_values: 100,
             proc_root,
+            effects: crate::effects::EffectLimits::default(),
+            exec_args: true,
         },
         metrics,
         sink,

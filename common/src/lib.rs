@@ -32,6 +32,80 @@ pub mod record {
     /// library for a while to see whether it speaks MCP inside (once per
     /// process).
     pub const TLS_SEEN: u32 = 8;
+    /// An [`super::EffectRecord`]: a process serving MCP (or one it
+    /// started) opened, removed or renamed a file, ran a program,
+    /// connected or listened.
+    pub const EFFECT: u32 = 9;
+}
+
+/// Kinds of [`EffectRecord`].
+pub mod effect {
+    /// open/openat/openat2: `path`, `flags` (the open flags), `ret` the
+    /// descriptor or -errno.
+    pub const OPEN: u8 = 1;
+    /// unlink/unlinkat/rmdir: `path`; `flags` has `AT_REMOVEDIR` for a
+    /// directory.
+    pub const UNLINK: u8 = 2;
+    /// rename/renameat/renameat2: `path` → `path2`.
+    pub const RENAME: u8 = 3;
+    /// A new program (sched_process_exec): `path` the executable.
+    pub const EXEC: u8 = 4;
+    /// connect: `family`, `port`, `addr`.
+    pub const CONNECT: u8 = 5;
+    /// listen: `fd`; its address is the one its last BIND named.
+    pub const LISTEN: u8 = 6;
+    /// bind of an internet socket: `fd`, `family`, `port`, `addr` (not an
+    /// effect of its own: it names the address a LISTEN opens).
+    pub const BIND: u8 = 7;
+    /// A successful execve/execveat, read at its exit from the new
+    /// program's stack: `flags` its argc; `path` and `path2`, as one
+    /// 512-byte region, its argument strings from argv[0] on,
+    /// NUL-separated; `ret` how many bytes of the region they fill (the
+    /// environment that follows them is never copied). The agent joins it
+    /// to the EXEC record just before it.
+    pub const EXEC_ARGS: u8 = 8;
+    /// `flags` bit of UNLINK for a directory (Linux's AT_REMOVEDIR).
+    pub const AT_REMOVEDIR: u64 = 0x200;
+}
+
+/// Longest path an [`EffectRecord`] carries (longer ones are cut and
+/// marked by a full buffer without a terminating NUL).
+pub const EFFECT_PATH_MAX: usize = 256;
+
+/// A side effect of a process serving MCP ([`proc_state::SERVES`]) or of a
+/// process it started (its `owner`). Paths are as the process passed them
+/// (relative to `dirfd` or the working directory when not absolute).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EffectRecord {
+    pub kind: u32,
+    /// The process that did it.
+    pub tgid: u32,
+    pub ts_ns: u64,
+    /// The MCP server process it is attributed to (`tgid` itself, or the
+    /// server that started it).
+    pub owner: u32,
+    /// [`effect`] kind.
+    pub effect: u8,
+    pub _pad: u8,
+    /// Address family (CONNECT, BIND).
+    pub family: u16,
+    /// The syscall's result: a descriptor, 0, or -errno.
+    pub ret: i64,
+    /// Open flags; `AT_REMOVEDIR` for UNLINK.
+    pub flags: u64,
+    /// The directory descriptor a relative path is resolved against
+    /// (-100: the working directory); LISTEN: the socket.
+    pub fd: i32,
+    /// Port, host byte order (CONNECT: the peer's, BIND: the local one).
+    pub port: u16,
+    pub _pad2: u16,
+    /// Address (CONNECT, BIND): 4 bytes for IPv4, 16 for IPv6.
+    pub addr: [u8; 16],
+    /// NUL-terminated (unless cut).
+    pub path: [u8; EFFECT_PATH_MAX],
+    /// RENAME: the new name.
+    pub path2: [u8; EFFECT_PATH_MAX],
 }
 
 /// What the traced process did with the bytes.
@@ -210,8 +284,16 @@ pub struct KernelConfig {
     pub has_port_rules: u8,
     /// 1 when the agent wants to hear of every exec (to find TLS libraries).
     pub send_execs: u8,
+    /// 1 when side effects of MCP servers are recorded ([`record::EFFECT`]).
+    pub effects: u8,
+    /// Offset of `child_pid` in the sched_process_fork record (read from
+    /// its format at start).
+    pub fork_child_pid_offset: u16,
+    /// Offset of the `filename` data location in the sched_process_exec
+    /// record (read from its format at start).
+    pub exec_filename_offset: u16,
     /// Explicit, so the value has no uninitialised bytes.
-    pub _pad: [u8; 11],
+    pub _pad: [u8; 6],
 }
 
 /// Names both sides use: the kernel declares maps and programs under these
@@ -232,6 +314,8 @@ pub mod names {
         pub const COMM_RULES: &str = "COMM_RULES";
         pub const PORT_RULES: &str = "PORT_RULES";
         pub const COUNTERS: &str = "COUNTERS";
+        /// Processes started by MCP servers (key: tgid, value: the server).
+        pub const OWNERS: &str = "OWNERS";
         /// The compat object's wide chunk buffers, one per possible CPU (the
         /// agent sizes it; 1 entry in the main object, which does not use it).
         pub const SCRATCH_WIDE: &str = "SCRATCH_WIDE";
@@ -246,6 +330,7 @@ pub mod names {
             COMM_RULES,
             PORT_RULES,
             COUNTERS,
+            OWNERS,
         ];
     }
 
@@ -256,6 +341,7 @@ pub mod names {
         pub const SYS_EXIT_FLOOR: &str = "sys_exit_floor";
         pub const SCHED_EXEC: &str = "sched_exec";
         pub const SCHED_EXIT: &str = "sched_exit";
+        pub const SCHED_FORK: &str = "sched_fork";
         pub const SSL_READ_ENTER: &str = "ssl_read_enter";
         pub const SSL_READ_EX_ENTER: &str = "ssl_read_ex_enter";
         pub const SSL_WRITE_ENTER: &str = "ssl_write_enter";
@@ -303,6 +389,42 @@ pub mod names {
         ("fcntl", "fx_fcntl", "fxu_fcntl", "fxf_fcntl"),
         ("close", "fx_close", "fxu_close", "fxf_close"),
         ("close_range", "fx_close_range", "fxu_close_range", "fxf_close_range"),
+        // Side effects of MCP servers (x86_64 only: open, unlink, rmdir,
+        // rename; arm64 has only the *at forms).
+        ("open", "fx_open", "fxu_open", "fxf_open"),
+        ("openat", "fx_openat", "fxu_openat", "fxf_openat"),
+        ("openat2", "fx_openat2", "fxu_openat2", "fxf_openat2"),
+        ("unlink", "fx_unlink", "fxu_unlink", "fxf_unlink"),
+        ("unlinkat", "fx_unlinkat", "fxu_unlinkat", "fxf_unlinkat"),
+        ("rmdir", "fx_rmdir", "fxu_rmdir", "fxf_rmdir"),
+        ("rename", "fx_rename", "fxu_rename", "fxf_rename"),
+        ("renameat", "fx_renameat", "fxu_renameat", "fxf_renameat"),
+        ("renameat2", "fx_renameat2", "fxu_renameat2", "fxf_renameat2"),
+        ("listen", "fx_listen", "fxu_listen", "fxf_listen"),
+        ("bind", "fx_bind", "fxu_bind", "fxf_bind"),
+        ("execve", "fx_execve", "fxu_execve", "fxf_execve"),
+        ("execveat", "fx_execveat", "fxu_execveat", "fxf_execveat"),
+    ];
+
+    /// Syscalls arm64 does not have (only their `*at` forms).
+    pub const X86_ONLY: &[&str] = &["dup2", "open", "unlink", "rmdir", "rename"];
+
+    /// The syscalls of [`FEXIT`] hooked only for side effects (not attached
+    /// when effects are off). connect is not one: it is hooked anyway.
+    pub const EFFECT_ONLY: &[&str] = &[
+        "open",
+        "openat",
+        "openat2",
+        "unlink",
+        "unlinkat",
+        "rmdir",
+        "rename",
+        "renameat",
+        "renameat2",
+        "listen",
+        "bind",
+        "execve",
+        "execveat",
     ];
 }
 
@@ -328,6 +450,9 @@ pub mod proc_state {
     /// The agent probes this untracked process's TLS library (discovery):
     /// its TLS sessions are tied to their sockets like a tracked one's.
     pub const TLS_PROBED: u32 = 128;
+    /// The agent saw the process serve MCP: its side effects, and those
+    /// of the processes it starts, are recorded ([`super::record::EFFECT`]).
+    pub const SERVES: u32 = 256;
     /// Any of these: the process's stdio, sockets and TLS are captured.
     pub const TRACKED: u32 = PROVISIONAL | CONFIRMED | SELECTED;
 }
@@ -411,6 +536,10 @@ pub mod watch {
         /// and log shippers that read stdin all day from paying for
         /// discovery.
         pub const STDIN_RULED_OUT: u8 = 2;
+        /// Started by a process that serves MCP (or by one of its
+        /// children): its side effects are recorded for that server (the
+        /// server is in the `OWNERS` map). Discovery still applies.
+        pub const CHILD: u8 = 3;
     }
 
     /// Entries of the kernel's byte map for a pid_max.
@@ -564,6 +693,7 @@ mod user {
     unsafe impl aya::Pod for SockState {}
     unsafe impl aya::Pod for SslKey {}
     unsafe impl aya::Pod for KernelConfig {}
+    unsafe impl aya::Pod for EffectRecord {}
 }
 
 #[cfg(test)]
@@ -653,6 +783,28 @@ mod tests {
         assert_eq!(offset_of!(KernelConfig, has_comm_rules), 26);
         assert_eq!(offset_of!(KernelConfig, has_port_rules), 27);
         assert_eq!(offset_of!(KernelConfig, send_execs), 28);
+        assert_eq!(offset_of!(KernelConfig, effects), 29);
+        assert_eq!(offset_of!(KernelConfig, fork_child_pid_offset), 30);
+        assert_eq!(offset_of!(KernelConfig, exec_filename_offset), 32);
+        assert_eq!(offset_of!(KernelConfig, _pad), 34);
+    }
+
+    #[test]
+    fn effect_record_layout() {
+        assert_eq!(size_of::<EffectRecord>(), 64 + 2 * EFFECT_PATH_MAX);
+        assert_eq!(offset_of!(EffectRecord, kind), 0);
+        assert_eq!(offset_of!(EffectRecord, tgid), 4);
+        assert_eq!(offset_of!(EffectRecord, ts_ns), 8);
+        assert_eq!(offset_of!(EffectRecord, owner), 16);
+        assert_eq!(offset_of!(EffectRecord, effect), 20);
+        assert_eq!(offset_of!(EffectRecord, family), 22);
+        assert_eq!(offset_of!(EffectRecord, ret), 24);
+        assert_eq!(offset_of!(EffectRecord, flags), 32);
+        assert_eq!(offset_of!(EffectRecord, fd), 40);
+        assert_eq!(offset_of!(EffectRecord, port), 44);
+        assert_eq!(offset_of!(EffectRecord, addr), 48);
+        assert_eq!(offset_of!(EffectRecord, path), 64);
+        assert_eq!(offset_of!(EffectRecord, path2), 64 + EFFECT_PATH_MAX);
     }
 
     #[test]

@@ -16,7 +16,10 @@ static CONFIG: KernelConfig = KernelConfig {
     has_comm_rules: 0,
     has_port_rules: 0,
     send_execs: 0,
-    _pad: [0; 11],
+    effects: 0,
+    fork_child_pid_offset: 0,
+    exec_filename_offset: 0,
+    _pad: [0; 6],
 };
 
 /// One field of the configuration. Volatile: the compiler must not fold
@@ -71,4 +74,19 @@ pub fn wakeup_bytes() -> u64 {
 #[inline(always)]
 pub fn exit_group_dead_offset() -> u32 {
     field!(exit_group_dead_offset)
+}
+
+#[inline(always)]
+pub fn effects() -> bool {
+    field!(effects) != 0
+}
+
+#[inline(always)]
+pub fn fork_child_pid_offset() -> u16 {
+    field!(fork_child_pid_offset)
+}
+
+#[inline(always)]
+pub fn exec_filename_offset() -> u16 {
+    field!(exec_filename_offset)
 }

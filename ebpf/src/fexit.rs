@@ -33,7 +33,7 @@ macro_rules! fexit_syscalls {
             pub fn $program(ctx: FExitContext) -> i32 {
                 let regs = Regs::new(ctx.arg(0));
                 let ret: i64 = ctx.arg(1);
-                if syscall::on_exit(sysnr::$nr, &regs, ret) {
+                if syscall::on_exit::<true>(sysnr::$nr, &regs, ret) {
                     emit::flush();
                 }
                 0
@@ -43,7 +43,7 @@ macro_rules! fexit_syscalls {
             pub fn $untyped(ctx: FExitContext) -> i32 {
                 let regs = UntypedRegs::from_ctx(ctx.as_ptr() as *const u64);
                 let ret: i64 = ctx.arg(1);
-                if syscall::on_exit(sysnr::$nr, &regs, ret) {
+                if syscall::on_exit::<true>(sysnr::$nr, &regs, ret) {
                     emit::flush();
                 }
                 0
@@ -78,4 +78,17 @@ fexit_syscalls! {
     (fx_fcntl, fxu_fcntl, fxf_fcntl, FCNTL, "__x64_sys_fcntl"),
     (fx_close, fxu_close, fxf_close, CLOSE, "__x64_sys_close"),
     (fx_close_range, fxu_close_range, fxf_close_range, CLOSE_RANGE, "__x64_sys_close_range"),
+    (fx_open, fxu_open, fxf_open, OPEN, "__x64_sys_open"),
+    (fx_openat, fxu_openat, fxf_openat, OPENAT, "__x64_sys_openat"),
+    (fx_openat2, fxu_openat2, fxf_openat2, OPENAT2, "__x64_sys_openat2"),
+    (fx_unlink, fxu_unlink, fxf_unlink, UNLINK, "__x64_sys_unlink"),
+    (fx_unlinkat, fxu_unlinkat, fxf_unlinkat, UNLINKAT, "__x64_sys_unlinkat"),
+    (fx_rmdir, fxu_rmdir, fxf_rmdir, RMDIR, "__x64_sys_rmdir"),
+    (fx_rename, fxu_rename, fxf_rename, RENAME, "__x64_sys_rename"),
+    (fx_renameat, fxu_renameat, fxf_renameat, RENAMEAT, "__x64_sys_renameat"),
+    (fx_renameat2, fxu_renameat2, fxf_renameat2, RENAMEAT2, "__x64_sys_renameat2"),
+    (fx_listen, fxu_listen, fxf_listen, LISTEN, "__x64_sys_listen"),
+    (fx_bind, fxu_bind, fxf_bind, BIND, "__x64_sys_bind"),
+    (fx_execve, fxu_execve, fxf_execve, EXECVE, "__x64_sys_execve"),
+    (fx_execveat, fxu_execveat, fxf_execveat, EXECVEAT, "__x64_sys_execveat"),
 }

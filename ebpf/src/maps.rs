@@ -71,6 +71,9 @@ pub enum Glance {
     StdinRuledOut,
     /// Nothing: discovery may look at it.
     Unknown,
+    /// Started by an MCP server (its side effects are recorded, see
+    /// `effects`); discovery may look at it.
+    Child,
 }
 
 #[inline(always)]
@@ -95,6 +98,8 @@ pub fn glance(tgid: u32) -> Glance {
         Glance::Watched
     } else if k == watch::byte::STDIN_RULED_OUT {
         Glance::StdinRuledOut
+    } else if k == watch::byte::CHILD {
+        Glance::Child
     } else {
         Glance::Unknown
     }
@@ -112,10 +117,16 @@ fn kernel_byte(tgid: u32) -> Option<*mut u8> {
     Some(unsafe { (word as *mut u8).add((tgid % watch::KERNEL_TGIDS_PER_WORD) as usize) })
 }
 
+/// The tgid's byte, when the map has it.
+#[inline(always)]
+pub fn kernel_byte_value(tgid: u32) -> Option<u8> {
+    kernel_byte(tgid).map(|b| unsafe { *b })
+}
+
 /// Sets the tgid's byte: a plain byte store, which leaves the other tgids
 /// of the word alone (no atomics needed, see `mcptap_common::watch`).
 #[inline(always)]
-fn set_kernel_byte(tgid: u32, value: u8) {
+pub fn set_kernel_byte(tgid: u32, value: u8) {
     if let Some(b) = kernel_byte(tgid) {
         unsafe { core::ptr::write_volatile(b, value) };
     }
@@ -127,10 +138,14 @@ pub fn forget(tgid: u32) {
     set_kernel_byte(tgid, watch::byte::NONE);
 }
 
-/// The process's stdin is not worth another look until it execs.
+/// The process's stdin is not worth another look until it execs. A child
+/// of a server keeps its mark (its effects matter more; children of
+/// servers are few, and their stdin reads are sniffed on).
 #[inline(always)]
 pub fn rule_out_stdin(tgid: u32) {
-    set_kernel_byte(tgid, watch::byte::STDIN_RULED_OUT);
+    if kernel_byte_value(tgid) != Some(watch::byte::CHILD) {
+        set_kernel_byte(tgid, watch::byte::STDIN_RULED_OUT);
+    }
 }
 
 /// At exec: a new program may speak MCP on the same stdin.

@@ -15,8 +15,10 @@ use crate::{
 };
 
 #[tracepoint]
-pub fn sched_exec(_ctx: TracePointContext) -> u32 {
+pub fn sched_exec(ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // A server, or a process it started, runs a program: a side effect.
+    crate::effects::on_exec(&ctx, tgid);
     // A new program may speak MCP on the stdin the old one ruled out.
     forget_ruled_out(tgid);
     if config::send_execs() && tgid != config::agent_tgid() {
@@ -75,6 +77,7 @@ pub fn sched_exit(ctx: TracePointContext) -> u32 {
     } else {
         pid_tgid as u32 == tgid
     };
+    crate::effects::task_exited(pid_tgid as u32, group_dead, tgid);
     if !group_dead {
         return 0;
     }

@@ -11,7 +11,10 @@
 // - `tls`: OpenSSL uprobes for the plaintext of TLS connections, and the
 //   plaintext handling every TLS library shares;
 // - `gotls`: Go's crypto/tls (uprobes at entry and at each return);
-// - `rustls`: rustls in Rust programs with symbols.
+// - `rustls`: rustls in Rust programs with symbols;
+// - `effects`: side effects of MCP servers and the processes they start
+//   (files, programs, connections, listeners), and the fork tracepoint
+//   that marks those processes.
 //
 // What the syscall hooks do, shared by both families:
 // - `syscall`: the handler, dispatching each syscall of interest;
@@ -31,6 +34,7 @@
 // neither tracked nor a discovery candidate.
 
 mod config;
+mod effects;
 mod emit;
 mod fds;
 mod fexit;

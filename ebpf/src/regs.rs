@@ -20,6 +20,8 @@ mod layout {
     pub const NR: usize = 15;
     /// di, si, dx, r10
     pub const ARGS: [usize; 4] = [14, 13, 12, 7];
+    /// sp
+    pub const SP: usize = 19;
 }
 
 /// arm64 overwrites x0 with the return value: the first argument survives
@@ -29,6 +31,8 @@ mod layout {
     pub const NR_BYTE_OFFSET: usize = 280;
     /// orig_x0, regs[1], regs[2], regs[3]
     pub const ARGS: [usize; 4] = [34, 1, 2, 3];
+    /// sp (after regs[0..31])
+    pub const SP: usize = 31;
 }
 
 /// A syscall's number and first arguments.
@@ -37,6 +41,10 @@ pub trait Args {
     fn arg0(&self) -> u64;
     fn arg1(&self) -> u64;
     fn arg2(&self) -> u64;
+    fn arg3(&self) -> u64;
+    /// The user stack pointer: after a successful execve, the new
+    /// program's, pointing at its argc (then argv).
+    fn sp(&self) -> u64;
 }
 
 /// The registers behind a pointer the verifier knows is a `struct pt_regs`
@@ -80,6 +88,16 @@ impl Args for Regs {
     #[inline(always)]
     fn arg2(&self) -> u64 {
         unsafe { *self.regs.add(layout::ARGS[2]) }
+    }
+
+    #[inline(always)]
+    fn arg3(&self) -> u64 {
+        unsafe { *self.regs.add(layout::ARGS[3]) }
+    }
+
+    #[inline(always)]
+    fn sp(&self) -> u64 {
+        unsafe { *self.regs.add(layout::SP) }
     }
 }
 
@@ -141,5 +159,15 @@ impl Args for UntypedRegs {
     #[inline(always)]
     fn arg2(&self) -> u64 {
         self.slot(layout::ARGS[2])
+    }
+
+    #[inline(always)]
+    fn arg3(&self) -> u64 {
+        self.slot(layout::ARGS[3])
+    }
+
+    #[inline(always)]
+    fn sp(&self) -> u64 {
+        self.slot(layout::SP)
     }
 }

@@ -58,14 +58,20 @@ const EINPROGRESS: i64 = -115;
 /// which the verifier refuses (it returns a stack pointer).
 #[derive(Clone, Copy, Default)]
 #[repr(C)]
-struct Peer {
-    addr: [u64; 2],
-    family: u16,
-    port: u16,
+pub struct Peer {
+    pub addr: [u64; 2],
+    pub family: u16,
+    pub port: u16,
+}
+
+/// An internet address family (the only peers mcptap reports).
+#[inline(always)]
+pub fn is_inet(family: u16) -> bool {
+    family == AF_INET || family == AF_INET6
 }
 
 #[inline(always)]
-fn read_sockaddr(ptr: u64) -> Option<Peer> {
+pub fn read_sockaddr(ptr: u64) -> Option<Peer> {
     if ptr == 0 {
         return None;
     }

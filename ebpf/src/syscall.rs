@@ -10,7 +10,7 @@ use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use mcptap_common::{ProcState, op, proc_state};
 
 use crate::{
-    config, fds,
+    config, effects, fds,
     maps::{Glance, PROCS, glance},
     regs::Args,
     sockets, stdio, sysnr,
@@ -18,8 +18,14 @@ use crate::{
 
 /// Handles the exit of syscall `nr` with return value `ret`. Returns true
 /// when it may have queued bytes: the caller then `emit::flush`es.
+///
+/// `EFFECTS`: whether this program records side effects (`effects`). The
+/// compat object's raw tracepoint leaves them out: its one program carries
+/// every syscall and is close to the 5.10 verifier's complexity limit
+/// (Linux 5.10 to 5.16 record effects through the fexit family, which
+/// distribution kernels allow).
 #[inline(always)]
-pub fn on_exit(nr: u64, regs: &impl Args, ret: i64) -> bool {
+pub fn on_exit<const EFFECTS: bool>(nr: u64, regs: &impl Args, ret: i64) -> bool {
     // The raw tracepoint sees every syscall: most are of no interest
     // whoever makes them (for fexit programs `nr` is a constant and this
     // folds away).
@@ -30,6 +36,12 @@ pub fn on_exit(nr: u64, regs: &impl Args, ret: i64) -> bool {
     let tgid = (pid_tgid >> 32) as u32;
 
     let seen = glance(tgid);
+    if EFFECTS && sysnr::is_effect(nr) && (seen == Glance::Watched || seen == Glance::Child) {
+        effects::on_exit(nr, seen, tgid, regs, ret);
+    }
+    if sysnr::is_effect(nr) && nr != sysnr::CONNECT {
+        return false;
+    }
     if seen != Glance::Watched {
         return unwatched(seen, nr, regs, ret, pid_tgid, tgid);
     }
@@ -75,7 +87,7 @@ fn unwatched(seen: Glance, nr: u64, regs: &impl Args, ret: i64, pid_tgid: u64, t
         return false;
     }
     match nr {
-        sysnr::READ | sysnr::READV if ret > 0 && seen == Glance::Unknown && regs.arg0() == 0 => {
+        sysnr::READ | sysnr::READV if ret > 0 && (seen == Glance::Unknown || seen == Glance::Child) && regs.arg0() == 0 => {
             let iov_cnt = if nr == sysnr::READV { regs.arg2() } else { 0 };
             return stdio::sniff_unwatched(pid_tgid, regs.arg1(), iov_cnt, ret as u64);
         }

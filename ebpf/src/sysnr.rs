@@ -19,6 +19,19 @@ mod numbers {
     pub const ACCEPT4: u64 = 288;
     pub const DUP3: u64 = 292;
     pub const CLOSE_RANGE: u64 = 436;
+    pub const OPEN: u64 = 2;
+    pub const OPENAT: u64 = 257;
+    pub const OPENAT2: u64 = 437;
+    pub const UNLINK: u64 = 87;
+    pub const UNLINKAT: u64 = 263;
+    pub const RMDIR: u64 = 84;
+    pub const RENAME: u64 = 82;
+    pub const RENAMEAT: u64 = 264;
+    pub const RENAMEAT2: u64 = 316;
+    pub const LISTEN: u64 = 50;
+    pub const BIND: u64 = 49;
+    pub const EXECVE: u64 = 59;
+    pub const EXECVEAT: u64 = 322;
 }
 
 #[cfg(bpf_target_arch = "aarch64")]
@@ -41,6 +54,20 @@ mod numbers {
     pub const ACCEPT4: u64 = 242;
     pub const DUP3: u64 = 24;
     pub const CLOSE_RANGE: u64 = 436;
+    // arm64 has only the *at forms: numbers no syscall has.
+    pub const OPEN: u64 = u64::MAX - 1;
+    pub const OPENAT: u64 = 56;
+    pub const OPENAT2: u64 = 437;
+    pub const UNLINK: u64 = u64::MAX - 2;
+    pub const UNLINKAT: u64 = 35;
+    pub const RMDIR: u64 = u64::MAX - 3;
+    pub const RENAME: u64 = u64::MAX - 4;
+    pub const RENAMEAT: u64 = 38;
+    pub const RENAMEAT2: u64 = 276;
+    pub const LISTEN: u64 = 201;
+    pub const BIND: u64 = 200;
+    pub const EXECVE: u64 = 221;
+    pub const EXECVEAT: u64 = 281;
 }
 
 #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
@@ -69,5 +96,15 @@ pub fn is_handled(nr: u64) -> bool {
             | FCNTL
             | CLOSE
             | CLOSE_RANGE
+    ) || is_effect(nr)
+}
+
+/// Whether syscall `nr` is a side effect `effects::on_exit` records
+/// (connect is both: a socket to capture and an effect).
+#[inline(always)]
+pub fn is_effect(nr: u64) -> bool {
+    matches!(
+        nr,
+        OPEN | OPENAT | OPENAT2 | UNLINK | UNLINKAT | RMDIR | RENAME | RENAMEAT | RENAMEAT2 | LISTEN | BIND | CONNECT | EXECVE | EXECVEAT
     )
 }

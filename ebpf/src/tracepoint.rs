@@ -23,7 +23,8 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     // sys_exit(struct pt_regs *regs, long ret)
     let regs = Regs::new(ctx.arg(0));
     let ret: i64 = ctx.arg(1);
-    if syscall::on_exit(regs.nr(), &regs, ret) {
+    // Side effects: not in the compat object (see `syscall::on_exit`).
+    if syscall::on_exit::<{ crate::HAS_BPF_LOOP }>(regs.nr(), &regs, ret) {
         emit::flush();
     }
     0

@@ -69,6 +69,68 @@ def build(name: str) -> FastMCP:
             mcp.add_tool(Tool.from_function(add, description=description))
             return "rewritten"
 
+    if os.environ.get("MCPTAP_TEST_EFFECTS"):
+        # Tools with side effects on the host (what mcptap attributes to
+        # each call): files, a program, a connection, a listener, CPU.
+        import socket
+        import subprocess
+        import time
+
+        @mcp.tool
+        def read_file(path: str) -> int:
+            """Reads a file; returns its size."""
+            with open(path, "rb") as f:
+                return len(f.read())
+
+        @mcp.tool
+        def write_file(path: str, text: str) -> int:
+            """Writes a file."""
+            with open(path, "w") as f:
+                return f.write(text)
+
+        @mcp.tool
+        def remove_file(path: str) -> str:
+            """Deletes a file."""
+            os.unlink(path)
+            return "removed"
+
+        @mcp.tool
+        def run(argv: list[str]) -> str:
+            """Runs a program; returns its output."""
+            return subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+
+        @mcp.tool
+        def connect(port: int) -> str:
+            """Connects to a loopback port and hangs up."""
+            with socket.create_connection(("127.0.0.1", port), timeout=5):
+                return "connected"
+
+        @mcp.tool
+        async def listen() -> int:
+            """Opens a listening socket on loopback for half a second."""
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                s.listen()
+                await asyncio.sleep(0.5)
+                return s.getsockname()[1]
+
+        @mcp.tool
+        async def read_slowly(path: str, seconds: float) -> int:
+            """Reads a file, then waits (calls that overlap)."""
+            with open(path, "rb") as f:
+                n = len(f.read())
+            await asyncio.sleep(seconds)
+            return n
+
+        @mcp.tool
+        def burn(ms: int) -> int:
+            """Spends `ms` milliseconds of CPU."""
+            end = time.thread_time() + ms / 1000
+            n = 0
+            while time.thread_time() < end:
+                n += 1
+            return n
+
     @mcp.prompt
     def greet(name: str) -> str:
         """A prompt."""

@@ -162,6 +162,81 @@ fn stdio_http_and_tls_with_the_python_sdk() {
     agent.stop();
 }
 
+/// What a call did on the host, on this kernel's hooks: the file a tool
+/// read and the program it ran (in a process of its own), each the call's.
+/// The compat object's raw tracepoint (Linux 5.10 to 5.16, forced onto the
+/// fallback) records no syscall effects: there the test checks that none
+/// are claimed, and the program run is still seen (exec tracepoint).
+#[test]
+fn a_calls_file_and_program_are_its_own() {
+    let env = env();
+    let agent = Agent::start(&env, "smoke_effects", &[]);
+    assert_hook_family(&agent);
+    let m = agent.metrics();
+    let syscall_effects = m.value(
+        "mcptap_capture_hooks_info",
+        &[("family", "tracepoint"), ("kernel_object", "compat")],
+    ) != 1.0;
+    let dir = env.artifacts.join("smoke-effects-files");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("input.txt");
+    std::fs::write(&input, "hello").unwrap();
+    let python = env.python.display().to_string();
+    let plan = json!({"sessions": [{"server": env.test_server(), "env": {"MCPTAP_TEST_EFFECTS": "1"},
+    "steps": [
+        {"call": "read_file", "args": {"path": input}},
+        {"call": "run", "args": {"argv": [python, "-c", "pass"]}},
+        {"call": "add", "args": {"a": 1, "b": 2}}
+    ]}]});
+    let report = env.drive(&plan);
+    let server = pid(session(&report, 0), "server_pid");
+    let events = agent.wait_events("the calls", WAIT, |ev| {
+        operations_of(ev, server).iter().any(|e| e["gen_ai.tool.name"] == "add")
+    });
+    let ops = operations_of(&events, server);
+    let op = |tool: &str| -> Value {
+        ops.iter()
+            .find(|e| e["gen_ai.tool.name"] == tool)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {tool}:\n{}", summary(&ops)))
+    };
+    let items = |e: &Value, kind: &str| -> Vec<Value> {
+        e["mcp.effects"]["items"]
+            .as_array()
+            .map(|v| v.iter().filter(|i| i["kind"] == kind).cloned().collect())
+            .unwrap_or_default()
+    };
+    let (read, run) = (op("read_file"), op("run"));
+    let input = input.display().to_string();
+    let execs = items(&run, "exec");
+    assert!(
+        execs.iter().any(|e| e["pid"] != server
+            && e["attribution"] == "exact"
+            && e["path"].as_str().is_some_and(|p| p.contains("python"))),
+        "run ran python:\n{run}"
+    );
+    if syscall_effects {
+        assert!(
+            items(&read, "file_read")
+                .iter()
+                .any(|e| e["path"] == input.as_str() && e["attribution"] == "exact"),
+            "read_file read {input}:\n{read}"
+        );
+        assert!(
+            execs.iter().any(|e| e["args"] == json!(["-c", "pass"])),
+            "the program's arguments:\n{run}"
+        );
+    } else {
+        assert!(items(&read, "file_read").is_empty(), "{read}");
+    }
+    assert!(
+        items(&run, "file_read").iter().all(|e| e["path"] != input.as_str()),
+        "{run}"
+    );
+    agent.stop();
+}
+
 /// A process whose first stdin read is not JSON is not looked at again
 /// until it execs: what keeps processes that read stdin all day from
 /// paying for discovery. The program it execs is looked at afresh.

@@ -70,7 +70,14 @@ struct Refusal {
 
 /// Attaches the syscall hooks (or, with `floor`, their empty twins, for the
 /// benchmarks) of the family `choice` leads to.
-pub fn attach(ebpf: &mut Ebpf, btf: &Btf, choice: HookChoice, floor: bool) -> Result<Hooks, CaptureError> {
+/// `effects`: also the syscalls hooked only for side effects (fexit).
+pub fn attach(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    choice: HookChoice,
+    floor: bool,
+    effects: bool,
+) -> Result<Hooks, CaptureError> {
     match choice {
         HookChoice::Tracepoint => {
             attach_tracepoint(ebpf, btf, floor)?;
@@ -80,7 +87,7 @@ pub fn attach(ebpf: &mut Ebpf, btf: &Btf, choice: HookChoice, floor: bool) -> Re
                 why: "raw sys_exit tracepoint, as asked (--hooks tracepoint)".into(),
             })
         }
-        HookChoice::Fexit => match attach_fexit(ebpf, btf, floor) {
+        HookChoice::Fexit => match attach_fexit(ebpf, btf, floor, effects) {
             Ok(()) => Ok(Hooks {
                 family: HookFamily::Fexit,
                 reason: "forced",
@@ -91,7 +98,7 @@ pub fn attach(ebpf: &mut Ebpf, btf: &Btf, choice: HookChoice, floor: bool) -> Re
                 refusal.why
             ))),
         },
-        HookChoice::Auto => match attach_fexit(ebpf, btf, floor) {
+        HookChoice::Auto => match attach_fexit(ebpf, btf, floor, effects) {
             Ok(()) => Ok(Hooks {
                 family: HookFamily::Fexit,
                 reason: "fexit_allowed",
@@ -133,14 +140,14 @@ fn attach_tracepoint(ebpf: &mut Ebpf, btf: &Btf, floor: bool) -> Result<(), Capt
 pub fn entry_point(syscall: &str) -> Option<String> {
     match std::env::consts::ARCH {
         "x86_64" => Some(format!("__x64_sys_{syscall}")),
-        "aarch64" if syscall != "dup2" => Some(format!("__arm64_sys_{syscall}")),
+        "aarch64" if !names::X86_ONLY.contains(&syscall) => Some(format!("__arm64_sys_{syscall}")),
         _ => None,
     }
 }
 
 /// Loads and attaches every fexit program; on any failure, unloads what it
 /// loaded (their links go with them) and says why.
-fn attach_fexit(ebpf: &mut Ebpf, btf: &Btf, floor: bool) -> Result<(), Refusal> {
+fn attach_fexit(ebpf: &mut Ebpf, btf: &Btf, floor: bool, effects: bool) -> Result<(), Refusal> {
     if !matches!(std::env::consts::ARCH, "x86_64" | "aarch64") {
         return Err(Refusal {
             reason: "architecture",
@@ -152,6 +159,9 @@ fn attach_fexit(ebpf: &mut Ebpf, btf: &Btf, floor: bool) -> Result<(), Refusal> 
         let mut targets = Vec::new();
         for &(syscall, typed, untyped, floor_name) in names::FEXIT {
             let Some(target) = entry_point(syscall) else { continue };
+            if !effects && names::EFFECT_ONLY.contains(&syscall) {
+                continue;
+            }
             let name = if floor {
                 floor_name
             } else {

@@ -30,7 +30,7 @@ use tokio::io::unix::AsyncFd;
 
 pub use hooks::{HookChoice, Hooks};
 pub use kernel::Kernel;
-pub use record::{CaptureRecord, Channel, Chunk, Io, SocketOpen};
+pub use record::{CaptureRecord, Channel, Chunk, Io, PathArg, RawEffect, RawEffectKind, SocketOpen};
 pub use selection::Selection;
 
 /// Settings of the kernel side.
@@ -59,6 +59,9 @@ pub struct CaptureOptions {
     pub exclude_exes: Vec<String>,
     /// Which syscall hook family (`--hooks`).
     pub hooks: HookChoice,
+    /// Record side effects of MCP servers (files, programs, connections,
+    /// listeners).
+    pub effects: bool,
 }
 
 impl CaptureOptions {
@@ -77,6 +80,7 @@ impl CaptureOptions {
             exclude_pids: Vec::new(),
             exclude_exes: Vec::new(),
             hooks: HookChoice::Auto,
+            effects: true,
         }
     }
 }
@@ -219,7 +223,10 @@ impl Capture {
             has_comm_rules: flag(!opts.select_exes.is_empty() || !opts.exclude_exes.is_empty()),
             has_port_rules: flag(!opts.select_ports.is_empty()),
             send_execs: flag(opts.capture_tls),
-            _pad: [0; 11],
+            effects: flag(opts.effects),
+            fork_child_pid_offset: layout.fork_child_pid,
+            exec_filename_offset: layout.exec_filename,
+            _pad: [0; 6],
         };
         let (kernel, mut ebpf, btf) = load(&config, opts.ring_buffer_bytes)?;
         if kernel.object == kernel::ObjectKind::Compat && opts.capture_cap > mcptap_common::COMPAT_MAX_CALL_BYTES {
@@ -233,7 +240,11 @@ impl Capture {
         // Rules first, so that processes started while we attach follow them.
         selection.apply_rules(opts)?;
 
-        for &(program, category, name) in SCHED {
+        let fork = (program::SCHED_FORK, "sched", "sched_process_fork");
+        // Only with side effects on: the fork tracepoint marks the
+        // processes servers start.
+        let sched = SCHED.iter().chain(opts.effects.then_some(&fork));
+        for &(program, category, name) in sched {
             let prog: &mut TracePoint = ebpf
                 .program_mut(program)
                 .ok_or(CaptureError::Missing(program))?
@@ -243,7 +254,7 @@ impl Capture {
             prog.attach(category, name)
                 .map_err(attach_err(program, format!("{category}:{name}")))?;
         }
-        let hooks = hooks::attach(&mut ebpf, &btf, opts.hooks, false)?;
+        let hooks = hooks::attach(&mut ebpf, &btf, opts.hooks, false, opts.effects)?;
         tracing::info!(
             family = hooks.family.name(),
             kernel_object = kernel.object.name(),
@@ -420,7 +431,7 @@ impl Capture {
 pub fn attach_floor(choice: HookChoice) -> Result<(Kernel, Hooks, Ebpf), CaptureError> {
     preflight::require_privileges()?;
     let (kernel, mut ebpf, btf) = load(&KernelConfig::default(), 1 << 20)?;
-    let hooks = hooks::attach(&mut ebpf, &btf, choice, true)?;
+    let hooks = hooks::attach(&mut ebpf, &btf, choice, true, true)?;
     Ok((kernel, hooks, ebpf))
 }
 

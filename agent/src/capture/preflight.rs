@@ -93,19 +93,30 @@ fn is_privileged() -> bool {
 pub struct TracepointLayout {
     /// Offset of `group_dead` in sched_process_exit, 0 when absent.
     pub exit_group_dead: u32,
+    /// Offset of `child_pid` in sched_process_fork (side effects: the
+    /// processes servers start).
+    pub fork_child_pid: u16,
+    /// Offset of the `filename` data location in sched_process_exec (side
+    /// effects: the programs they run).
+    pub exec_filename: u16,
 }
 
 /// Reads the record layout of the process tracepoints (the one field the
 /// programs use moves between kernels, so it is looked up, not assumed).
 /// Syscall arguments come from the BTF-typed registers (ebpf/src/regs.rs).
 pub fn check_tracepoint_layout(tracefs: &Path) -> Result<TracepointLayout, PreflightError> {
-    let _ = format_fields(tracefs, "sched/sched_process_exec")?;
+    let exec = format_fields(tracefs, "sched/sched_process_exec")?;
     let exit = format_fields(tracefs, "sched/sched_process_exit")?;
-    let exit_group_dead = exit
-        .iter()
-        .find(|(name, _)| name == "group_dead")
-        .map_or(0, |(_, off)| *off as u32);
-    Ok(TracepointLayout { exit_group_dead })
+    let fork = format_fields(tracefs, "sched/sched_process_fork")?;
+    let offset = |fields: &[(String, usize)], field: &str| {
+        fields.iter().find(|(name, _)| name == field).map_or(0, |(_, off)| *off)
+    };
+    Ok(TracepointLayout {
+        exit_group_dead: offset(&exit, "group_dead") as u32,
+        // 0 (not found, or beyond a u16): the program does nothing.
+        fork_child_pid: u16::try_from(offset(&fork, "child_pid")).unwrap_or(0),
+        exec_filename: u16::try_from(offset(&exec, "filename")).unwrap_or(0),
+    })
 }
 
 /// (field name, offset) pairs of a tracepoint's `format` file.

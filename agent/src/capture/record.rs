@@ -1,8 +1,8 @@
 //! Decoding of the kernel's ring buffer records into typed values.
 
 use mcptap_common::{
-    CHUNK_HEADER_LEN, ChunkHeader, ProcessRecord, SocketRecord, TlsCloseRecord, channel, chunk_flags, op, record,
-    sock_role,
+    CHUNK_HEADER_LEN, ChunkHeader, EffectRecord, ProcessRecord, SocketRecord, TlsCloseRecord, channel, chunk_flags,
+    effect, op, record, sock_role,
 };
 use thiserror::Error;
 
@@ -33,6 +33,68 @@ pub enum CaptureRecord<'a> {
         ssl: u64,
         ts_ns: u64,
     },
+    /// A side effect of a server process or of one it started.
+    Effect(RawEffect),
+}
+
+/// A side effect as the kernel saw it: paths as the process passed them
+/// (the effects stage makes them absolute and attributes the effect).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEffect {
+    /// The server process it belongs to.
+    pub owner: u32,
+    /// The process that did it (the server or one it started).
+    pub tgid: u32,
+    pub ts_ns: u64,
+    /// The syscall's result: a descriptor, 0, or -errno.
+    pub ret: i64,
+    pub what: RawEffectKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawEffectKind {
+    Open {
+        path: PathArg,
+        flags: u64,
+    },
+    Unlink {
+        path: PathArg,
+        dir: bool,
+    },
+    Rename {
+        from: PathArg,
+        to: PathArg,
+    },
+    Exec {
+        path: String,
+    },
+    /// The arguments of the program just executed (after argv[0]); `cut`
+    /// when they ran past what the kernel copies.
+    ExecArgs {
+        args: Vec<String>,
+        cut: bool,
+    },
+    Connect {
+        peer: std::net::SocketAddr,
+    },
+    Listen {
+        fd: i32,
+    },
+    /// An internet socket was bound: the address a later `Listen` on the
+    /// same descriptor opens.
+    Bind {
+        fd: i32,
+        addr: std::net::SocketAddr,
+    },
+}
+
+/// A path argument: relative ones are relative to `dirfd` (-100: the
+/// working directory). `cut`: longer than the kernel copies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathArg {
+    pub dirfd: i32,
+    pub path: String,
+    pub cut: bool,
 }
 
 /// A watched process accepted (`server`) or connected (`!server`) a socket.
@@ -101,6 +163,10 @@ pub enum DecodeError {
     UnknownChannel(u8),
     #[error("chunk at offset {offset} of its call runs past the largest offset")]
     BadOffset { offset: u64 },
+    #[error("unknown effect kind {0}")]
+    UnknownEffect(u8),
+    #[error("effect with unknown address family {0}")]
+    UnknownFamily(u16),
 }
 
 impl<'a> CaptureRecord<'a> {
@@ -156,9 +222,64 @@ impl<'a> CaptureRecord<'a> {
                     ts_ns: rec.ts_ns,
                 })
             }
+            record::EFFECT => decode_effect(&read_pod::<EffectRecord>(bytes)?).map(CaptureRecord::Effect),
             other => Err(DecodeError::UnknownKind(other)),
         }
     }
+}
+
+fn decode_effect(rec: &EffectRecord) -> Result<RawEffect, DecodeError> {
+    let path = |dirfd: i32, bytes: &[u8]| {
+        let end = bytes.iter().position(|&b| b == 0);
+        PathArg {
+            dirfd,
+            path: String::from_utf8_lossy(&bytes[..end.unwrap_or(bytes.len())]).into_owned(),
+            cut: end.is_none(),
+        }
+    };
+    let what = match rec.effect {
+        effect::OPEN => RawEffectKind::Open {
+            path: path(rec.fd, &rec.path),
+            flags: rec.flags,
+        },
+        effect::UNLINK => RawEffectKind::Unlink {
+            path: path(rec.fd, &rec.path),
+            dir: rec.flags & effect::AT_REMOVEDIR != 0,
+        },
+        effect::RENAME => RawEffectKind::Rename {
+            from: path(rec.fd, &rec.path),
+            // The new name's directory descriptor rides in `flags`.
+            to: path(rec.flags as i64 as i32, &rec.path2),
+        },
+        effect::EXEC => RawEffectKind::Exec {
+            path: path(rec.fd, &rec.path).path,
+        },
+        effect::CONNECT => RawEffectKind::Connect {
+            peer: inet_addr(rec.family, rec.addr, rec.port).ok_or(DecodeError::UnknownFamily(rec.family))?,
+        },
+        effect::LISTEN => RawEffectKind::Listen { fd: rec.fd },
+        effect::EXEC_ARGS => {
+            // `path` and `path2` are one region here, `ret` bytes of it used.
+            let mut region = [0u8; 2 * mcptap_common::EFFECT_PATH_MAX];
+            region[..mcptap_common::EFFECT_PATH_MAX].copy_from_slice(&rec.path);
+            region[mcptap_common::EFFECT_PATH_MAX..].copy_from_slice(&rec.path2);
+            let used = usize::try_from(rec.ret).unwrap_or(0).min(region.len());
+            let (args, cut) = exec_args(&region[..used], rec.flags);
+            RawEffectKind::ExecArgs { args, cut }
+        }
+        effect::BIND => RawEffectKind::Bind {
+            fd: rec.fd,
+            addr: inet_addr(rec.family, rec.addr, rec.port).ok_or(DecodeError::UnknownFamily(rec.family))?,
+        },
+        other => return Err(DecodeError::UnknownEffect(other)),
+    };
+    Ok(RawEffect {
+        owner: rec.owner,
+        tgid: rec.tgid,
+        ts_ns: rec.ts_ns,
+        ret: rec.ret,
+        what,
+    })
 }
 
 fn decode_chunk(bytes: &[u8]) -> Result<Chunk<'_>, DecodeError> {
@@ -200,15 +321,49 @@ fn decode_chunk(bytes: &[u8]) -> Result<Chunk<'_>, DecodeError> {
     })
 }
 
+/// The first `argc` NUL-terminated strings of `bytes`, without argv[0].
+fn exec_args(bytes: &[u8], argc: u64) -> (Vec<String>, bool) {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    let mut cut = false;
+    for _ in 0..argc.min(bytes.len() as u64) {
+        match rest.iter().position(|&b| b == 0) {
+            Some(end) => {
+                out.push(String::from_utf8_lossy(&rest[..end]).into_owned());
+                rest = &rest[end + 1..];
+            }
+            None => {
+                // Past the copy: this one is cut, the others are missing.
+                if !rest.is_empty() {
+                    out.push(format!("{}…", String::from_utf8_lossy(rest)));
+                }
+                cut = true;
+                break;
+            }
+        }
+    }
+    if out.len() < argc as usize {
+        cut = true;
+    }
+    if !out.is_empty() {
+        out.remove(0);
+    }
+    (out, cut)
+}
+
 fn peer_addr(rec: &SocketRecord) -> Option<std::net::SocketAddr> {
+    inet_addr(rec.family, rec.addr, rec.port)
+}
+
+fn inet_addr(family: u16, addr: [u8; 16], port: u16) -> Option<std::net::SocketAddr> {
     const AF_INET: u16 = 2;
     const AF_INET6: u16 = 10;
-    let ip: std::net::IpAddr = match rec.family {
-        AF_INET => std::net::Ipv4Addr::new(rec.addr[0], rec.addr[1], rec.addr[2], rec.addr[3]).into(),
-        AF_INET6 => std::net::Ipv6Addr::from(rec.addr).into(),
+    let ip: std::net::IpAddr = match family {
+        AF_INET => std::net::Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]).into(),
+        AF_INET6 => std::net::Ipv6Addr::from(addr).into(),
         _ => return None,
     };
-    Some(std::net::SocketAddr::new(ip, rec.port))
+    Some(std::net::SocketAddr::new(ip, port))
 }
 
 /// Reads a plain `#[repr(C)]` value from the start of `bytes`.
@@ -286,8 +441,8 @@ pub mod tests {
             Err(DecodeError::BadLength { said: 3, held: 2 })
         ));
         assert_eq!(
-            CaptureRecord::decode(&[9, 0, 0, 0, 0, 0, 0, 0]),
-            Err(DecodeError::UnknownKind(9))
+            CaptureRecord::decode(&[99, 0, 0, 0, 0, 0, 0, 0]),
+            Err(DecodeError::UnknownKind(99))
         );
         let past_the_end = chunk_record(7, 0, op::READ, u64::MAX - 1, 3, 0, b"abc");
         assert_eq!(
@@ -315,6 +470,144 @@ pub mod tests {
 #[cfg(test)]
 mod socket_tests {
     use super::*;
+
+    /// An effect record as the kernel lays it out.
+    #[allow(clippy::too_many_arguments)]
+    pub fn effect_record(
+        kind: u8,
+        owner: u32,
+        tgid: u32,
+        ret: i64,
+        flags: u64,
+        fd: i32,
+        path: &str,
+        path2: &str,
+    ) -> Vec<u8> {
+        let mut rec = EffectRecord {
+            kind: record::EFFECT,
+            tgid,
+            ts_ns: 7,
+            owner,
+            effect: kind,
+            _pad: 0,
+            family: 0,
+            ret,
+            flags,
+            fd,
+            port: 0,
+            _pad2: 0,
+            addr: [0; 16],
+            path: [0; mcptap_common::EFFECT_PATH_MAX],
+            path2: [0; mcptap_common::EFFECT_PATH_MAX],
+        };
+        rec.path[..path.len()].copy_from_slice(path.as_bytes());
+        rec.path2[..path2.len()].copy_from_slice(path2.as_bytes());
+        let mut bytes = vec![0u8; size_of::<EffectRecord>()];
+        unsafe { std::ptr::write_unaligned(bytes.as_mut_ptr().cast::<EffectRecord>(), rec) };
+        bytes
+    }
+
+    #[test]
+    fn decodes_effect_records() {
+        let open = effect_record(effect::OPEN, 10, 11, 3, 0o1101, -100, "notes.txt", "");
+        let CaptureRecord::Effect(e) = CaptureRecord::decode(&open).unwrap() else {
+            panic!()
+        };
+        assert_eq!((e.owner, e.tgid, e.ret), (10, 11, 3));
+        assert_eq!(
+            e.what,
+            RawEffectKind::Open {
+                path: PathArg {
+                    dirfd: -100,
+                    path: "notes.txt".into(),
+                    cut: false
+                },
+                flags: 0o1101
+            }
+        );
+        let rename = effect_record(effect::RENAME, 10, 10, 0, 5, 4, "a", "/tmp/b");
+        let CaptureRecord::Effect(e) = CaptureRecord::decode(&rename).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            e.what,
+            RawEffectKind::Rename {
+                from: PathArg {
+                    dirfd: 4,
+                    path: "a".into(),
+                    cut: false
+                },
+                to: PathArg {
+                    dirfd: 5,
+                    path: "/tmp/b".into(),
+                    cut: false
+                },
+            }
+        );
+        let long = "x".repeat(mcptap_common::EFFECT_PATH_MAX);
+        let cut = effect_record(effect::UNLINK, 1, 1, 0, effect::AT_REMOVEDIR, -100, &long, "");
+        let CaptureRecord::Effect(e) = CaptureRecord::decode(&cut).unwrap() else {
+            panic!()
+        };
+        assert!(matches!(
+            e.what,
+            RawEffectKind::Unlink {
+                path: PathArg { cut: true, .. },
+                dir: true
+            }
+        ));
+        // The arguments fill the 512 bytes of `path` and `path2`, `ret` of
+        // them; what follows is not read.
+        let args = effect_record(
+            effect::EXEC_ARGS,
+            1,
+            2,
+            20,
+            3,
+            -100,
+            "git\0status\0--short\0HOME=/root",
+            "",
+        );
+        let CaptureRecord::Effect(e) = CaptureRecord::decode(&args).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            e.what,
+            RawEffectKind::ExecArgs {
+                args: vec!["status".into(), "--short".into()],
+                cut: false
+            }
+        );
+        // More arguments than the copy holds: the last one is cut.
+        let long = format!("prog\0{}", "y".repeat(600));
+        let (head, tail) = long.split_at(mcptap_common::EFFECT_PATH_MAX);
+        let args = effect_record(
+            effect::EXEC_ARGS,
+            1,
+            2,
+            512,
+            3,
+            -100,
+            head,
+            &tail[..mcptap_common::EFFECT_PATH_MAX],
+        );
+        let CaptureRecord::Effect(e) = CaptureRecord::decode(&args).unwrap() else {
+            panic!()
+        };
+        let RawEffectKind::ExecArgs { args, cut } = e.what else {
+            panic!()
+        };
+        assert!(cut && args.len() == 1 && args[0].ends_with('…'), "{args:?}");
+        // Bad input is an error, not a guess.
+        let odd = effect_record(42, 1, 1, 0, 0, 0, "", "");
+        assert_eq!(CaptureRecord::decode(&odd), Err(DecodeError::UnknownEffect(42)));
+        let unix = effect_record(effect::CONNECT, 1, 1, 0, 0, 0, "", "");
+        assert_eq!(CaptureRecord::decode(&unix), Err(DecodeError::UnknownFamily(0)));
+        assert!(matches!(
+            CaptureRecord::decode(&open[..100]),
+            Err(DecodeError::Short(100))
+        ));
+    }
 
     #[test]
     fn decodes_socket_and_tls_records() {

@@ -293,6 +293,15 @@ impl Selection {
         self.newly_tracked.push(tgid);
     }
 
+    /// The process serves MCP: the kernel records its side effects and
+    /// those of the processes it starts (`proc_state::SERVES`).
+    pub fn serves(&mut self, tgid: u32) {
+        if let Ok(mut value) = self.procs.get(&tgid, 0) {
+            value.state |= proc_state::SERVES;
+            let _ = self.procs.insert(tgid, value, 0);
+        }
+    }
+
     /// Processes that became tracked and processes that ended, since the
     /// last call.
     pub fn take_changes(&mut self) -> (Vec<u32>, Vec<u32>) {

@@ -97,10 +97,18 @@ pub struct OperationRecord {
     pub rule: Option<MatchedRule>,
     /// HTTP: who the call was for, from its credential.
     pub identity: Option<Identity>,
+    /// What the server did while it handled the call (server view only).
+    pub effects: Option<crate::effects::OperationEffects>,
 }
 
 impl OperationRecord {
-    pub fn new(op: Box<Operation>, peers: Peers, policy: &Arc<Policy>, identifier: &Identifier) -> OperationRecord {
+    pub fn new(
+        op: Box<Operation>,
+        peers: Peers,
+        effects: Option<crate::effects::OperationEffects>,
+        policy: &Arc<Policy>,
+        identifier: &Identifier,
+    ) -> OperationRecord {
         let tool = (op.method == "tools/call").then(|| op.name.clone()).flatten();
         let client = op.request_client.as_ref().or(op.session.client.as_ref());
         let client_name = client.map(|c| c.name.clone());
@@ -122,6 +130,7 @@ impl OperationRecord {
             endpoints,
             rule: None,
             identity,
+            effects,
         };
         record.rule = policy
             .rule_index(record.server_name.as_deref(), record.server_exe(), record.server_port())

@@ -18,6 +18,7 @@ use std::{collections::HashSet, sync::Arc};
 
 use crate::{
     capture::{CaptureRecord, Channel, Selection},
+    effects::{EffectLimits, EffectTable, Placed, cpu::process_cpu_ns, resolve::Resolver},
     enrich::{Clock, Enricher, HostInfo, identity::Identifier, operation::OperationRecord},
     event::{self, Event, EventContext, PayloadMode},
     inventory::Inventory,
@@ -46,6 +47,8 @@ pub trait Control {
     fn is_selected(&self, tgid: u32) -> bool;
     /// The process is gone.
     fn forget_process(&mut self, tgid: u32);
+    /// The process serves MCP: record its side effects and its children's.
+    fn serves(&mut self, tgid: u32);
 }
 
 impl Control for Selection {
@@ -67,6 +70,9 @@ impl Control for Selection {
     fn forget_process(&mut self, tgid: u32) {
         Selection::forget_process(self, tgid)
     }
+    fn serves(&mut self, tgid: u32) {
+        Selection::serves(self, tgid)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +90,10 @@ pub struct PipelineConfig {
     pub sessions: SessionConfig,
     pub max_label_values: usize,
     pub proc_root: std::path::PathBuf,
+    pub effects: EffectLimits,
+    /// The kernel sends each program's arguments after its exec (all but
+    /// the compat object's raw tracepoint).
+    pub exec_args: bool,
 }
 
 /// Where finished events go.
@@ -111,6 +121,11 @@ pub struct Pipeline {
     parse_payloads: bool,
     /// Who HTTP calls were for (the fingerprint key).
     identifier: Identifier,
+    /// What servers did while handling requests.
+    effects: EffectTable,
+    resolver: Resolver,
+    /// Server processes the kernel was told to record effects of.
+    serving: HashSet<u32>,
 }
 
 /// The fingerprint key of opaque tokens: kept in the state directory so
@@ -147,6 +162,9 @@ impl Pipeline {
             inventory: Inventory::open(cfg.state_dir.as_ref().map(|d| d.join("inventory.json"))),
             parse_payloads,
             identifier: identifier(cfg.state_dir.as_deref()),
+            effects: EffectTable::new(cfg.effects),
+            resolver: Resolver::new(cfg.exec_args),
+            serving: HashSet::new(),
             cfg,
         }
     }
@@ -206,12 +224,26 @@ impl Pipeline {
             CaptureRecord::TlsClose { tgid, ssl, ts_ns } => self.conns.on_tls_close(tgid, ssl, ts_ns, sessions, out),
             CaptureRecord::ProcessExec { tgid, .. } => self.enricher.refresh(tgid),
             CaptureRecord::ExecAny { .. } => {}
+            CaptureRecord::Effect(raw) => {
+                let Some(effect) = self.resolver.resolve(&raw, &self.cfg.proc_root) else {
+                    return;
+                };
+                let kind = effect.kind;
+                let placed = self.effects.on_effect(raw.owner, effect);
+                self.metrics.effect(kind, placed);
+                if placed == Placed::Unattributed {
+                    tracing::trace!(server = raw.owner, kind = kind.as_str(), "effect outside any request");
+                }
+            }
             CaptureRecord::ProcessExit { tgid, ts_ns } => {
                 self.stdio.on_exit(tgid, out);
                 self.conns.on_exit(tgid, ts_ns, sessions, out);
                 sessions.close_process(tgid, ts_ns, out);
                 self.confirmed.remove(&tgid);
                 self.dispatch(control);
+                self.effects.forget(tgid);
+                self.resolver.forget(tgid);
+                self.serving.remove(&tgid);
                 control.forget_process(tgid);
                 self.enricher.forget(tgid);
                 return;
@@ -319,10 +351,23 @@ impl Pipeline {
                     self.metrics
                         .message(transport, direction, bytes, notification.as_deref(), &mut self.labels);
                 }
+                Output::RequestStarted {
+                    server_tgid,
+                    serial,
+                    ts_ns,
+                } => {
+                    if self.serving.insert(server_tgid) {
+                        control.serves(server_tgid);
+                    }
+                    self.effects
+                        .request_started(server_tgid, serial, ts_ns, process_cpu_ns(server_tgid));
+                }
                 Output::Operation(op) => {
                     let via = op.request_via.as_ref().or(op.response_via.as_ref()).cloned();
                     let peers = self.peers(&op.key, via.as_ref());
-                    let record = OperationRecord::new(op, peers, self.evaluator.policy(), &self.identifier);
+                    let server = op.key.tgid();
+                    let effects = self.effects.finish(server, op.serial, || process_cpu_ns(server));
+                    let record = OperationRecord::new(op, peers, effects, self.evaluator.policy(), &self.identifier);
                     self.metrics.operation(&record, &mut self.labels);
                     let mode = match (self.cfg.payloads, record.rule.as_ref().map(|m| m.rule())) {
                         (Some(max), _) => PayloadMode::Full { max },
@@ -403,6 +448,9 @@ impl Pipeline {
             ("sessions", sessions),
             ("requests_in_flight", pending),
             ("confirmed", self.confirmed.len()),
+            ("effects_in_flight", self.effects.in_flight()),
+            ("serving", self.serving.len()),
+            ("effects_binds", self.resolver.len()),
         ];
         t.extend(self.stdio.tables());
         t.extend(self.conns.tables());

@@ -43,6 +43,7 @@ impl Control for FakeControl {
         self.ignored.push((tgid, channel));
     }
     fn forget_process(&mut self, _: u32) {}
+    fn serves(&mut self, _tgid: u32) {}
 }
 
 struct Net {
@@ -72,6 +73,8 @@ impl Net {
             sessions: SessionConfig::default(),
             max_label_values: 100,
             proc_root: "/nonexistent-proc".into(),
+            effects: crate::effects::EffectLimits::default(),
+            exec_args: true,
         };
         Net {
             pipeline: Pipeline::new(cfg, metrics.clone(), Box::new(events.clone())),

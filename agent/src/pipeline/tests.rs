@@ -43,6 +43,7 @@ impl Control for FakeControl {
         self.ignored.push((tgid, channel));
     }
     fn forget_process(&mut self, _tgid: u32) {}
+    fn serves(&mut self, _tgid: u32) {}
 }
 
 struct Harness {
@@ -65,6 +66,8 @@ impl Harness {
             sessions: SessionConfig::default(),
             max_label_values: 100,
             proc_root: "/nonexistent-proc".into(),
+            effects: crate::effects::EffectLimits::default(),
+            exec_args: true,
         };
         Harness {
             pipeline: Pipeline::new(cfg, metrics.clone(), Box::new(events.clone())),

@@ -26,6 +26,10 @@ pub struct Alert {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// `effect_outside_scope`: the first effect out of scope (the message
+    /// says how many there were in the call).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effect: Option<crate::effects::Effect>,
 }
 
 /// The facts of one finished operation the policy looks at: a view of the
@@ -47,6 +51,8 @@ pub struct Facts<'a> {
     pub ok: bool,
     pub duration_s: Option<f64>,
     pub ts_ns: u64,
+    /// What the server did during the call (server view).
+    pub effects: Option<&'a [crate::effects::AttributedEffect]>,
 }
 
 impl<'a> From<&'a OperationRecord> for Facts<'a> {
@@ -65,6 +71,7 @@ impl<'a> From<&'a OperationRecord> for Facts<'a> {
             ok: r.op.status == crate::session::Status::Ok,
             duration_s: r.op.duration_s(),
             ts_ns: r.op.request_ts_ns,
+            effects: r.effects.as_ref().map(|e| e.all.as_slice()),
         }
     }
 }
@@ -85,6 +92,56 @@ struct Window {
     calls: VecDeque<(u64, bool, Option<f64>)>,
     error_firing: bool,
     latency_firing: bool,
+}
+
+/// One `effect_outside_scope` alert per part of the scope an operation's
+/// effects broke (read, write, exec...), naming the first such effect and
+/// how many there were.
+fn effects_outside(
+    r: &ServerRule,
+    scope: &super::effects::Scope,
+    all: &[crate::effects::AttributedEffect],
+    f: &Facts<'_>,
+    server: &str,
+) -> Vec<Alert> {
+    let mut parts: Vec<(&'static str, String, &crate::effects::Effect, usize)> = Vec::new();
+    for e in all {
+        if let Some((part, allowed)) = scope.outside(&e.effect) {
+            match parts.iter_mut().find(|(p, ..)| *p == part) {
+                Some(entry) => entry.3 += 1,
+                None => parts.push((part, allowed, &e.effect, 1)),
+            }
+        }
+    }
+    parts
+        .into_iter()
+        .map(|(part, allowed, first, n)| {
+            let what = first
+                .path
+                .clone()
+                .or_else(|| first.address.map(|a| a.to_string()))
+                .unwrap_or_else(|| "(unknown)".into());
+            Alert {
+                kind: "effect_outside_scope",
+                rule: format!("{} effects.{part}", r.label),
+                message: format!(
+                    "{} of server {server:?} ({}, user {}) did {} {what:?} outside effects.{part} {allowed}{}",
+                    f.tool.map_or_else(|| f.method.to_string(), |t| format!("tool {t:?}")),
+                    f.client_name
+                        .map_or("client (unknown)".to_string(), |c| format!("client {c:?}")),
+                    f.user.map_or("(unknown)".to_string(), |u| format!("{u:?}")),
+                    first.kind.as_str(),
+                    if n > 1 {
+                        format!(" ({n} such effects in this call)")
+                    } else {
+                        String::new()
+                    },
+                ),
+                owner: r.owner.clone(),
+                effect: Some(first.clone()),
+            }
+        })
+        .collect()
 }
 
 /// Tools and servers seen so far (persisted).
@@ -169,6 +226,7 @@ impl Evaluator {
                     rule: "alerts.new_server".into(),
                     message: format!("first use of server {server:?}"),
                     owner: rule.and_then(|r| r.owner.clone()),
+                    effect: None,
                 });
             }
         }
@@ -187,6 +245,7 @@ impl Evaluator {
                                     t.name, before, t.digest
                                 ),
                                 owner: rule.and_then(|r| r.owner.clone()),
+                                effect: None,
                             });
                         }
                         before.clone_from(&t.digest);
@@ -211,6 +270,7 @@ impl Evaluator {
                     rule: "alerts.new_tool".into(),
                     message: format!("first use of tool {tool:?} of server {server:?}"),
                     owner: rule.and_then(|r| r.owner.clone()),
+                    effect: None,
                 });
             }
         }
@@ -224,6 +284,7 @@ impl Evaluator {
                         rule: "alerts.unknown_server".into(),
                         message: format!("server {server:?} matches no rule of the policy"),
                         owner: None,
+                        effect: None,
                     });
                 }
             }
@@ -233,6 +294,7 @@ impl Evaluator {
                     rule: r.label.clone(),
                     message,
                     owner: r.owner.clone(),
+                    effect: None,
                 };
                 if let Some(allowed) = &r.allowed_clients {
                     let names: Vec<&str> = [f.client_name, f.client_app].into_iter().flatten().collect();
@@ -264,6 +326,9 @@ impl Evaluator {
                             "tool {tool:?} is not among the allowed tools of server {server:?}"
                         )));
                     }
+                }
+                if let (Some(all), Some(scope)) = (f.effects, r.scope_for(f.tool)) {
+                    alerts.extend(effects_outside(r, &scope, all, f, &server));
                 }
             }
         }
@@ -300,6 +365,7 @@ impl Evaluator {
                             spike.window_s
                         ),
                         owner: rule.and_then(|r| r.owner.clone()),
+                        effect: None,
                     });
                 }
                 w.error_firing = high;
@@ -329,6 +395,7 @@ impl Evaluator {
                             spike.window_s
                         ),
                         owner: rule.and_then(|r| r.owner.clone()),
+                        effect: None,
                     });
                 }
                 w.latency_firing = high;

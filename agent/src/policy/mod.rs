@@ -14,6 +14,8 @@
 //! allowed_users = ["alice", "svc-*"]
 //! capture_payloads = true
 //! payload_allow_keys = ["repo", "path"]
+//! effects = { read = ["/srv/repos"], exec = ["/usr/bin/git"], connect = ["*:443"] }
+//! tool_effects = { "push_*" = { connect = ["github.com:443"] } }
 //!
 //! [alerts]
 //! error_rate = { threshold = 0.5, window_s = 300, min_calls = 10 }
@@ -23,6 +25,7 @@
 //! unknown_server = true
 //! ```
 
+pub mod effects;
 pub mod eval;
 
 use std::path::{Path, PathBuf};
@@ -58,6 +61,11 @@ struct ServerRuleFile {
     capture_payloads: bool,
     #[serde(default)]
     payload_allow_keys: Vec<String>,
+    /// The side effects the server may have (docs/policy.md).
+    effects: Option<Spanned<effects::ScopeFile>>,
+    /// Per tool (glob): its own scope, kind by kind over the server's.
+    #[serde(default)]
+    tool_effects: std::collections::BTreeMap<String, Spanned<effects::ScopeFile>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -136,6 +144,22 @@ pub struct ServerRule {
     pub allowed_users: Option<Vec<Pattern>>,
     pub capture_payloads: bool,
     pub payload_allow_keys: Vec<String>,
+    pub effects: Option<effects::Scope>,
+    pub tool_effects: Vec<(Pattern, effects::Scope)>,
+}
+
+impl ServerRule {
+    /// The side-effect scope of a call to `tool`: the first tool scope
+    /// matching it over the server's; `None` when neither restricts.
+    pub fn scope_for(&self, tool: Option<&str>) -> Option<effects::Scope> {
+        let own = tool.and_then(|t| self.tool_effects.iter().find(|(p, _)| p.matches(t)).map(|(_, s)| s));
+        match (&self.effects, own) {
+            (None, None) => None,
+            (Some(s), None) => Some(s.clone()),
+            (None, Some(t)) => Some(t.clone()),
+            (Some(s), Some(t)) => Some(s.overlaid(t)),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -219,6 +243,20 @@ impl Policy {
                 allowed_users: r.allowed_users.as_deref().map(globs).transpose()?,
                 capture_payloads: r.capture_payloads,
                 payload_allow_keys: r.payload_allow_keys.clone(),
+                effects: r
+                    .effects
+                    .as_ref()
+                    .map(|s| effects::Scope::compile(s.get_ref()).map_err(|e| (s.span(), e)))
+                    .transpose()?,
+                tool_effects: r
+                    .tool_effects
+                    .iter()
+                    .map(|(tool, s)| {
+                        let pattern = Pattern::new(tool).map_err(|e| (s.span(), e))?;
+                        let scope = effects::Scope::compile(s.get_ref()).map_err(|e| (s.span(), e))?;
+                        Ok((pattern, scope))
+                    })
+                    .collect::<Result<Vec<_>, (std::ops::Range<usize>, String)>>()?,
             });
         }
         if let Some(rule) = &file.alerts.error_rate {

@@ -230,6 +230,9 @@ impl Status {
 /// A finished request: what was asked, how it ended, and when.
 #[derive(Debug, Clone)]
 pub struct Operation {
+    /// Unique among the agent's requests (sessions may be re-keyed; this
+    /// stays): what ties the request's start to its end in later stages.
+    pub serial: u64,
     pub key: SessionKey,
     pub session: SessionInfo,
     /// Direction of the request.
@@ -359,6 +362,13 @@ pub enum Problem {
 /// What the sessions stage hands on.
 #[derive(Debug, Clone)]
 pub enum Output {
+    /// A server process the agent watches received a request: what it does
+    /// from now on may be this request's doing (side effects, CPU).
+    RequestStarted {
+        server_tgid: u32,
+        serial: u64,
+        ts_ns: u64,
+    },
     Operation(Box<Operation>),
     Notification(Box<Notification>),
     /// A message of a counted kind (metrics), with its size.
@@ -425,6 +435,8 @@ impl Default for SessionConfig {
 
 #[derive(Debug)]
 struct Pending {
+    /// The request's serial number (see [`Operation::serial`]).
+    serial: u64,
     method: String,
     name: Option<String>,
     uri: Option<String>,
@@ -463,6 +475,8 @@ struct Session {
 #[derive(Debug, Default)]
 pub struct SessionTable {
     config: SessionConfig,
+    /// The last request serial given.
+    next_serial: u64,
     sessions: HashMap<SessionKey, Session>,
 }
 
@@ -470,6 +484,7 @@ impl SessionTable {
     pub fn new(config: SessionConfig) -> Self {
         SessionTable {
             config,
+            next_serial: 0,
             sessions: HashMap::new(),
         }
     }
@@ -646,7 +661,17 @@ impl SessionTable {
                         session.pending.remove(&oldest);
                     }
                 }
+                self.next_serial += 1;
+                let serial = self.next_serial;
+                if direction == Direction::ClientToServer && key.observer() == Observer::Server {
+                    out.push(Output::RequestStarted {
+                        server_tgid: key.tgid(),
+                        serial,
+                        ts_ns,
+                    });
+                }
                 let pending = Pending {
+                    serial,
                     method,
                     name: msg.facts.name,
                     uri: msg.facts.uri,
@@ -903,6 +928,7 @@ fn finish(
     status: Status,
 ) -> Operation {
     Operation {
+        serial: p.serial,
         key: key.clone(),
         session: session.info.clone(),
         direction,

@@ -44,6 +44,13 @@ pub struct Metrics {
     /// Operations per user (a token's identity, else the client process's
     /// owner), server and tool.
     user_operations: IntCounterVec,
+    /// CPU seconds servers spent on operations, per server and tool.
+    server_cpu: HistogramVec,
+    /// Side effects attributed to operations, per server, tool and kind.
+    operation_effects: IntCounterVec,
+    /// Side effects by kind and how they were attributed (`exact`,
+    /// `overlap`, `none`: the server had no request in flight).
+    effects: IntCounterVec,
     client_duration: HistogramVec,
     client_operations: IntCounterVec,
     notifications: IntCounterVec,
@@ -160,6 +167,28 @@ impl Metrics {
                 "mcp_user_operations_total",
                 "MCP requests by the user they were made for (an HTTP credential's identity, else the client process's owner), server and tool",
                 &["user", "user_source", "mcp_server_name", "gen_ai_tool_name"],
+            ),
+            server_cpu: register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "mcp_server_operation_cpu_seconds",
+                        "CPU time the server process spent between a request and its answer (scheduler accounting; with other requests in flight, theirs included)",
+                    )
+                    .buckets(DURATION_BUCKETS.to_vec()),
+                    &["mcp_server_name", "gen_ai_tool_name", "attribution"],
+                )
+                .expect("valid metric"),
+            ),
+            operation_effects: counter_vec(
+                "mcp_server_operation_effects_total",
+                "Side effects of servers (files, programs, connections, listeners) attributed to an operation, per server, tool and kind",
+                &["mcp_server_name", "gen_ai_tool_name", "kind"],
+            ),
+            effects: counter_vec(
+                "mcptap_effects_total",
+                "Side effects of servers seen by the kernel, by kind and attribution (none: no request in flight)",
+                &["kind", "attribution"],
             ),
             client_duration: register(
                 &r,
@@ -506,6 +535,27 @@ impl Metrics {
         self.user_operations
             .with_label_values(&[user.as_str(), source, values[5].as_str(), values[1].as_str()])
             .inc();
+        if let Some(fx) = &record.effects {
+            if let Some(cpu) = fx.cpu {
+                self.server_cpu
+                    .with_label_values(&[values[5].as_str(), values[1].as_str(), cpu.attribution.as_str()])
+                    .observe(cpu.seconds);
+            }
+            for (kind, n) in &fx.effects.counts {
+                self.operation_effects
+                    .with_label_values(&[values[5].as_str(), values[1].as_str(), kind.as_str()])
+                    .inc_by(*n);
+            }
+        }
+    }
+
+    /// A side effect the kernel saw, and where it went.
+    pub fn effect(&self, kind: crate::effects::EffectKind, placed: crate::effects::Placed) {
+        let attribution = match placed {
+            crate::effects::Placed::Attributed(a) => a.as_str(),
+            crate::effects::Placed::Unattributed => "none",
+        };
+        self.effects.with_label_values(&[kind.as_str(), attribution]).inc();
     }
 
     /// HTTPS discovery's outcomes (absolute counts).

@@ -63,7 +63,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 600)]
     soak_seconds: u64,
     /// Requests per second of each of the soak's two stdio streams.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1250)]
     soak_stdio_rate: u64,
     /// Requests per second of the soak's HTTP client.
     #[arg(long, default_value_t = 250)]
@@ -85,6 +85,9 @@ enum Section {
 pub enum Peer {
     /// A minimal stdio MCP server: one response line per request line.
     Server,
+    /// A minimal Streamable HTTP MCP server on loopback (the soak's): prints
+    /// its port, then serves until killed.
+    HttpServer,
     /// An unrelated process: `iters` read+write pairs of `size` bytes.
     Loop { size: usize, iters: usize },
     /// The kernel-program measurements, run inside a VM of the matrix.
@@ -94,6 +97,7 @@ pub enum Peer {
 pub fn peer(p: Peer) -> Result<()> {
     match p {
         Peer::Server => serve_stdio(),
+        Peer::HttpServer => soak::serve_http_process(),
         Peer::KernelCosts(args) => kernel::inner(args),
         Peer::Loop { size, iters } => {
             let mut zero = fs::File::open("/dev/zero")?;

@@ -92,6 +92,17 @@ fn stdio_stream(rate: u64, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>, answered
 }
 
 /// A minimal HTTP MCP server: JSON-RPC in, JSON-RPC out, keep-alive.
+/// `xtask bench-peer http-server`: the soak's HTTP server, a process of its
+/// own (in the soak's process it would be its own client, and the agent
+/// sees one process at both ends of every connection).
+pub fn serve_http_process() -> Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    println!("{}", listener.local_addr()?.port());
+    std::io::stdout().flush()?;
+    http_server(listener);
+    Ok(())
+}
+
 fn http_server(listener: TcpListener) {
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
@@ -128,11 +139,13 @@ fn serve_http(conn: TcpStream) -> Result<()> {
             serde_json::json!({"content": [{"type": "text", "text": "ok"}], "isError": false})
         };
         let reply = serde_json::json!({"jsonrpc": "2.0", "id": msg["id"], "result": result}).to_string();
-        write!(
-            out,
+        // One write per response: written piecemeal, Nagle's algorithm and
+        // the client's delayed ACK hold every answer for 40 ms.
+        let response = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}",
             reply.len()
-        )?;
+        );
+        out.write_all(response.as_bytes())?;
     }
 }
 
@@ -167,40 +180,73 @@ fn read_response(reader: &mut BufReader<TcpStream>) -> Result<()> {
 
 /// Calls the HTTP server at `rate` requests per second; every 500 calls
 /// the connection is dropped and a new one made, every other time in the
-/// middle of a request (half of it sent).
-fn http_client(port: u16, rate: u64, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) -> Result<()> {
+/// middle of a request (half of it sent). A connection that fails (the
+/// server side of a reset can race the next connect) is counted and
+/// replaced: the load goes on for the whole soak, and only ten seconds
+/// without a single answered call ends it with an error.
+fn http_client(
+    port: u16,
+    rate: u64,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+) -> Result<()> {
     let start = Instant::now();
     let mut n = 0u64;
     let mut resets = 0u64;
-    'conns: while !stop.load(Ordering::Relaxed) {
-        let conn = TcpStream::connect(("127.0.0.1", port))?;
-        conn.set_nodelay(true)?;
-        let mut reader = BufReader::new(conn.try_clone()?);
-        let mut w = conn;
-        w.write_all(post(0, "initialize", r#"{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"soak-http-client","version":"1"}}"#).as_bytes())?;
-        read_response(&mut reader)?;
-        let mut on_this = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
-            if n >= due {
-                std::thread::sleep(Duration::from_millis(2));
-                continue;
-            }
-            n += 1;
-            on_this += 1;
-            let req = post(n, "tools/call", r#"{"name":"bench_http","arguments":{}}"#);
-            if on_this == 500 {
-                resets += 1;
-                if resets.is_multiple_of(2) {
-                    // Half a request, then the connection goes.
-                    w.write_all(&req.as_bytes()[..req.len() / 2])?;
+    let mut last_ok = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        match http_connection(port, rate, start, &mut n, &mut resets, &stop, &sent) {
+            Ok(()) => last_ok = Instant::now(),
+            Err(e) => {
+                failed.fetch_add(1, Ordering::Relaxed);
+                if last_ok.elapsed() > Duration::from_secs(10) {
+                    return Err(e.context("the soak's HTTP client got no answer for 10 s"));
                 }
-                continue 'conns;
+                std::thread::sleep(Duration::from_millis(20));
             }
-            w.write_all(req.as_bytes())?;
-            read_response(&mut reader)?;
-            sent.fetch_add(1, Ordering::Relaxed);
         }
+    }
+    Ok(())
+}
+
+/// One keep-alive connection of [`http_client`], until its 500th call.
+fn http_connection(
+    port: u16,
+    rate: u64,
+    start: Instant,
+    n: &mut u64,
+    resets: &mut u64,
+    stop: &AtomicBool,
+    sent: &AtomicU64,
+) -> Result<()> {
+    let conn = TcpStream::connect(("127.0.0.1", port))?;
+    conn.set_nodelay(true)?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut w = conn;
+    w.write_all(post(0, "initialize", r#"{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"soak-http-client","version":"1"}}"#).as_bytes())?;
+    read_response(&mut reader)?;
+    let mut on_this = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+        if *n >= due {
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
+        }
+        *n += 1;
+        on_this += 1;
+        let req = post(*n, "tools/call", r#"{"name":"bench_http","arguments":{}}"#);
+        if on_this == 500 {
+            *resets += 1;
+            if resets.is_multiple_of(2) {
+                // Half a request, then the connection goes.
+                w.write_all(&req.as_bytes()[..req.len() / 2])?;
+            }
+            return Ok(());
+        }
+        w.write_all(req.as_bytes())?;
+        read_response(&mut reader)?;
+        sent.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
 }
@@ -271,19 +317,28 @@ pub fn soak(agent_bin: &Path, dir: &Path, args: SoakArgs) -> Result<String> {
     let stop = Arc::new(AtomicBool::new(false));
     let (stdio_sent, stdio_answered) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let http_sent = Arc::new(AtomicU64::new(0));
+    let http_failed = Arc::new(AtomicU64::new(0));
     let mut load = Vec::new();
     for _ in 0..2 {
         let (stop, sent, answered) = (stop.clone(), stdio_sent.clone(), stdio_answered.clone());
         let rate = args.stdio_rate;
         load.push(std::thread::spawn(move || stdio_stream(rate, stop, sent, answered)));
     }
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let port = listener.local_addr()?.port();
-    std::thread::spawn(move || http_server(listener));
+    let mut http_server = Command::new(std::env::current_exe()?)
+        .args(["bench-peer", "http-server"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let port: u16 = {
+        let mut line = String::new();
+        BufReader::new(http_server.stdout.take().context("http server stdout")?).read_line(&mut line)?;
+        line.trim().parse().context("the HTTP server's port")?
+    };
     {
-        let (stop, sent) = (stop.clone(), http_sent.clone());
+        let (stop, sent, failed) = (stop.clone(), http_sent.clone(), http_failed.clone());
         let rate = args.http_rate;
-        load.push(std::thread::spawn(move || http_client(port, rate, stop, sent)));
+        load.push(std::thread::spawn(move || http_client(port, rate, stop, sent, failed)));
     }
     let churned = Arc::new(AtomicU64::new(0));
     {
@@ -322,19 +377,21 @@ pub fn soak(agent_bin: &Path, dir: &Path, args: SoakArgs) -> Result<String> {
     // Let the agent catch up, then count.
     let want = (sent + http) as f64;
     let deadline = Instant::now() + Duration::from_secs(30);
-    let seen = |agent: &Agent| -> Result<f64> {
-        Ok(
-            agent.metric("mcp_server_operations_total", &[("gen_ai_tool_name", "bench")])?
-                + agent.metric("mcp_server_operations_total", &[("gen_ai_tool_name", "bench_http")])?,
-        )
+    let seen = |agent: &Agent| -> Result<(f64, f64)> {
+        Ok((
+            agent.metric("mcp_server_operations_total", &[("gen_ai_tool_name", "bench")])?,
+            agent.metric("mcp_server_operations_total", &[("gen_ai_tool_name", "bench_http")])?,
+        ))
     };
-    while seen(&agent)? < want && Instant::now() < deadline {
+    while seen(&agent).map(|(s, h)| s + h)? < want && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(500));
     }
     std::thread::sleep(Duration::from_secs(6)); // one more table publication
     let end = sample(&agent, start.elapsed().as_secs(), &mut last_cpu)?;
-    let seen_ops = seen(&agent)?;
+    let (seen_stdio, seen_http) = seen(&agent)?;
     agent.stop()?;
+    let _ = http_server.kill();
+    let _ = http_server.wait();
 
     let secs = args.seconds as f64;
     let mut r = format!(
@@ -345,12 +402,13 @@ pub fn soak(agent_bin: &Path, dir: &Path, args: SoakArgs) -> Result<String> {
         (2.0 * (sent + http) as f64 + churned.load(Ordering::Relaxed) as f64 * 14.0) / secs
     );
     r.push_str(&format!(
-        "| requests sent (stdio + HTTP) | answered (stdio) | became events | capture lost | gaps | churned servers |\n|---|---|---|---|---|---|\n| {} + {} | {answered} | {seen_ops:.0} | {} | {} | {} |\n\n",
+        "| requests sent (stdio + HTTP) | answered (stdio) | became events (stdio + HTTP) | capture lost | gaps | churned servers | HTTP connections that failed (replaced) |\n|---|---|---|---|---|---|---|\n| {} + {} | {answered} | {seen_stdio:.0} + {seen_http:.0} | {} | {} | {} | {} |\n\n",
         sent,
         http,
         end.lost,
         end.gaps,
-        churned.load(Ordering::Relaxed)
+        churned.load(Ordering::Relaxed),
+        http_failed.load(Ordering::Relaxed)
     ));
     r.push_str("| time | agent RSS | agent CPU | events | lost |\n|---|---|---|---|---|\n");
     for s in samples.iter().chain(std::iter::once(&end)) {
