@@ -146,6 +146,11 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 16)]
     pub effects_per_kind: usize,
 
+    /// Side effects kept per call for the policy to check (the rest are
+    /// counted in `mcptap_effects_bounded_total{bound="per_operation"}`).
+    #[arg(long, default_value_t = 1024)]
+    pub effects_per_operation: usize,
+
     /// Also discover MCP inside TLS of processes not tracked yet: probes OpenSSL
     /// in every process, which costs every OpenSSL user a trap per SSL_read and
     /// SSL_write (see docs/benchmarks.md). Without it, TLS is captured for

@@ -153,6 +153,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             proc_root: "/proc".into(),
             effects: crate::effects::EffectLimits {
                 per_kind: args.effects_per_kind.max(1),
+                per_operation: args.effects_per_operation.max(1),
                 ..Default::default()
             },
             // The compat object's raw tracepoint records no effects at

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 /// Bumped when the table changes; an older store is started afresh (it is a
 /// view of recent events, not the record).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Event ids are random: an index on them (text or hashed) costs a random
 /// B-tree insert per event, half of the writer's time at steady state. An
@@ -43,6 +43,9 @@ CREATE TABLE IF NOT EXISTS events (
     duration_ms REAL,
     observer TEXT,
     transport TEXT,
+    effects INTEGER,
+    effect_kinds TEXT,
+    cpu_ms REAL,
     json TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events(ts_ms);
@@ -155,6 +158,12 @@ pub struct Row {
     pub duration_ms: Option<f64>,
     pub observer: Option<String>,
     pub transport: Option<String>,
+    /// How many side effects the call had (`mcp.effects.counts`).
+    pub effects: Option<i64>,
+    /// Their kinds, `,exec,file_read,` (filtered with `instr`).
+    pub effect_kinds: Option<String>,
+    /// `mcp.server.cpu.seconds`, in milliseconds.
+    pub cpu_ms: Option<f64>,
 }
 
 /// One event as the store receives it: its line (stored whole), and the
@@ -194,6 +203,12 @@ impl Row {
             duration_ms: e.duration_s.map(|s| s * 1000.0),
             observer: Some(e.observer.to_string()),
             transport: Some(e.transport.to_string()),
+            effects: e.effects.as_ref().map(|fx| fx.counts.values().sum::<u64>() as i64),
+            effect_kinds: e.effects.as_ref().map(|fx| {
+                let kinds: Vec<&str> = fx.counts.keys().map(|k| k.as_str()).collect();
+                format!(",{},", kinds.join(","))
+            }),
+            cpu_ms: e.cpu.map(|c| c.seconds * 1000.0),
         }
     }
 }
@@ -204,8 +219,8 @@ pub fn insert(conn: &mut Connection, events: &[Arc<Stored>]) -> rusqlite::Result
     let mut n = 0;
     {
         let mut stmt = tx.prepare_cached(
-            "INSERT INTO events (id, ts_ms, type, method, tool, server, client, user, status, duration_ms, observer, transport, json)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13
+            "INSERT INTO events (id, ts_ms, type, method, tool, server, client, user, status, duration_ms, observer, transport, effects, effect_kinds, cpu_ms, json)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16
              WHERE NOT EXISTS (SELECT 1 FROM events WHERE ts_ms = ?2 AND id = ?1)",
         )?;
         for stored in events {
@@ -223,6 +238,9 @@ pub fn insert(conn: &mut Connection, events: &[Arc<Stored>]) -> rusqlite::Result
                 r.duration_ms,
                 r.observer,
                 r.transport,
+                r.effects,
+                r.effect_kinds,
+                r.cpu_ms,
                 json
             ])?;
         }

@@ -162,6 +162,48 @@ fn each_calls_files_program_connection_listener_and_cpu_are_its_own() {
             &[("mcp_server_name", server), ("gen_ai_tool_name", "burn")]
         ) == 1.0
     );
+
+    // The store and API: calls filtered by effect kind, CPU and effects in
+    // the rankings (what the dashboard shows).
+    let api = |path: &str| -> Value {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let out = std::process::Command::new("curl")
+                .args(["-sf", "--unix-socket"])
+                .arg(agent.api_socket())
+                .arg(format!("http://mcptap{path}"))
+                .output()
+                .expect("curl");
+            if out.status.success() {
+                let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+                if v["calls"].as_array().is_none_or(|c| !c.is_empty()) {
+                    return v;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{path}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    let execs = api("/api/calls?window=1h&effect=exec");
+    let tools: Vec<&str> = execs["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["tool"].as_str())
+        .collect();
+    assert!(tools.contains(&"run") && !tools.contains(&"read_file"), "{execs}");
+    let summary = api("/api/summary?window=1h");
+    let burn_rank = summary["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "burn")
+        .unwrap_or_else(|| panic!("{summary}"));
+    assert!(burn_rank["cpu_s"].as_f64().unwrap() >= 0.16, "{burn_rank}");
     drop(listener);
     agent.stop();
 }

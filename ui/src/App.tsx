@@ -8,9 +8,11 @@ import {
   WINDOWS,
   Window,
   callOf,
+  fetchAlerts,
   fetchCalls,
   fetchEvent,
   fetchSummary,
+  fetchTools,
   lookup,
   openTail,
 } from "./api";
@@ -25,6 +27,8 @@ const HEADLINE_WINDOWS: { window: Window; label: string }[] = [
   { window: "7d", label: "7 d" },
 ];
 const TAIL_KEEP = 50;
+/** Side-effect kinds a drill-down can filter on (`mcp.effects`). */
+const EFFECT_KINDS = ["file_read", "file_write", "file_delete", "file_rename", "exec", "connect", "listen"];
 
 /** Refetches `load` now, whenever its inputs change, and every REFRESH_MS. */
 function usePolling<T>(load: () => Promise<T>, deps: unknown[]): { data: T | null; error: string | null } {
@@ -101,6 +105,19 @@ export function App() {
               clear
             </button>
           )}
+          <select
+            data-testid="filter-effect-pick"
+            value={filters.effect ?? ""}
+            title="calls that had a side effect of this kind"
+            onChange={(e) => (e.target.value ? pick("effect", e.target.value) : unpick("effect"))}
+          >
+            <option value="">any effect</option>
+            {EFFECT_KINDS.map((k) => (
+              <option key={k} value={k}>
+                {k}
+              </option>
+            ))}
+          </select>
         </div>
       </header>
       {error && <div className="error" data-testid="error">{error}</div>}
@@ -148,9 +165,60 @@ export function App() {
         <RankTable title="users" dimension="user" rows={summary?.users_ranked ?? []} onPick={pick} />
       </div>
 
+      <AlertsPanel window={window} filters={filters} filterKey={key} onOpen={setOpenEvent} />
+      <UnusedTools window={window} />
       <LiveTail onOpen={setOpenEvent} />
       {openEvent && <EventView call={openEvent} onClose={() => setOpenEvent(null)} />}
     </div>
+  );
+}
+
+/** Recent alerts in the window, under the same filters; a row opens it. */
+function AlertsPanel(props: { window: Window; filters: Filters; filterKey: string; onOpen: (call: Call) => void }) {
+  const { window, filters, filterKey, onOpen } = props;
+  const alerts = usePolling(() => fetchAlerts(window, filters), [window, filterKey]);
+  return (
+    <section className="panel" data-testid="alerts-panel">
+      <h2>
+        alerts, last {window}
+        {alerts.data && ` (${alerts.data.length}${alerts.data.length === 50 ? "+" : ""})`}
+      </h2>
+      {alerts.data && <CallTable calls={alerts.data} testid="alerts" onOpen={onOpen} />}
+    </section>
+  );
+}
+
+/** Tools each server offered (its latest tools/list in the window) and never called. */
+function UnusedTools({ window }: { window: Window }) {
+  const servers = usePolling(() => fetchTools(window), [window]);
+  const rows = (servers.data ?? []).filter((s) => s.unused.length > 0);
+  return (
+    <section className="panel" data-testid="unused-tools">
+      <h2>tools offered, never called, last {window}</h2>
+      <table>
+        <thead>
+          <tr>
+            <th>server</th>
+            <th className="num">offered</th>
+            <th>never called</th>
+          </tr>
+        </thead>
+        <tbody>
+          {rows.length === 0 && (
+            <tr>
+              <td colSpan={3} className="empty">none in this window</td>
+            </tr>
+          )}
+          {rows.map((s) => (
+            <tr key={s.server} data-testid="unused-tools-row" data-name={s.server}>
+              <td className="name">{s.server}</td>
+              <td className="num">{s.tools.length}</td>
+              <td data-field="unused">{s.unused.join(", ")}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </section>
   );
 }
 
@@ -201,6 +269,7 @@ function EventView({ call, onClose }: { call: Call; onClose: () => void }) {
         </header>
         {error && <div className="error">{error}</div>}
         {event && <EventSummary event={event} />}
+        {event && <EffectsTable event={event} />}
         {event && <pre data-testid="event-json">{JSON.stringify(event, null, 2)}</pre>}
       </div>
     </div>
@@ -217,7 +286,18 @@ const SUMMARY_FIELDS: [string, string][] = [
   ["duration_s", "duration (s)"],
   ["client.name", "client"],
   ["client.app", "client app"],
-  ["client.process.user", "user"],
+  ["client.process.user", "user (process)"],
+  ["user.source", "user source"],
+  ["user.email", "user e-mail"],
+  ["user.name", "user name"],
+  ["user.id", "user id"],
+  ["user.client_id", "OAuth client"],
+  ["user.fingerprint", "credential"],
+  ["user.verified", "claims verified"],
+  ["mcp.server.cpu.seconds", "server CPU (s)"],
+  ["mcp.server.cpu.attribution", "CPU attribution"],
+  ["alert.kind", "alert"],
+  ["alert.message", "alert message"],
   ["server.name", "server"],
   ["server.process.exe", "server exe"],
   ["network.transport", "transport"],
@@ -241,5 +321,60 @@ function EventSummary({ event }: { event: Record<string, unknown> }) {
         ))}
       </tbody>
     </table>
+  );
+}
+
+interface EffectItem {
+  kind: string;
+  pid: number;
+  path?: string;
+  to?: string;
+  args?: string[];
+  address?: string;
+  denied?: boolean;
+  failed?: boolean;
+  attribution: string;
+}
+
+/** What the call did on the host (`mcp.effects`), item by item. */
+function EffectsTable({ event }: { event: Record<string, unknown> }) {
+  const fx = lookup(event, "mcp.effects") as
+    | { items: EffectItem[]; counts: Record<string, number>; omitted?: Record<string, number>; attribution: string }
+    | undefined;
+  if (!fx) return null;
+  const omitted = Object.entries(fx.omitted ?? {});
+  return (
+    <section data-testid="event-effects">
+      <h3>
+        effects ({Object.entries(fx.counts).map(([k, n]) => `${n} ${k}`).join(", ")}; {fx.attribution})
+      </h3>
+      <table>
+        <thead>
+          <tr>
+            <th>kind</th>
+            <th>what</th>
+            <th className="num">pid</th>
+            <th>attribution</th>
+          </tr>
+        </thead>
+        <tbody>
+          {fx.items.map((e, i) => (
+            <tr key={i} data-testid="event-effect" data-kind={e.kind}>
+              <td>{e.kind}</td>
+              <td className="name">
+                {e.path ?? e.address ?? ""}
+                {e.to ? ` → ${e.to}` : ""}
+                {e.args && e.args.length > 0 ? ` ${e.args.join(" ")}` : ""}
+                {e.denied ? " (denied)" : ""}
+                {e.failed ? " (failed)" : ""}
+              </td>
+              <td className="num">{e.pid}</td>
+              <td>{e.attribution}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {omitted.length > 0 && <small>not listed: {omitted.map(([k, n]) => `${n} ${k}`).join(", ")}</small>}
+    </section>
   );
 }

@@ -22,12 +22,14 @@ export function RankTable(props: {
             <th className="num">p50</th>
             <th className="num">p95</th>
             <th className="num">p99</th>
+            <th className="num" title="server CPU spent on these calls">CPU</th>
+            <th className="num" title="files, programs, connections, listeners">effects</th>
           </tr>
         </thead>
         <tbody>
           {rows.length === 0 && (
             <tr>
-              <td colSpan={7} className="empty">none in this window</td>
+              <td colSpan={9} className="empty">none in this window</td>
             </tr>
           )}
           {rows.map((r) => (
@@ -45,6 +47,8 @@ export function RankTable(props: {
               <td className="num">{fmtMs(r.p50_ms)}</td>
               <td className="num">{fmtMs(r.p95_ms)}</td>
               <td className="num">{fmtMs(r.p99_ms)}</td>
+              <td className="num" data-field="cpu">{fmtMs(r.cpu_s * 1000)}</td>
+              <td className="num" data-field="effects">{fmtCount(r.effects)}</td>
             </tr>
           ))}
         </tbody>

@@ -15,6 +15,8 @@ export interface Rank {
   p50_ms: number | null;
   p95_ms: number | null;
   p99_ms: number | null;
+  cpu_s: number;
+  effects: number;
 }
 
 export interface Summary {
@@ -48,10 +50,20 @@ export interface Call {
   duration_ms: number | null;
   observer: string | null;
   transport: string | null;
+  effects: number | null;
+  cpu_ms: number | null;
+}
+
+/** A server's latest tool offer against its calls (`GET /api/tools`). */
+export interface ServerTools {
+  server: string;
+  listed_ms: number;
+  tools: { name: string; digest: string; calls: number; last_called_ms?: number }[];
+  unused: string[];
 }
 
 /** What a drill-down filters on: the API's query parameters. */
-export type Dimension = "tool" | "client" | "server" | "user" | "status";
+export type Dimension = "tool" | "client" | "server" | "user" | "status" | "effect";
 export type Filters = Partial<Record<Dimension, string>>;
 
 const TOKEN_KEY = "mcptap.token";
@@ -97,6 +109,13 @@ export const fetchSummary = (window: Window, f: Filters) =>
 
 export const fetchCalls = (window: Window, f: Filters, limit = 200) =>
   get<{ calls: Call[] }>(`/api/calls?${query({ window, limit, ...f })}`).then((r) => r.calls);
+
+export const fetchTools = (window: Window) =>
+  get<{ servers: ServerTools[] }>(`/api/tools?${query({ window })}`).then((r) => r.servers);
+
+/** Recent alerts (policy violations, effects outside scope, spikes, drift). */
+export const fetchAlerts = (window: Window, f: Filters) =>
+  get<{ calls: Call[] }>(`/api/calls?${query({ window, kind: "mcp.alert", limit: 50, ...f })}`).then((r) => r.calls);
 
 /** One event; its time (from the listing) lets the agent find it by index. */
 export const fetchEvent = (id: string, ts_ms: number) =>
@@ -156,5 +175,13 @@ export function callOf(e: Record<string, unknown>): Call {
     duration_ms: typeof secs === "number" ? secs * 1000 : null,
     observer: s("observer"),
     transport: s("network.transport"),
+    effects: (() => {
+      const counts = lookup(e, "mcp.effects.counts") as Record<string, number> | undefined;
+      return counts ? Object.values(counts).reduce((a, b) => a + b, 0) : null;
+    })(),
+    cpu_ms: (() => {
+      const cpu = lookup(e, "mcp.server.cpu.seconds");
+      return typeof cpu === "number" ? cpu * 1000 : null;
+    })(),
   };
 }

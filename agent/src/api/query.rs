@@ -17,6 +17,8 @@ pub struct Filters {
     pub user: Option<String>,
     pub status: Option<String>,
     pub method: Option<String>,
+    /// Calls that had a side effect of this kind (`exec`, `file_write`...).
+    pub effect: Option<String>,
 }
 
 impl Filters {
@@ -36,6 +38,10 @@ impl Filters {
                 args.push(v);
             }
         }
+        if let Some(v) = self.effect.as_ref().filter(|v| !v.is_empty()) {
+            clause.push_str(" AND instr(effect_kinds, ',' || ? || ',') > 0");
+            args.push(v);
+        }
         (clause, args)
     }
 
@@ -51,6 +57,11 @@ impl Filters {
             && ok(&self.user, &row.user)
             && ok(&self.status, &row.status)
             && ok(&self.method, &row.method)
+            && self.effect.as_ref().filter(|w| !w.is_empty()).is_none_or(|w| {
+                row.effect_kinds
+                    .as_deref()
+                    .is_some_and(|k| k.contains(&format!(",{w},")))
+            })
     }
 }
 
@@ -108,6 +119,10 @@ pub struct Rank {
     pub p50_ms: Option<f64>,
     pub p95_ms: Option<f64>,
     pub p99_ms: Option<f64>,
+    /// Server CPU spent on these calls (server view), seconds.
+    pub cpu_s: f64,
+    /// Side effects of these calls.
+    pub effects: u64,
 }
 
 const BUCKETS: i64 = 60;
@@ -121,6 +136,8 @@ struct Op {
     user: Option<String>,
     status: String,
     duration_ms: Option<f64>,
+    effects: Option<i64>,
+    cpu_ms: Option<f64>,
 }
 
 /// Operations (requests) in the window: `calls` counts every request,
@@ -129,7 +146,7 @@ pub fn summary(conn: &Connection, window: &str, window_ms: i64, now_ms: i64, f: 
     let from = now_ms - window_ms;
     let (clause, mut args) = f.sql();
     let sql = format!(
-        "SELECT ts_ms, tool, server, client, user, status, duration_ms FROM events
+        "SELECT ts_ms, tool, server, client, user, status, duration_ms, effects, cpu_ms FROM events
          WHERE type = 'mcp.operation' AND ts_ms >= ? AND ts_ms <= ?{clause}"
     );
     let mut all: Vec<&dyn ToSql> = vec![&from, &now_ms];
@@ -145,6 +162,8 @@ pub fn summary(conn: &Connection, window: &str, window_ms: i64, now_ms: i64, f: 
                 user: r.get(4)?,
                 status: r.get::<_, Option<String>>(5)?.unwrap_or_else(|| "unknown".into()),
                 duration_ms: r.get(6)?,
+                effects: r.get(7)?,
+                cpu_ms: r.get(8)?,
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -194,29 +213,41 @@ pub fn summary(conn: &Connection, window: &str, window_ms: i64, now_ms: i64, f: 
 }
 
 fn rank(ops: &[Op], key: fn(&Op) -> Option<&String>) -> Vec<Rank> {
-    let mut groups: HashMap<&String, (u64, u64, Vec<f64>)> = HashMap::new();
+    #[derive(Default)]
+    struct Group {
+        calls: u64,
+        errors: u64,
+        durations: Vec<f64>,
+        cpu_ms: f64,
+        effects: u64,
+    }
+    let mut groups: HashMap<&String, Group> = HashMap::new();
     for o in ops {
         if let Some(k) = key(o) {
             let g = groups.entry(k).or_default();
-            g.0 += 1;
+            g.calls += 1;
             if o.status != "ok" {
-                g.1 += 1;
+                g.errors += 1;
             }
-            g.2.extend(o.duration_ms);
+            g.durations.extend(o.duration_ms);
+            g.cpu_ms += o.cpu_ms.unwrap_or(0.0);
+            g.effects += o.effects.unwrap_or(0).max(0) as u64;
         }
     }
     let mut ranks: Vec<Rank> = groups
         .into_iter()
-        .map(|(name, (calls, errors, mut d))| {
-            let (p50, p95, p99) = percentiles(&mut d);
+        .map(|(name, mut g)| {
+            let (p50, p95, p99) = percentiles(&mut g.durations);
             Rank {
                 name: name.clone(),
-                calls,
-                errors,
-                error_rate: errors as f64 / calls as f64,
+                calls: g.calls,
+                errors: g.errors,
+                error_rate: g.errors as f64 / g.calls as f64,
                 p50_ms: p50,
                 p95_ms: p95,
                 p99_ms: p99,
+                cpu_s: g.cpu_ms / 1000.0,
+                effects: g.effects,
             }
         })
         .collect();
@@ -258,7 +289,7 @@ pub fn calls(
 ) -> rusqlite::Result<Vec<CallRow>> {
     let (clause, mut args) = f.sql();
     let mut sql = String::from(
-        "SELECT seq, id, ts_ms, type, method, tool, server, client, user, status, duration_ms, observer, transport
+        "SELECT seq, id, ts_ms, type, method, tool, server, client, user, status, duration_ms, observer, transport, effects, effect_kinds, cpu_ms
          FROM events WHERE 1 = 1",
     );
     let kind_owned = kind.to_string();
@@ -298,6 +329,9 @@ pub fn calls(
                     duration_ms: r.get(10)?,
                     observer: r.get(11)?,
                     transport: r.get(12)?,
+                    effects: r.get(13)?,
+                    effect_kinds: r.get(14)?,
+                    cpu_ms: r.get(15)?,
                 },
             })
         })?

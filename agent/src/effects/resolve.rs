@@ -187,7 +187,9 @@ fn absolute(arg: &PathArg, pid: u32, proc_root: &Path) -> String {
     if arg.cut {
         out.push('…');
     }
-    out
+    // A path can carry a secret too (a token in a file name): masked by
+    // the same rules as payloads.
+    crate::mask::mask_text(&out).into_owned()
 }
 
 /// Folds `.` and `..` without touching the filesystem.

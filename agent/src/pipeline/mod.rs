@@ -359,8 +359,12 @@ impl Pipeline {
                     if self.serving.insert(server_tgid) {
                         control.serves(server_tgid);
                     }
+                    let evicted = self.effects.evicted;
                     self.effects
                         .request_started(server_tgid, serial, ts_ns, process_cpu_ns(server_tgid));
+                    if self.effects.evicted > evicted {
+                        self.metrics.effects_evicted(self.effects.evicted - evicted);
+                    }
                 }
                 Output::Operation(op) => {
                     let via = op.request_via.as_ref().or(op.response_via.as_ref()).cloned();

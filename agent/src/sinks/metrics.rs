@@ -51,6 +51,9 @@ pub struct Metrics {
     /// Side effects by kind and how they were attributed (`exact`,
     /// `overlap`, `none`: the server had no request in flight).
     effects: IntCounterVec,
+    /// Effects left out by a bound (`per_kind`: not listed in the event;
+    /// `per_operation`: not kept for the policy either).
+    effects_bounded: IntCounterVec,
     client_duration: HistogramVec,
     client_operations: IntCounterVec,
     notifications: IntCounterVec,
@@ -189,6 +192,11 @@ impl Metrics {
                 "mcptap_effects_total",
                 "Side effects of servers seen by the kernel, by kind and attribution (none: no request in flight)",
                 &["kind", "attribution"],
+            ),
+            effects_bounded: counter_vec(
+                "mcptap_effects_bounded_total",
+                "Side effects a bound left out: per_kind (counted in the event, not listed: --effects-per-kind), per_operation (past --effects-per-operation: not checked by the policy either), in_flight (requests: a server had more than 256 in flight, the oldest is no longer followed)",
+                &["bound"],
             ),
             client_duration: register(
                 &r,
@@ -541,12 +549,27 @@ impl Metrics {
                     .with_label_values(&[values[5].as_str(), values[1].as_str(), cpu.attribution.as_str()])
                     .observe(cpu.seconds);
             }
+            let omitted: u64 = fx.effects.omitted.values().sum();
+            if omitted > 0 {
+                self.effects_bounded.with_label_values(&["per_kind"]).inc_by(omitted);
+            }
+            if fx.unchecked > 0 {
+                self.effects_bounded
+                    .with_label_values(&["per_operation"])
+                    .inc_by(fx.unchecked);
+            }
             for (kind, n) in &fx.effects.counts {
                 self.operation_effects
                     .with_label_values(&[values[5].as_str(), values[1].as_str(), kind.as_str()])
                     .inc_by(*n);
             }
         }
+    }
+
+    /// Requests a server had in flight past `in_flight_per_server`: their
+    /// effects are no longer tracked.
+    pub fn effects_evicted(&self, n: u64) {
+        self.effects_bounded.with_label_values(&["in_flight"]).inc_by(n);
     }
 
     /// A side effect the kernel saw, and where it went.

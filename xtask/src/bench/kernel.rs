@@ -214,12 +214,24 @@ fn tls_loop(requests: u64, cert: &Path, key: &Path) -> Result<(Option<f64>, Opti
     Ok((Some(String::from_utf8_lossy(&out.stdout).trim().parse()?), None))
 }
 
+/// An unrelated process opening, reading and closing a file: the side
+/// effect hooks, for a process mcptap does not watch.
+fn open_loop(iters: u64) -> Result<(Option<f64>, Option<u64>)> {
+    let me = std::env::current_exe()?;
+    let out = Command::new(me)
+        .args(["bench-peer", "open-loop", "/etc/hostname", &iters.to_string()])
+        .output()?;
+    Ok((Some(String::from_utf8_lossy(&out.stdout).trim().parse()?), None))
+}
+
 /// `calls` tools/call requests, one at a time, to the bench's minimal stdio
-/// server; returns the messages exchanged.
-fn pingpong(calls: u64) -> Result<(Option<f64>, Option<u64>)> {
+/// server (which opens `open` on each call: one side effect per call);
+/// returns the messages exchanged.
+fn pingpong(calls: u64, open: Option<&str>) -> Result<(Option<f64>, Option<u64>)> {
     let me = std::env::current_exe()?;
     let mut server = Command::new(me)
         .args(["bench-peer", "server"])
+        .args(open.map(|p| ["--open", p]).into_iter().flatten())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
@@ -275,7 +287,15 @@ pub fn measure(agent: &Path, dir: &Path, hooks: &str, scale: Scale) -> Result<Ke
         ),
         (
             "MCP ping-pong over stdio (captured)",
-            Box::new(move || pingpong(scale.pingpong_calls)),
+            Box::new(move || pingpong(scale.pingpong_calls, None)),
+        ),
+        (
+            "open+read+close of a file, not MCP (side-effect hooks, unwatched)",
+            Box::new(move || open_loop(scale.loop_iters)),
+        ),
+        (
+            "MCP ping-pong, the server opens a file per call (one side effect per call)",
+            Box::new(move || pingpong(scale.pingpong_calls, Some("/etc/hostname"))),
         ),
     ];
     let mut costs = KernelCosts {

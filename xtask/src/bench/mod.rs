@@ -84,7 +84,13 @@ enum Section {
 #[derive(clap::Subcommand)]
 pub enum Peer {
     /// A minimal stdio MCP server: one response line per request line.
-    Server,
+    Server {
+        /// Open and read this file on each tools/call (a side effect).
+        #[arg(long)]
+        open: Option<PathBuf>,
+    },
+    /// An unrelated process: `iters` open+read+close of `path`.
+    OpenLoop { path: PathBuf, iters: usize },
     /// A minimal Streamable HTTP MCP server on loopback (the soak's): prints
     /// its port, then serves until killed.
     HttpServer,
@@ -96,7 +102,17 @@ pub enum Peer {
 
 pub fn peer(p: Peer) -> Result<()> {
     match p {
-        Peer::Server => serve_stdio(),
+        Peer::Server { open } => serve_stdio(open.as_deref()),
+        Peer::OpenLoop { path, iters } => {
+            let mut buf = [0u8; 64];
+            let start = cpu_time_ns();
+            for _ in 0..iters {
+                let mut f = fs::File::open(&path)?;
+                let _ = f.read(&mut buf)?;
+            }
+            println!("{}", (cpu_time_ns() - start) / iters as f64);
+            Ok(())
+        }
         Peer::HttpServer => soak::serve_http_process(),
         Peer::KernelCosts(args) => kernel::inner(args),
         Peer::Loop { size, iters } => {
@@ -137,7 +153,7 @@ unsafe extern "C" {
     fn clock_gettime(clock: i32, ts: *mut [i64; 2]) -> i32;
 }
 
-fn serve_stdio() -> Result<()> {
+fn serve_stdio(open: Option<&Path>) -> Result<()> {
     let stdin = std::io::stdin();
     let mut out = std::io::stdout().lock();
     for line in stdin.lock().lines() {
@@ -149,6 +165,10 @@ fn serve_stdio() -> Result<()> {
         let result = if msg["method"] == "initialize" {
             json!({"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "bench-peer", "version": "1"}})
         } else {
+            if let (Some(path), "tools/call") = (open, msg["method"].as_str().unwrap_or("")) {
+                let mut buf = [0u8; 64];
+                let _ = fs::File::open(path)?.read(&mut buf)?;
+            }
             json!({"content": [{"type": "text", "text": "ok"}], "isError": false})
         };
         let mut text = serde_json::to_string(&json!({"jsonrpc": "2.0", "id": id, "result": result}))?;
