@@ -453,6 +453,11 @@ pub mod proc_state {
     /// The agent saw the process serve MCP: its side effects, and those
     /// of the processes it starts, are recorded ([`super::record::EFFECT`]).
     pub const SERVES: u32 = 256;
+    /// Started by a process that serves MCP (its server is in `OWNERS`),
+    /// and watched for another reason since (a connection discovery looks
+    /// at): its side effects are still that server's. Saves every other
+    /// watched process the `OWNERS` lookup.
+    pub const CHILD: u32 = 512;
     /// Any of these: the process's stdio, sockets and TLS are captured.
     pub const TRACKED: u32 = PROVISIONAL | CONFIRMED | SELECTED;
 }

@@ -56,7 +56,11 @@ pub fn owner_of(seen: Glance, tgid: u32) -> Option<u32> {
                 return Some(tgid);
             }
             // A child of a server that became watched itself (it made a
-            // connection discovery looks at).
+            // connection discovery looks at); any other watched process
+            // (a client, a candidate) has no owner, without a lookup.
+            if state & proc_state::CHILD == 0 {
+                return None;
+            }
             unsafe { OWNERS.get(tgid) }.copied()
         }
         Glance::Child => unsafe { OWNERS.get(tgid) }.copied(),

@@ -164,6 +164,12 @@ pub fn forget_ruled_out(tgid: u32) {
 /// Returns its entry.
 #[inline(always)]
 pub fn watch_process(tgid: u32, state: u32) -> Option<*mut ProcState> {
+    // A child of an MCP server keeps that fact (see `effects`).
+    let state = if kernel_byte_value(tgid) == Some(watch::byte::CHILD) {
+        state | mcptap_common::proc_state::CHILD
+    } else {
+        state
+    };
     if let Some(p) = PROCS.get_ptr_mut(tgid) {
         unsafe { (*p).state |= state };
         set_kernel_byte(tgid, watch::byte::WATCHED);
