@@ -113,8 +113,10 @@ fn http_server(listener: TcpListener) {
 }
 
 fn serve_http(conn: TcpStream) -> Result<()> {
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut out = conn;
+    // Read and write through the one descriptor: mcptap follows a socket by
+    // its descriptor, and a copy (`try_clone` is a dup) is not followed.
+    let mut reader = BufReader::new(&conn);
+    let mut out = &conn;
     loop {
         let mut len = 0usize;
         let mut line = String::new();
@@ -158,7 +160,7 @@ fn post(id: u64, method: &str, params: &str) -> String {
 }
 
 /// Reads one response (head and Content-Length body).
-fn read_response(reader: &mut BufReader<TcpStream>) -> Result<()> {
+fn read_response(reader: &mut BufReader<&TcpStream>) -> Result<()> {
     let mut len = 0usize;
     let mut line = String::new();
     loop {
@@ -222,8 +224,9 @@ fn http_connection(
 ) -> Result<()> {
     let conn = TcpStream::connect(("127.0.0.1", port))?;
     conn.set_nodelay(true)?;
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut w = conn;
+    // One descriptor for both ways (see `serve_http`).
+    let mut reader = BufReader::new(&conn);
+    let mut w = &conn;
     w.write_all(post(0, "initialize", r#"{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"soak-http-client","version":"1"}}"#).as_bytes())?;
     read_response(&mut reader)?;
     let mut on_this = 0u64;
