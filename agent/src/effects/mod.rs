@@ -232,7 +232,6 @@ pub enum Placed {
 #[derive(Debug)]
 struct InFlight {
     serial: u64,
-    started_ns: u64,
     cpu_start_ns: Option<u64>,
     /// Another request of the server was in flight at some point.
     cpu_overlap: bool,
@@ -261,7 +260,7 @@ impl EffectTable {
     }
 
     /// The server received request `serial`; `cpu_ns` is its CPU time now.
-    pub fn request_started(&mut self, server: u32, serial: u64, ts_ns: u64, cpu_ns: Option<u64>) {
+    pub fn request_started(&mut self, server: u32, serial: u64, cpu_ns: Option<u64>) {
         let list = self.servers.entry(server).or_default();
         if list.len() >= self.limits.in_flight_per_server {
             // The oldest (its answer never came, or was never seen).
@@ -274,7 +273,6 @@ impl EffectTable {
         }
         list.push(InFlight {
             serial,
-            started_ns: ts_ns,
             cpu_start_ns: cpu_ns,
             cpu_overlap: overlap,
             all: Vec::new(),
@@ -335,7 +333,6 @@ impl EffectTable {
             }),
             _ => None,
         };
-        let _ = op.started_ns;
         Some(OperationEffects {
             effects: EffectSummary::of(&op.all, op.counts, self.limits.per_kind),
             all: op.all,
@@ -377,7 +374,7 @@ mod tests {
     fn one_request_in_flight_gets_its_effects_exactly() {
         let mut t = EffectTable::new(EffectLimits::default());
         assert_eq!(t.on_effect(7, read("/before")), Placed::Unattributed);
-        t.request_started(7, 1, 10, Some(1_000));
+        t.request_started(7, 1, Some(1_000));
         assert_eq!(t.on_effect(7, read("/a")), Placed::Attributed(Attribution::Exact));
         // Another server's effect is not this request's.
         assert_eq!(t.on_effect(8, read("/b")), Placed::Unattributed);
@@ -395,9 +392,9 @@ mod tests {
     #[test]
     fn concurrent_requests_share_effects_as_overlap() {
         let mut t = EffectTable::new(EffectLimits::default());
-        t.request_started(7, 1, 10, Some(0));
+        t.request_started(7, 1, Some(0));
         t.on_effect(7, read("/only-first"));
-        t.request_started(7, 2, 20, Some(5));
+        t.request_started(7, 2, Some(5));
         t.on_effect(7, read("/both"));
         let second = t.finish(7, 2, || Some(10)).unwrap();
         t.on_effect(7, read("/first-again"));
@@ -430,7 +427,7 @@ mod tests {
             per_operation: 4,
             in_flight_per_server: 2,
         });
-        t.request_started(7, 1, 0, None);
+        t.request_started(7, 1, None);
         for i in 0..5 {
             t.on_effect(7, read(&format!("/{i}")));
         }
@@ -441,7 +438,7 @@ mod tests {
         assert_eq!((done.all.len(), done.unchecked, t.unchecked), (4, 1, 1));
         assert!(done.cpu.is_none());
         for serial in 1..=3 {
-            t.request_started(9, serial, 0, None);
+            t.request_started(9, serial, None);
         }
         assert_eq!(t.evicted, 1);
         assert!(t.finish(9, 1, || None).is_none());

@@ -351,17 +351,13 @@ impl Pipeline {
                     self.metrics
                         .message(transport, direction, bytes, notification.as_deref(), &mut self.labels);
                 }
-                Output::RequestStarted {
-                    server_tgid,
-                    serial,
-                    ts_ns,
-                } => {
+                Output::RequestStarted { server_tgid, serial } => {
                     if self.serving.insert(server_tgid) {
                         control.serves(server_tgid);
                     }
                     let evicted = self.effects.evicted;
                     self.effects
-                        .request_started(server_tgid, serial, ts_ns, process_cpu_ns(server_tgid));
+                        .request_started(server_tgid, serial, process_cpu_ns(server_tgid));
                     if self.effects.evicted > evicted {
                         self.metrics.effects_evicted(self.effects.evicted - evicted);
                     }

@@ -367,7 +367,6 @@ pub enum Output {
     RequestStarted {
         server_tgid: u32,
         serial: u64,
-        ts_ns: u64,
     },
     Operation(Box<Operation>),
     Notification(Box<Notification>),
@@ -667,7 +666,6 @@ impl SessionTable {
                     out.push(Output::RequestStarted {
                         server_tgid: key.tgid(),
                         serial,
-                        ts_ns,
                     });
                 }
                 let pending = Pending {
