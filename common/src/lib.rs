@@ -64,6 +64,16 @@ pub mod effect {
     /// environment that follows them is never copied). The agent joins it
     /// to the EXEC record just before it.
     pub const EXEC_ARGS: u8 = 8;
+    /// The first bytes a process wrote on a socket it connected (a TLS
+    /// ClientHello, an HTTP request head: where the host name it wanted
+    /// is), from the first write after the connect: `fd` the socket;
+    /// `path` and `path2` one 512-byte region, `ret` how many bytes of it
+    /// were copied. Joined by the agent to that CONNECT.
+    pub const HELLO: u8 = 9;
+    /// An answer read on a socket connected to port 53 (DNS): laid out as
+    /// HELLO. The agent keeps the names it answers for the process's later
+    /// connections; never an effect of its own.
+    pub const DNS_ANSWER: u8 = 10;
     /// `flags` bit of UNLINK for a directory (Linux's AT_REMOVEDIR).
     pub const AT_REMOVEDIR: u64 = 0x200;
 }

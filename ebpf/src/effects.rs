@@ -21,7 +21,7 @@ use aya_ebpf::{
         bpf_probe_read_user_str_bytes, generated,
     },
     macros::{map, tracepoint},
-    maps::LruHashMap,
+    maps::{LruHashMap, ring_buf::RingBufEntry},
     programs::TracePointContext,
 };
 use core::ffi::c_void;
@@ -39,6 +39,30 @@ use crate::{
 /// belongs to. LRU: a process whose exit the kernel missed must not stay.
 #[map]
 pub static OWNERS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
+
+/// Sockets an MCP server (or a process it started) connected, whose next
+/// bytes name the host it wanted (key: tgid << 32 | fd): the first write of
+/// a connection ([`naming::HELLO`]: a TLS ClientHello's SNI, an HTTP
+/// `Host`), or the answers read from a DNS server ([`naming::DNS`]). Set at
+/// connect, removed at the first write (HELLO) or at close. LRU: a socket
+/// of a process that never closed it must not stay.
+#[map]
+static NAMING: LruHashMap<u64, u8> = LruHashMap::with_max_entries(4096, 0);
+
+mod naming {
+    /// Copy the first write.
+    pub const HELLO: u8 = 1;
+    /// Copy every read (port 53).
+    pub const DNS: u8 = 2;
+}
+
+const DNS_PORT: u16 = 53;
+const EINPROGRESS: i64 = -115;
+
+#[inline(always)]
+fn naming_key(tgid: u32, fd: i32) -> u64 {
+    ((tgid as u64) << 32) | fd as u32 as u64
+}
 
 const AT_FDCWD: i32 = -100;
 const EPERM: i64 = -1;
@@ -122,7 +146,12 @@ pub fn on_exit(nr: u64, seen: Glance, tgid: u32, regs: &impl Args, ret: i64) {
             if !sockets::is_inet(peer.family) {
                 return;
             }
-            send(owner, tgid, effect::CONNECT, ret, 0, regs.arg0() as i32, 0, 0, Some(peer));
+            let fd = regs.arg0() as i32;
+            send(owner, tgid, effect::CONNECT, ret, 0, fd, 0, 0, Some(peer));
+            if ret == 0 || ret == EINPROGRESS {
+                let what = if peer.port == DNS_PORT { naming::DNS } else { naming::HELLO };
+                let _ = NAMING.insert(naming_key(tgid, fd), what, 0);
+            }
         }
         sysnr::LISTEN => {
             if ret != 0 {
@@ -151,6 +180,38 @@ pub fn on_exit(nr: u64, seen: Glance, tgid: u32, regs: &impl Args, ret: i64) {
     }
 }
 
+/// A record reserved in the ring buffer with its header filled and the rest
+/// empty (no address, no paths, no descriptor): each sender fills what its
+/// kind carries. `None` when the ring buffer is full (counted).
+#[inline(always)]
+fn reserve(owner: u32, tgid: u32, kind: u8) -> Option<RingBufEntry<EffectRecord>> {
+    let Some(mut entry) = EVENTS.reserve::<EffectRecord>(0) else {
+        count(counter::RINGBUF_FULL_OTHER, 1);
+        return None;
+    };
+    let r = entry.as_mut_ptr();
+    unsafe {
+        (*r).kind = record::EFFECT;
+        (*r).tgid = tgid;
+        (*r).ts_ns = bpf_ktime_get_ns();
+        (*r).owner = owner;
+        (*r).effect = kind;
+        (*r)._pad = 0;
+        (*r).family = 0;
+        (*r).ret = 0;
+        (*r).flags = 0;
+        (*r).fd = AT_FDCWD;
+        (*r).port = 0;
+        (*r)._pad2 = 0;
+        // Two words, not a byte array: see `sockets::Peer`.
+        let words = (&raw mut (*r).addr) as *mut [u64; 2];
+        *words = [0, 0];
+        (*r).path[0] = 0;
+        (*r).path2[0] = 0;
+    }
+    Some(entry)
+}
+
 /// Writes the record straight into the ring buffer (two paths do not fit
 /// on the 512-byte BPF stack).
 #[allow(clippy::too_many_arguments)]
@@ -166,38 +227,109 @@ fn send(
     path2: u64,
     peer: Option<sockets::Peer>,
 ) {
-    let Some(mut entry) = EVENTS.reserve::<EffectRecord>(0) else {
-        count(counter::RINGBUF_FULL_OTHER, 1);
-        return;
-    };
+    let Some(mut entry) = reserve(owner, tgid, kind) else { return };
     let r = entry.as_mut_ptr();
     unsafe {
-        (*r).kind = record::EFFECT;
-        (*r).tgid = tgid;
-        (*r).ts_ns = bpf_ktime_get_ns();
-        (*r).owner = owner;
-        (*r).effect = kind;
-        (*r)._pad = 0;
         (*r).ret = ret;
         (*r).flags = flags;
         (*r).fd = fd;
-        (*r)._pad2 = 0;
-        let (family, port, addr) = match peer {
-            Some(p) => (p.family, p.port, p.addr),
-            None => (0, 0, [0, 0]),
-        };
-        (*r).family = family;
-        (*r).port = port;
-        // Two words, not a byte array: see `sockets::Peer`.
-        let words = (&raw mut (*r).addr) as *mut [u64; 2];
-        *words = addr;
-        (*r).path[0] = 0;
-        (*r).path2[0] = 0;
+        if let Some(p) = peer {
+            (*r).family = p.family;
+            (*r).port = p.port;
+            let words = (&raw mut (*r).addr) as *mut [u64; 2];
+            *words = p.addr;
+        }
         if path != 0 {
             let _ = bpf_probe_read_user_str_bytes(path as *const u8, &mut (*r).path);
         }
         if path2 != 0 {
             let _ = bpf_probe_read_user_str_bytes(path2 as *const u8, &mut (*r).path2);
+        }
+    }
+    entry.submit(wakeup_flags());
+}
+
+/// A read, write or close of a server or of a process it started: the
+/// bytes of a naming socket, or its end.
+#[inline(always)]
+pub fn on_io_or_close(nr: u64, seen: Glance, tgid: u32, regs: &impl Args, ret: i64) {
+    if sysnr::moves_bytes(nr) {
+        on_socket_io(nr, seen, tgid, regs, ret);
+    } else if nr == sysnr::CLOSE {
+        on_close(tgid, regs, ret);
+    }
+}
+
+/// Bytes a naming socket moved (read or written by syscall `nr`, `ret`
+/// of them): the first write of a connection, or a DNS answer. One hash
+/// lookup when the socket is not one of [`NAMING`].
+#[inline(always)]
+fn on_socket_io(nr: u64, seen: Glance, tgid: u32, regs: &impl Args, ret: i64) {
+    if !config::effects() || ret <= 0 {
+        return;
+    }
+    let fd = regs.arg0() as i32;
+    let key = naming_key(tgid, fd);
+    let Some(what) = (unsafe { NAMING.get(key) }).copied() else { return };
+    let (kind, vectored, msg) = match nr {
+        sysnr::WRITE | sysnr::SENDTO if what == naming::HELLO => (effect::HELLO, false, false),
+        sysnr::WRITEV if what == naming::HELLO => (effect::HELLO, true, false),
+        sysnr::SENDMSG if what == naming::HELLO => (effect::HELLO, true, true),
+        sysnr::READ | sysnr::RECVFROM if what == naming::DNS => (effect::DNS_ANSWER, false, false),
+        sysnr::READV if what == naming::DNS => (effect::DNS_ANSWER, true, false),
+        sysnr::RECVMSG if what == naming::DNS => (effect::DNS_ANSWER, true, true),
+        _ => return,
+    };
+    let Some(owner) = owner_of(seen, tgid) else { return };
+    if kind == effect::HELLO {
+        // Only the first write names the host.
+        let _ = NAMING.remove(key);
+    }
+    // The bytes: the buffer, or the first iovec (`struct iovec { void
+    // *iov_base; size_t iov_len; }`), from the msghdr for sendmsg/recvmsg.
+    let mut buf = regs.arg1();
+    let mut len = ret as u64;
+    if vectored {
+        let iov = if msg {
+            match sockets::msghdr_iov(buf) {
+                Some((iov, n)) if n > 0 => iov,
+                _ => return,
+            }
+        } else {
+            buf
+        };
+        let Ok(first) = (unsafe { bpf_probe_read_user(iov as *const [u64; 2]) }) else { return };
+        buf = first[0];
+        len = len.min(first[1]);
+    }
+    send_bytes(owner, tgid, kind, fd, buf, len);
+}
+
+/// A connected socket is closed: it names no host any more.
+#[inline(always)]
+fn on_close(tgid: u32, regs: &impl Args, ret: i64) {
+    if config::effects() && ret == 0 {
+        let _ = NAMING.remove(naming_key(tgid, regs.arg0() as i32));
+    }
+}
+
+/// Up to 512 bytes from `buf` into the record's region (`path` and
+/// `path2`); `ret` says how many.
+#[inline(always)]
+fn send_bytes(owner: u32, tgid: u32, kind: u8, fd: i32, buf: u64, len: u64) {
+    let Some(mut entry) = reserve(owner, tgid, kind) else { return };
+    let r = entry.as_mut_ptr();
+    unsafe {
+        (*r).fd = fd;
+        let region = (&raw mut (*r).path) as *mut u8;
+        // Bounded for the verifier: 1 to 512 bytes, the region's size.
+        let n = if len >= 2 * EFFECT_PATH_MAX as u64 {
+            2 * EFFECT_PATH_MAX as u64
+        } else {
+            len & (2 * EFFECT_PATH_MAX as u64 - 1)
+        };
+        if n > 0 && generated::bpf_probe_read_user(region as *mut c_void, n as u32, buf as *const c_void) == 0 {
+            (*r).ret = n as i64;
         }
     }
     entry.submit(wakeup_flags());
@@ -223,25 +355,10 @@ fn send_exec_args(owner: u32, tgid: u32, sp: u64) {
     let argv0 = unsafe { bpf_probe_read_user((sp + 8) as *const u64) }.unwrap_or(0);
     let last_index = argc.saturating_sub(1).min(MAX_ARGS - 1);
     let last = unsafe { bpf_probe_read_user((sp + 8 + 8 * last_index) as *const u64) }.unwrap_or(0);
-    let Some(mut entry) = EVENTS.reserve::<EffectRecord>(0) else {
-        count(counter::RINGBUF_FULL_OTHER, 1);
-        return;
-    };
+    let Some(mut entry) = reserve(owner, tgid, effect::EXEC_ARGS) else { return };
     let r = entry.as_mut_ptr();
     unsafe {
-        (*r).kind = record::EFFECT;
-        (*r).tgid = tgid;
-        (*r).ts_ns = bpf_ktime_get_ns();
-        (*r).owner = owner;
-        (*r).effect = effect::EXEC_ARGS;
-        (*r)._pad = 0;
-        (*r).family = 0;
         (*r).flags = argc;
-        (*r).fd = AT_FDCWD;
-        (*r).port = 0;
-        (*r)._pad2 = 0;
-        let words = (&raw mut (*r).addr) as *mut [u64; 2];
-        *words = [0, 0];
         let region = (&raw mut (*r).path) as *mut u8;
         let mut len: i64 = 0;
         if argv0 != 0 && last >= argv0 {
@@ -290,28 +407,9 @@ pub fn on_exec(ctx: &TracePointContext, tgid: u32) {
     let Ok(loc) = (unsafe { ctx.read_at::<u32>(loc_offset as usize) }) else {
         return;
     };
-    let Some(mut entry) = EVENTS.reserve::<EffectRecord>(0) else {
-        count(counter::RINGBUF_FULL_OTHER, 1);
-        return;
-    };
+    let Some(mut entry) = reserve(owner, tgid, effect::EXEC) else { return };
     let r = entry.as_mut_ptr();
     unsafe {
-        (*r).kind = record::EFFECT;
-        (*r).tgid = tgid;
-        (*r).ts_ns = bpf_ktime_get_ns();
-        (*r).owner = owner;
-        (*r).effect = effect::EXEC;
-        (*r)._pad = 0;
-        (*r).family = 0;
-        (*r).ret = 0;
-        (*r).flags = 0;
-        (*r).fd = AT_FDCWD;
-        (*r).port = 0;
-        (*r)._pad2 = 0;
-        let words = (&raw mut (*r).addr) as *mut [u64; 2];
-        *words = [0, 0];
-        (*r).path[0] = 0;
-        (*r).path2[0] = 0;
         let src = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
         let _ = bpf_probe_read_kernel_str_bytes(src, &mut (*r).path);
     }

@@ -43,6 +43,9 @@ pub fn on_exit<const EFFECTS: bool>(nr: u64, regs: &impl Args, ret: i64) -> bool
         return false;
     }
     if seen != Glance::Watched {
+        if EFFECTS && seen == Glance::Child {
+            effects::on_io_or_close(nr, seen, tgid, regs, ret);
+        }
         return unwatched(seen, nr, regs, ret, pid_tgid, tgid);
     }
     let Some(p) = PROCS.get_ptr_mut(tgid) else {
@@ -50,7 +53,13 @@ pub fn on_exit<const EFFECTS: bool>(nr: u64, regs: &impl Args, ret: i64) -> bool
         // discovery applies.
         return unwatched(Glance::Unknown, nr, regs, ret, pid_tgid, tgid);
     };
-    if unsafe { (*p).state } & proc_state::EXCLUDED != 0 {
+    let state = unsafe { (*p).state };
+    // Only a server and the processes it started have naming sockets:
+    // other watched processes (clients, candidates) skip the lookup.
+    if EFFECTS && state & (proc_state::SERVES | proc_state::CHILD) != 0 {
+        effects::on_io_or_close(nr, seen, tgid, regs, ret);
+    }
+    if state & proc_state::EXCLUDED != 0 {
         return false;
     }
     match nr {

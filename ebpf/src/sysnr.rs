@@ -99,6 +99,13 @@ pub fn is_handled(nr: u64) -> bool {
     ) || is_effect(nr)
 }
 
+/// Whether syscall `nr` reads or writes bytes (the ones a naming socket's
+/// are copied from: `effects::on_socket_io`).
+#[inline(always)]
+pub fn moves_bytes(nr: u64) -> bool {
+    matches!(nr, READ | WRITE | READV | WRITEV | RECVFROM | SENDTO | RECVMSG | SENDMSG)
+}
+
 /// Whether syscall `nr` is a side effect `effects::on_exit` records
 /// (connect is both: a socket to capture and an effect).
 #[inline(always)]

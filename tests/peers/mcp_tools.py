@@ -9,6 +9,7 @@ it, so that assertions only look at this server's events.
 
 import asyncio
 import os
+import sys
 
 from fastmcp import FastMCP
 from fastmcp.exceptions import ToolError
@@ -121,6 +122,52 @@ def build(name: str) -> FastMCP:
                 n = len(f.read())
             await asyncio.sleep(seconds)
             return n
+
+        @mcp.tool
+        def resolve_and_connect(resolver: str, name: str, port: int) -> str:
+            """Asks the DNS server at `resolver` (port 53, over UDP) for the
+            address of `name`, then connects to it on `port`."""
+            query = (
+                b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+                + b"".join(bytes([len(p)]) + p.encode() for p in name.split("."))
+                + b"\x00\x00\x01\x00\x01"
+            )
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.settimeout(5)
+                s.connect((resolver, 53))
+                s.send(query)
+                answer = s.recv(512)
+            # One A record, last in the answer: its 4 bytes end it.
+            address = socket.inet_ntoa(answer[-4:])
+            with socket.create_connection((address, port), timeout=5):
+                return address
+
+        @mcp.tool
+        def http_get(port: int, host: str) -> str:
+            """GET / from a loopback port, naming `host`; the status line."""
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+                return s.recv(4096).split(b"\r\n")[0].decode()
+
+        @mcp.tool
+        def tls_hello(port: int, host: str) -> str:
+            """Starts a TLS handshake with a loopback port for `host` (the
+            peer hangs up: only the ClientHello matters)."""
+            import ssl
+
+            context = ssl.create_default_context()
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+                try:
+                    with context.wrap_socket(raw, server_hostname=host):
+                        return "handshake completed"
+                except (ssl.SSLError, OSError) as e:
+                    return f"handshake failed: {type(e).__name__}"
+
+        @mcp.tool
+        def burn_in_child(ms: int) -> int:
+            """Runs a program that spends `ms` milliseconds of CPU; waits."""
+            code = f"import time\nend = time.process_time() + {ms} / 1000\nwhile time.process_time() < end: pass"
+            return subprocess.run([sys.executable, "-c", code], check=True).returncode
 
         @mcp.tool
         def burn(ms: int) -> int:

@@ -556,6 +556,66 @@ impl Drop for Agent {
     }
 }
 
+/// A DNS server on `127.0.0.77:53` that answers every A question with
+/// `address` (what a resolver would), until `stop` is set.
+pub fn dns_server(
+    address: [u8; 4],
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    let socket = std::net::UdpSocket::bind("127.0.0.77:53").expect("a DNS server on 127.0.0.77:53");
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut answered = 0;
+        let mut buf = [0u8; 512];
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                continue;
+            };
+            // The query's header and question, flagged as a response with
+            // one answer: a pointer to the question's name, A, IN, TTL 60.
+            let mut answer = buf[..n].to_vec();
+            answer[2..4].copy_from_slice(&[0x81, 0x80]);
+            answer[6..8].copy_from_slice(&[0, 1]);
+            answer.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+            answer.extend_from_slice(&address);
+            socket.send_to(&answer, from).unwrap();
+            answered += 1;
+        }
+        answered
+    })
+}
+
+/// Accepts connections on `listener` and, for each, reads what the peer
+/// sends first, then answers `reply` (may be empty: hang up).
+pub fn serve(listener: std::net::TcpListener, reply: &'static [u8]) {
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            use std::io::{Read, Write};
+            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(reply);
+        }
+    });
+}
+
+/// The same JSON document, numbers compared by value: a document that went
+/// through JavaScript (the dashboard) writes `0.0` as `0`, which
+/// `serde_json` keeps apart from the agent's `0.0`.
+pub fn same_json(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x == y || x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_json(x, y)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
 pub fn read_events(path: &Path) -> Vec<Value> {
     let Ok(file) = fs::File::open(path) else {
         return Vec::new();
@@ -670,5 +730,21 @@ impl Metrics {
                 all.then(|| value.parse::<f64>().ok()).flatten()
             })
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::same_json;
+
+    #[test]
+    fn same_json_compares_numbers_by_value_and_nothing_else_loosely() {
+        assert!(same_json(&json!({"a": [0.0, 1]}), &json!({"a": [0, 1.0]})));
+        assert!(!same_json(&json!({"a": 0.5}), &json!({"a": 0})));
+        assert!(!same_json(&json!({"a": 1}), &json!({"a": 1, "b": 2})));
+        assert!(!same_json(&json!(["x"]), &json!(["y"])));
+        assert!(!same_json(&json!("0"), &json!(0)));
     }
 }

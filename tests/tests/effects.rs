@@ -8,7 +8,7 @@
 
 use std::{net::TcpListener, path::Path, time::Duration};
 
-use mcptap_tests::{Agent, env, free_port, operations_of, summary};
+use mcptap_tests::{Agent, dns_server, env, free_port, operations_of, serve, summary};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -66,6 +66,7 @@ fn each_calls_files_program_connection_listener_and_cpu_are_its_own() {
         {"call": "connect", "args": {"port": port}},
         {"call": "listen", "args": {}},
         {"call": "burn", "args": {"ms": 200}},
+        {"call": "burn_in_child", "args": {"ms": 200}},
         {"call": "add", "args": {"a": 1, "b": 2}}
     ]}]});
     let report = env.drive(&plan);
@@ -136,6 +137,11 @@ fn each_calls_files_program_connection_listener_and_cpu_are_its_own() {
     let cpu = burn["mcp.server.cpu"]["seconds"].as_f64().expect("cpu seconds");
     assert!((0.16..=0.24).contains(&cpu), "burn spent {cpu} s:\n{burn}");
     assert_eq!(burn["mcp.server.cpu"]["attribution"], "exact");
+    // The CPU of a program the call ran (and waited for) is the call's too:
+    // its 200 ms, and the interpreter's start.
+    let child = one(&ops, "burn_in_child");
+    let cpu = child["mcp.server.cpu"]["seconds"].as_f64().expect("cpu seconds");
+    assert!((0.16..=0.6).contains(&cpu), "burn_in_child spent {cpu} s:\n{child}");
     let add = one(&ops, "add");
     assert!(add["mcp.server.cpu"]["seconds"].as_f64().unwrap_or(1.0) < 0.1, "{add}");
     assert!(add["mcp.effects"].is_null(), "add does nothing on the host:\n{add}");
@@ -409,5 +415,118 @@ fn a_git_servers_tool_runs_git_and_the_call_shows_it() {
         "git_status ran git status:\n{op}"
     );
     assert_eq!(op["server"]["name"], "mcp-git");
+    agent.stop();
+}
+
+#[test]
+fn connections_carry_the_host_name_resolved_or_sent_and_the_policy_checks_it() {
+    let env = env();
+    let d = dir("effects-hosts-files");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dns = dns_server([127, 0, 0, 88], stop.clone());
+    let db = TcpListener::bind("127.0.0.88:0").unwrap();
+    let db_port = db.local_addr().unwrap().port();
+    serve(db, b"");
+    let web = TcpListener::bind("127.0.0.1:0").unwrap();
+    let web_port = web.local_addr().unwrap().port();
+    serve(web, b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+    let tls = TcpListener::bind("127.0.0.1:0").unwrap();
+    let tls_port = tls.local_addr().unwrap().port();
+    serve(tls, b"");
+    // Names under mcptap.test and the DNS server are the server's
+    // destinations: only the call to another name is outside.
+    let policy = d.join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[[server]]\nname = \"mcptap-test-server\"\n[server.effects]\nconnect = [\"127.0.0.77:53\", \"*.mcptap.test\"]\n",
+    )
+    .unwrap();
+    let agent = Agent::start(&env, "effects-hosts", &["--policy", path(&policy)]);
+    let plan = json!({"sessions": [{"server": env.test_server(), "env": {"MCPTAP_TEST_EFFECTS": "1"},
+    "client_name": "hosts-client",
+    "steps": [
+        {"call": "resolve_and_connect", "args": {"resolver": "127.0.0.77", "name": "db.mcptap.test", "port": db_port}},
+        {"call": "http_get", "args": {"port": web_port, "host": "api.mcptap.test"}},
+        {"call": "tls_hello", "args": {"port": tls_port, "host": "tls.mcptap.test"}},
+        {"call": "http_get", "args": {"port": web_port, "host": "elsewhere.example"}},
+        {"call": "add", "args": {"a": 1, "b": 2}}
+    ]}]});
+    let report = env.drive(&plan);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(dns.join().unwrap(), 1, "the DNS server answered once");
+    let session = &report["sessions"][0];
+    assert!(session.get("error").is_none(), "{report}");
+    let pid = session["server_pid"].as_u64().expect("server pid");
+    let events = agent.wait_events("the calls and the alert", WAIT, |ev| {
+        operations_of(ev, pid).iter().any(|e| e["gen_ai.tool.name"] == "add")
+            && ev.iter().any(|e| e["alert"]["kind"] == "effect_outside_scope")
+    });
+    let ops = operations_of(&events, pid);
+    let connects = |op: &Value| -> Vec<(String, String, String)> {
+        effects(op, "connect")
+            .iter()
+            .map(|e| {
+                let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+                (s("address"), s("host"), s("host_from"))
+            })
+            .collect()
+    };
+    let s = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+
+    // Resolved: the DNS server's socket, then the address it answered,
+    // named after the question.
+    let resolved = one(&ops, "resolve_and_connect");
+    assert_eq!(
+        connects(resolved),
+        [
+            s("127.0.0.77:53", "", ""),
+            s(&format!("127.0.0.88:{db_port}"), "db.mcptap.test", "dns")
+        ],
+        "{resolved}"
+    );
+    // Sent: the HTTP Host (port left out), the TLS server name.
+    let gets = call(&ops, "http_get");
+    assert_eq!(gets.len(), 2, "{}", summary(&ops));
+    let web_addr = format!("127.0.0.1:{web_port}");
+    assert_eq!(
+        connects(gets[0]),
+        [s(&web_addr, "api.mcptap.test", "http")],
+        "{}",
+        gets[0]
+    );
+    assert_eq!(
+        connects(gets[1]),
+        [s(&web_addr, "elsewhere.example", "http")],
+        "{}",
+        gets[1]
+    );
+    let hello = one(&ops, "tls_hello");
+    assert_eq!(
+        connects(hello),
+        [s(&format!("127.0.0.1:{tls_port}"), "tls.mcptap.test", "sni")],
+        "{hello}"
+    );
+
+    // The policy reads the names: one alert, for the other name.
+    let alerts: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event.type"] == "mcp.alert" && e["alert"]["kind"] == "effect_outside_scope")
+        .collect();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(
+        alerts[0]["jsonrpc.request.id"], gets[1]["jsonrpc.request.id"],
+        "{}",
+        alerts[0]
+    );
+    assert_eq!(
+        alerts[0]["alert"]["effect"]["host"], "elsewhere.example",
+        "{}",
+        alerts[0]
+    );
+    assert_eq!(alerts[0]["client"]["name"], "hosts-client");
+
+    let m = agent.metrics();
+    assert_eq!(m.value("mcptap_effect_names_total", &[("outcome", "dns_answer")]), 1.0);
+    assert!(m.value("mcptap_effect_names_total", &[("outcome", "hello_named")]) >= 3.0);
     agent.stop();
 }

@@ -8,7 +8,8 @@
 use std::{path::Path, process::Command, time::Duration};
 
 use mcptap_tests::{
-    Agent, count, env, expected_hook_family, hooks_under_test, observed, operations_of, parse_report, summary,
+    Agent, count, dns_server, env, expected_hook_family, hooks_under_test, observed, operations_of, parse_report,
+    serve, summary,
 };
 use serde_json::{Value, json};
 
@@ -183,13 +184,24 @@ fn a_calls_file_and_program_are_its_own() {
     let input = dir.join("input.txt");
     std::fs::write(&input, "hello").unwrap();
     let python = env.python.display().to_string();
+    // A DNS server and a web server on loopback: the connection's host
+    // name, resolved and sent.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dns = dns_server([127, 0, 0, 1], stop.clone());
+    let web = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let web_port = web.local_addr().unwrap().port();
+    serve(web, b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
     let plan = json!({"sessions": [{"server": env.test_server(), "env": {"MCPTAP_TEST_EFFECTS": "1"},
     "steps": [
         {"call": "read_file", "args": {"path": input}},
         {"call": "run", "args": {"argv": [python, "-c", "pass"]}},
+        {"call": "resolve_and_connect", "args": {"resolver": "127.0.0.77", "name": "web.mcptap.test", "port": web_port}},
+        {"call": "http_get", "args": {"port": web_port, "host": "api.mcptap.test"}},
         {"call": "add", "args": {"a": 1, "b": 2}}
     ]}]});
     let report = env.drive(&plan);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = dns.join();
     let server = pid(session(&report, 0), "server_pid");
     let events = agent.wait_events("the calls", WAIT, |ev| {
         operations_of(ev, server).iter().any(|e| e["gen_ai.tool.name"] == "add")
@@ -226,6 +238,29 @@ fn a_calls_file_and_program_are_its_own() {
         assert!(
             execs.iter().any(|e| e["args"] == json!(["-c", "pass"])),
             "the program's arguments:\n{run}"
+        );
+        let web = format!("127.0.0.1:{web_port}");
+        let named = |tool: &str| -> Vec<(String, String)> {
+            items(&op(tool), "connect")
+                .iter()
+                .filter(|e| e["address"] == web.as_str())
+                .map(|e| {
+                    let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+                    (s("host"), s("host_from"))
+                })
+                .collect()
+        };
+        assert_eq!(
+            named("resolve_and_connect"),
+            [("web.mcptap.test".to_string(), "dns".to_string())],
+            "{}",
+            op("resolve_and_connect")
+        );
+        assert_eq!(
+            named("http_get"),
+            [("api.mcptap.test".to_string(), "http".to_string())],
+            "{}",
+            op("http_get")
         );
     } else {
         assert!(items(&read, "file_read").is_empty(), "{read}");
@@ -317,12 +352,21 @@ fn ring_buffer_losses_are_counted_and_survived() {
     let ops = operations_of(&events, server);
     assert_eq!(count(&ops, "tools/call", Some("add"), "ok"), 2, "{}", summary(&ops));
     assert_eq!(count(&ops, "ping", None, "ok"), 1, "{}", summary(&ops));
-    let m = agent.metrics();
-    assert!(
-        m.value("mcptap_capture_lost_total", &[("reason", "ringbuf_full")]) > 0.0,
-        "the loss was counted:\n{}",
-        m.0
-    );
+    // The kernel's counters are exported on a timer: the loss shows within
+    // a few of its ticks.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = agent.metrics();
+        if m.value("mcptap_capture_lost_total", &[("reason", "ringbuf_full")]) > 0.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the loss was never counted:\n{}",
+            m.0
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     agent.stop();
 }
 

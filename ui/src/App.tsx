@@ -331,6 +331,8 @@ interface EffectItem {
   to?: string;
   args?: string[];
   address?: string;
+  host?: string;
+  host_from?: string;
   denied?: boolean;
   failed?: boolean;
   attribution: string;
@@ -363,6 +365,7 @@ function EffectsTable({ event }: { event: Record<string, unknown> }) {
               <td>{e.kind}</td>
               <td className="name">
                 {e.path ?? e.address ?? ""}
+                {e.host ? ` (${e.host}, from ${e.host_from})` : ""}
                 {e.to ? ` → ${e.to}` : ""}
                 {e.args && e.args.length > 0 ? ` ${e.args.join(" ")}` : ""}
                 {e.denied ? " (denied)" : ""}

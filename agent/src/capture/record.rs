@@ -75,6 +75,7 @@ pub enum RawEffectKind {
         cut: bool,
     },
     Connect {
+        fd: i32,
         peer: std::net::SocketAddr,
     },
     Listen {
@@ -85,6 +86,16 @@ pub enum RawEffectKind {
     Bind {
         fd: i32,
         addr: std::net::SocketAddr,
+    },
+    /// The first bytes written on socket `fd` after its connect (up to
+    /// 512): where a ClientHello's SNI or an HTTP `Host` is.
+    Hello {
+        fd: i32,
+        bytes: Vec<u8>,
+    },
+    /// Bytes read from a socket connected to port 53 (up to 512).
+    DnsAnswer {
+        bytes: Vec<u8>,
     },
 }
 
@@ -255,18 +266,19 @@ fn decode_effect(rec: &EffectRecord) -> Result<RawEffect, DecodeError> {
             path: path(rec.fd, &rec.path).path,
         },
         effect::CONNECT => RawEffectKind::Connect {
+            fd: rec.fd,
             peer: inet_addr(rec.family, rec.addr, rec.port).ok_or(DecodeError::UnknownFamily(rec.family))?,
         },
         effect::LISTEN => RawEffectKind::Listen { fd: rec.fd },
         effect::EXEC_ARGS => {
-            // `path` and `path2` are one region here, `ret` bytes of it used.
-            let mut region = [0u8; 2 * mcptap_common::EFFECT_PATH_MAX];
-            region[..mcptap_common::EFFECT_PATH_MAX].copy_from_slice(&rec.path);
-            region[mcptap_common::EFFECT_PATH_MAX..].copy_from_slice(&rec.path2);
-            let used = usize::try_from(rec.ret).unwrap_or(0).min(region.len());
-            let (args, cut) = exec_args(&region[..used], rec.flags);
+            let (args, cut) = exec_args(&region(rec), rec.flags);
             RawEffectKind::ExecArgs { args, cut }
         }
+        effect::HELLO => RawEffectKind::Hello {
+            fd: rec.fd,
+            bytes: region(rec),
+        },
+        effect::DNS_ANSWER => RawEffectKind::DnsAnswer { bytes: region(rec) },
         effect::BIND => RawEffectKind::Bind {
             fd: rec.fd,
             addr: inet_addr(rec.family, rec.addr, rec.port).ok_or(DecodeError::UnknownFamily(rec.family))?,
@@ -280,6 +292,18 @@ fn decode_effect(rec: &EffectRecord) -> Result<RawEffect, DecodeError> {
         ret: rec.ret,
         what,
     })
+}
+
+/// The bytes of a record whose `path` and `path2` are one region, `ret` of
+/// them used (EXEC_ARGS, HELLO, DNS_ANSWER).
+fn region(rec: &EffectRecord) -> Vec<u8> {
+    let used = usize::try_from(rec.ret).unwrap_or(0);
+    let first = used.min(rec.path.len());
+    let second = (used - first).min(rec.path2.len());
+    let mut out = Vec::with_capacity(first + second);
+    out.extend_from_slice(&rec.path[..first]);
+    out.extend_from_slice(&rec.path2[..second]);
+    out
 }
 
 fn decode_chunk(bytes: &[u8]) -> Result<Chunk<'_>, DecodeError> {
@@ -598,6 +622,27 @@ mod socket_tests {
             panic!()
         };
         assert!(cut && args.len() == 1 && args[0].ends_with('…'), "{args:?}");
+        // A first write: the region's `ret` bytes, across both halves.
+        let head = "h".repeat(mcptap_common::EFFECT_PATH_MAX);
+        let hello = effect_record(effect::HELLO, 1, 2, 300, 0, 5, &head, "GET / HTTP/1.1\r\nHost: x\r\n");
+        let CaptureRecord::Effect(e) = CaptureRecord::decode(&hello).unwrap() else {
+            panic!()
+        };
+        let RawEffectKind::Hello { fd, bytes } = e.what else {
+            panic!()
+        };
+        assert_eq!(fd, 5);
+        assert_eq!(bytes.len(), 300);
+        assert!(bytes[256..].starts_with(b"GET / HTTP/1.1\r\nHost: x\r\n"));
+        // More than the region holds: only the region.
+        let dns = effect_record(effect::DNS_ANSWER, 1, 2, 9999, 0, 5, "ab", "");
+        let CaptureRecord::Effect(e) = CaptureRecord::decode(&dns).unwrap() else {
+            panic!()
+        };
+        let RawEffectKind::DnsAnswer { bytes } = e.what else {
+            panic!()
+        };
+        assert_eq!(bytes.len(), 2 * mcptap_common::EFFECT_PATH_MAX);
         // Bad input is an error, not a guess.
         let odd = effect_record(42, 1, 1, 0, 0, 0, "", "");
         assert_eq!(CaptureRecord::decode(&odd), Err(DecodeError::UnknownEffect(42)));

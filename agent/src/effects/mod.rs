@@ -4,8 +4,9 @@
 //!
 //! ```text
 //! RequestStarted ─┐
-//! RawEffect ──→ resolve (absolute paths, exec arguments, listen address)
-//!                 └→ EffectTable: attributed to the server's requests in flight
+//! RawEffect ──→ resolve (absolute paths, exec arguments, listen address,
+//!               │        a connection's host name: naming)
+//!               └→ EffectTable: attributed to the server's requests in flight
 //! Operation ──────→ EffectTable::finish → OperationEffects (summary, CPU)
 //! ```
 //!
@@ -17,6 +18,7 @@
 //! (start-up, a timer); counted, not attributed.
 
 pub mod cpu;
+pub mod naming;
 pub mod resolve;
 
 use std::{
@@ -90,6 +92,15 @@ pub struct Effect {
     /// Connect: the peer; listen: the local address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<SocketAddr>,
+    /// Connect: the host name behind the address, when the process
+    /// resolved it or named it on the connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_from: Option<naming::HostFrom>,
+    /// Connect: the socket (to join the host its first bytes name).
+    #[serde(skip)]
+    pub fd: Option<i32>,
     /// The kernel refused it (EACCES, EPERM): the process tried.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub denied: bool,
@@ -306,6 +317,34 @@ impl EffectTable {
         Placed::Attributed(attribution)
     }
 
+    /// Process `pid` of `owner` named the host of the connection on `fd`
+    /// in its first bytes: the connect effect is given that name, in place
+    /// of the one a DNS answer gave its address (the name sent is the
+    /// connection's own; an address can answer for many names). False when
+    /// no operation in flight holds that connection (it ended first, or
+    /// none was in flight).
+    pub fn name_host(&mut self, owner: u32, pid: u32, fd: i32, host: &str, from: naming::HostFrom) -> bool {
+        let Some(list) = self.servers.get_mut(&owner) else {
+            return false;
+        };
+        let mut found = false;
+        for op in list.iter_mut() {
+            let connect = op
+                .all
+                .iter_mut()
+                .rev()
+                .find(|e| e.effect.kind == EffectKind::Connect && e.effect.pid == pid && e.effect.fd == Some(fd));
+            if let Some(e) = connect {
+                found = true;
+                if e.effect.host_from.is_none_or(|f| f == naming::HostFrom::Dns) {
+                    e.effect.host = Some(host.to_string());
+                    e.effect.host_from = Some(from);
+                }
+            }
+        }
+        found
+    }
+
     /// Request `serial` of `server` ended; `cpu_ns` is the server's CPU
     /// time now. `None` when the request was not tracked here (a client's
     /// view, or evicted).
@@ -365,6 +404,9 @@ mod tests {
             to: None,
             args: None,
             address: None,
+            host: None,
+            host_from: None,
+            fd: None,
             denied: false,
             failed: false,
         }
@@ -445,5 +487,37 @@ mod tests {
         assert!(t.finish(9, 3, || None).is_some());
         t.forget(9);
         assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_host_name_joins_its_connection_in_every_operation_holding_it() {
+        let mut t = EffectTable::new(EffectLimits::default());
+        t.request_started(7, 1, None);
+        t.request_started(7, 2, None);
+        let mut c = read("/x");
+        c.kind = EffectKind::Connect;
+        c.pid = 8;
+        c.fd = Some(5);
+        // Its address was resolved as another name (a shared address).
+        c.host = Some("cdn.test".into());
+        c.host_from = Some(naming::HostFrom::Dns);
+        t.on_effect(7, c.clone());
+        // Another process's descriptor 5, another server: no.
+        assert!(!t.name_host(7, 9, 5, "a.test", naming::HostFrom::Sni));
+        assert!(!t.name_host(6, 8, 5, "a.test", naming::HostFrom::Sni));
+        // The name the connection sent wins over the address's.
+        assert!(t.name_host(7, 8, 5, "api.test", naming::HostFrom::Sni));
+        // Only once: what a connection sent stays.
+        assert!(t.name_host(7, 8, 5, "other.test", naming::HostFrom::Http));
+        for serial in [1, 2] {
+            let done = t.finish(7, serial, || None).unwrap();
+            let e = &done.all[0].effect;
+            assert_eq!(
+                (e.host.as_deref(), e.host_from),
+                (Some("api.test"), Some(naming::HostFrom::Sni))
+            );
+        }
+        // The operation ended: the name comes too late.
+        assert!(!t.name_host(7, 8, 5, "api.test", naming::HostFrom::Sni));
     }
 }

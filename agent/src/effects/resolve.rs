@@ -2,15 +2,19 @@
 //! absolute (against the process's working directory or the directory
 //! descriptor it named, read from /proc while the process lives), `..`
 //! folded lexically (so a policy prefix cannot be walked out of), the
-//! arguments of a program run (masked), a listener's address.
+//! arguments of a program run (masked), a listener's address, the host
+//! name behind a connection (`naming`).
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::{Component, Path, PathBuf},
 };
 
-use super::{Effect, EffectKind};
+use super::{
+    Effect, EffectKind,
+    naming::{self, HostFrom},
+};
 use crate::capture::{PathArg, RawEffect, RawEffectKind};
 
 const AT_FDCWD: i32 = -100;
@@ -26,11 +30,46 @@ const EINPROGRESS: i64 = -115;
 /// it still has one).
 const MAX_BINDS: usize = 4096;
 
+/// Most resolved addresses remembered (past it the table starts over: a
+/// later connection then shows its address alone).
+const MAX_NAMES: usize = 4096;
+
+/// What a kernel effect resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    Effect(Effect),
+    /// Process `pid` named the host of its connection on `fd` in its first
+    /// bytes (for `EffectTable::name_host`).
+    Host {
+        pid: u32,
+        fd: i32,
+        host: String,
+        from: HostFrom,
+    },
+}
+
+/// What became of the bytes that name hosts (`mcptap_effect_names_total`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NamingCounts {
+    /// DNS answers read, and the addresses they named.
+    pub dns_answers: u64,
+    /// Bytes read from port 53 that were no DNS answer (counted, logged).
+    pub dns_unreadable: u64,
+    /// First bytes of a connection that named its host, and that did not
+    /// (another protocol, or a ClientHello cut before its server name).
+    pub hello_named: u64,
+    pub hello_unnamed: u64,
+}
+
 /// Turns kernel effects into effects; remembers what a socket was bound
-/// to, for the listen that follows.
+/// to, for the listen that follows, and the names a process resolved, for
+/// the connections that follow.
 #[derive(Debug, Default)]
 pub struct Resolver {
     binds: HashMap<(u32, i32), SocketAddr>,
+    /// Per process, the name each address it resolved answers for.
+    names: HashMap<(u32, IpAddr), String>,
+    pub naming: NamingCounts,
     /// Programs run, waiting for their arguments (the kernel sends them
     /// just after, at the execve's exit).
     execs: HashMap<u32, Effect>,
@@ -51,9 +90,55 @@ impl Resolver {
     }
 
     /// `None` for what is not an effect of its own (a bind, a program
-    /// waiting for its arguments).
-    pub fn resolve(&mut self, raw: &RawEffect, proc_root: &Path) -> Option<Effect> {
+    /// waiting for its arguments, a DNS answer).
+    pub fn resolve(&mut self, raw: &RawEffect, proc_root: &Path) -> Option<Resolved> {
+        self.effect(raw, proc_root).map(|r| match r {
+            Resolved::Effect(mut e) if e.kind == EffectKind::Connect => {
+                if let Some(name) = e.address.and_then(|a| self.names.get(&(raw.tgid, a.ip()))) {
+                    e.host = Some(name.clone());
+                    e.host_from = Some(HostFrom::Dns);
+                }
+                Resolved::Effect(e)
+            }
+            other => other,
+        })
+    }
+
+    fn effect(&mut self, raw: &RawEffect, proc_root: &Path) -> Option<Resolved> {
         match &raw.what {
+            RawEffectKind::DnsAnswer { bytes } => {
+                match naming::dns_answers(bytes) {
+                    Ok(answers) => {
+                        self.naming.dns_answers += 1;
+                        if self.names.len() + answers.len() > MAX_NAMES {
+                            self.names.clear();
+                        }
+                        for (ip, name) in answers {
+                            self.names.insert((raw.tgid, ip), name);
+                        }
+                    }
+                    Err(e) => {
+                        self.naming.dns_unreadable += 1;
+                        tracing::debug!(pid = raw.tgid, "bytes read from port 53 dropped: {e}");
+                    }
+                }
+                None
+            }
+            RawEffectKind::Hello { fd, bytes } => match naming::hello_host(bytes) {
+                Some((host, from)) => {
+                    self.naming.hello_named += 1;
+                    Some(Resolved::Host {
+                        pid: raw.tgid,
+                        fd: *fd,
+                        host,
+                        from,
+                    })
+                }
+                None => {
+                    self.naming.hello_unnamed += 1;
+                    None
+                }
+            },
             RawEffectKind::Exec { .. } if self.expect_args => {
                 if self.execs.len() >= MAX_BINDS {
                     self.execs_without_args += self.execs.len() as u64;
@@ -73,7 +158,7 @@ impl Resolver {
                     args.push("…".into());
                 }
                 e.args = Some(args);
-                Some(e)
+                Some(Resolved::Effect(e))
             }
             RawEffectKind::Bind { fd, addr } => {
                 if self.binds.len() >= MAX_BINDS {
@@ -90,21 +175,22 @@ impl Resolver {
                     Some(a) if a.port() != 0 => Some(a),
                     bound => crate::procnet::socket_addrs_local(raw.tgid, *fd).or(bound),
                 };
-                Some(e)
+                Some(Resolved::Effect(e))
             }
-            _ => Some(resolve(raw, proc_root)),
+            _ => Some(Resolved::Effect(resolve(raw, proc_root))),
         }
     }
 
     /// The process is gone.
     pub fn forget(&mut self, tgid: u32) {
         self.binds.retain(|(t, _), _| *t != tgid);
+        self.names.retain(|(t, _), _| *t != tgid);
         self.execs.remove(&tgid);
     }
 
-    /// Entries held (binds and programs waiting for their arguments).
+    /// Entries held (binds, programs waiting for their arguments, names).
     pub fn len(&self) -> usize {
-        self.binds.len() + self.execs.len()
+        self.binds.len() + self.execs.len() + self.names.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -123,6 +209,9 @@ fn resolve(raw: &RawEffect, proc_root: &Path) -> Effect {
         to: None,
         args: None,
         address: None,
+        host: None,
+        host_from: None,
+        fd: None,
         denied,
         failed: false,
     };
@@ -150,9 +239,10 @@ fn resolve(raw: &RawEffect, proc_root: &Path) -> Effect {
             e.path = Some(normalize(Path::new(path)));
             e.args = cmdline(raw.tgid, proc_root).map(|args| crate::mask::mask_cmdline(&args));
         }
-        RawEffectKind::Connect { peer } => {
+        RawEffectKind::Connect { fd, peer } => {
             e.kind = EffectKind::Connect;
             e.address = Some(*peer);
+            e.fd = Some(*fd);
             e.failed = raw.ret != 0 && raw.ret != EINPROGRESS && !denied;
         }
         RawEffectKind::Listen { .. } => e.kind = EffectKind::Listen,
@@ -162,6 +252,8 @@ fn resolve(raw: &RawEffect, proc_root: &Path) -> Effect {
             e.kind = EffectKind::Listen;
             e.address = Some(*addr);
         }
+        // Never effects of their own (`Resolver` turns them into names).
+        RawEffectKind::Hello { .. } | RawEffectKind::DnsAnswer { .. } => e.kind = EffectKind::Connect,
     }
     e
 }
@@ -227,10 +319,12 @@ fn cmdline(pid: u32, proc_root: &Path) -> Option<Vec<String>> {
 mod tests {
     use super::*;
 
+    const TGID: u32 = 4242;
+
     fn raw(what: RawEffectKind, ret: i64) -> RawEffect {
         RawEffect {
             owner: 1,
-            tgid: 4242,
+            tgid: TGID,
             ts_ns: 0,
             ret,
             what,
@@ -323,6 +417,7 @@ mod tests {
         let e = resolve(
             &raw(
                 RawEffectKind::Connect {
+                    fd: 3,
                     peer: "10.0.0.1:5432".parse().unwrap(),
                 },
                 -111,
@@ -330,6 +425,91 @@ mod tests {
             root.path(),
         );
         assert!(e.failed && !e.denied);
+    }
+
+    fn effect_of(r: Option<Resolved>) -> Effect {
+        match r {
+            Some(Resolved::Effect(e)) => e,
+            other => panic!("not an effect: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_connection_gets_the_name_its_process_resolved_or_sent() {
+        use simple_dns::{CLASS, Name, Packet, Question, ResourceRecord, TYPE, rdata};
+        let mut r = Resolver::default();
+        let root = Path::new("/nonexistent");
+        let mut p = Packet::new_reply(1);
+        p.questions.push(Question::new(
+            Name::new_unchecked("db.mcptap.test"),
+            TYPE::A.into(),
+            CLASS::IN.into(),
+            false,
+        ));
+        p.answers.push(ResourceRecord::new(
+            Name::new_unchecked("db.mcptap.test"),
+            CLASS::IN,
+            60,
+            rdata::RData::A(rdata::A { address: 0x0a00_0001 }),
+        ));
+        let answer = RawEffectKind::DnsAnswer {
+            bytes: p.build_bytes_vec().unwrap(),
+        };
+        assert_eq!(r.resolve(&raw(answer, 9), root), None);
+        assert_eq!(r.naming.dns_answers, 1);
+        let connect = |fd, peer: &str| RawEffectKind::Connect {
+            fd,
+            peer: peer.parse().unwrap(),
+        };
+        // The resolved address, by the process that resolved it: named.
+        let e = effect_of(r.resolve(&raw(connect(4, "10.0.0.1:5432"), 0), root));
+        assert_eq!(
+            (e.host.as_deref(), e.host_from, e.fd),
+            (Some("db.mcptap.test"), Some(HostFrom::Dns), Some(4))
+        );
+        // Another address, or another process: not.
+        let e = effect_of(r.resolve(&raw(connect(5, "10.0.0.2:5432"), 0), root));
+        assert_eq!(e.host, None);
+        let mut other = raw(connect(5, "10.0.0.1:5432"), 0);
+        other.tgid += 1;
+        assert_eq!(effect_of(r.resolve(&other, root)).host, None);
+        // Bytes from port 53 that are no answer: counted, nothing else.
+        assert_eq!(
+            r.resolve(
+                &raw(
+                    RawEffectKind::DnsAnswer {
+                        bytes: b"junk".to_vec()
+                    },
+                    4
+                ),
+                root
+            ),
+            None
+        );
+        assert_eq!(r.naming.dns_unreadable, 1);
+        // First bytes that name the host: a name for the connection.
+        let hello = RawEffectKind::Hello {
+            fd: 5,
+            bytes: b"GET / HTTP/1.1\r\nHost: api.mcptap.test\r\n\r\n".to_vec(),
+        };
+        assert_eq!(
+            r.resolve(&raw(hello, 40), root),
+            Some(Resolved::Host {
+                pid: TGID,
+                fd: 5,
+                host: "api.mcptap.test".into(),
+                from: HostFrom::Http
+            })
+        );
+        let binary = RawEffectKind::Hello {
+            fd: 6,
+            bytes: vec![0, 0, 0, 8, 4, 210, 22, 47],
+        };
+        assert_eq!(r.resolve(&raw(binary, 8), root), None);
+        assert_eq!((r.naming.hello_named, r.naming.hello_unnamed), (1, 1));
+        // Its names go with the process.
+        r.forget(TGID);
+        assert!(r.is_empty());
     }
 
     #[test]
@@ -356,7 +536,7 @@ mod tests {
             ],
             cut: true,
         };
-        let e = r.resolve(&raw(args.clone(), 0), root).unwrap();
+        let e = effect_of(r.resolve(&raw(args.clone(), 0), root));
         assert_eq!((e.kind, e.path.as_deref()), (EffectKind::Exec, Some("/usr/bin/curl")));
         let a = e.args.unwrap();
         assert_eq!(a[0], "-H");
@@ -373,7 +553,7 @@ mod tests {
         let root = Path::new("/nonexistent");
         let addr: SocketAddr = "127.0.0.1:8931".parse().unwrap();
         assert_eq!(r.resolve(&raw(RawEffectKind::Bind { fd: 5, addr }, 0), root), None);
-        let e = r.resolve(&raw(RawEffectKind::Listen { fd: 5 }, 0), root).unwrap();
+        let e = effect_of(r.resolve(&raw(RawEffectKind::Listen { fd: 5 }, 0), root));
         assert_eq!((e.kind, e.address), (EffectKind::Listen, Some(addr)));
         assert!(r.is_empty());
         r.resolve(&raw(RawEffectKind::Bind { fd: 6, addr }, 0), root);

@@ -66,8 +66,9 @@ pub fn read(proc_root: &std::path::Path, pid: u32) -> Option<ProcessInfo> {
 }
 
 /// Splits /proc/PID/stat into comm and the fields after it (comm may hold
-/// spaces and parentheses: it ends at the last ')').
-fn parse_stat(stat: &str) -> Option<(String, Vec<&str>)> {
+/// spaces and parentheses: it ends at the last ')'): field N of proc(5) is
+/// index N - 3.
+pub(crate) fn parse_stat(stat: &str) -> Option<(String, Vec<&str>)> {
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
     let comm = stat.get(open + 1..close)?.to_string();
@@ -99,12 +100,17 @@ static BOOT_TIME_S: LazyLock<Option<u64>> = LazyLock::new(|| {
         .find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse().ok()))
 });
 
-fn start_time_rfc3339(ticks: u64) -> Option<String> {
+/// Nanoseconds of `ticks` clock ticks (the unit of /proc/PID/stat times).
+pub(crate) fn ticks_ns(ticks: u64) -> u64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let hz = if hz > 0 { hz as u64 } else { 100 };
+    ticks.saturating_mul(1_000_000_000 / hz)
+}
+
+fn start_time_rfc3339(ticks: u64) -> Option<String> {
     let boot = (*BOOT_TIME_S)?;
-    let nanos = boot as i64 * 1_000_000_000 + (ticks as i64 * 1_000_000_000 / hz as i64);
+    let nanos = boot as i64 * 1_000_000_000 + ticks_ns(ticks) as i64;
     Some(chrono::DateTime::from_timestamp_nanos(nanos).to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 

@@ -18,7 +18,11 @@ use std::{collections::HashSet, sync::Arc};
 
 use crate::{
     capture::{CaptureRecord, Channel, Selection},
-    effects::{EffectLimits, EffectTable, Placed, cpu::process_cpu_ns, resolve::Resolver},
+    effects::{
+        EffectLimits, EffectTable, Placed,
+        cpu::server_cpu_ns,
+        resolve::{Resolved, Resolver},
+    },
     enrich::{Clock, Enricher, HostInfo, identity::Identifier, operation::OperationRecord},
     event::{self, Event, EventContext, PayloadMode},
     inventory::Inventory,
@@ -225,15 +229,24 @@ impl Pipeline {
             CaptureRecord::ProcessExec { tgid, .. } => self.enricher.refresh(tgid),
             CaptureRecord::ExecAny { .. } => {}
             CaptureRecord::Effect(raw) => {
-                let Some(effect) = self.resolver.resolve(&raw, &self.cfg.proc_root) else {
-                    return;
-                };
-                let kind = effect.kind;
-                let placed = self.effects.on_effect(raw.owner, effect);
-                self.metrics.effect(kind, placed);
-                if placed == Placed::Unattributed {
-                    tracing::trace!(server = raw.owner, kind = kind.as_str(), "effect outside any request");
+                let before = self.resolver.naming;
+                let resolved = self.resolver.resolve(&raw, &self.cfg.proc_root);
+                let mut late = false;
+                match resolved {
+                    Some(Resolved::Effect(effect)) => {
+                        let kind = effect.kind;
+                        let placed = self.effects.on_effect(raw.owner, effect);
+                        self.metrics.effect(kind, placed);
+                        if placed == Placed::Unattributed {
+                            tracing::trace!(server = raw.owner, kind = kind.as_str(), "effect outside any request");
+                        }
+                    }
+                    Some(Resolved::Host { pid, fd, host, from }) => {
+                        late = !self.effects.name_host(raw.owner, pid, fd, &host, from);
+                    }
+                    None => {}
                 }
+                self.metrics.effect_names(&before, &self.resolver.naming, late);
             }
             CaptureRecord::ProcessExit { tgid, ts_ns } => {
                 self.stdio.on_exit(tgid, out);
@@ -357,7 +370,7 @@ impl Pipeline {
                     }
                     let evicted = self.effects.evicted;
                     self.effects
-                        .request_started(server_tgid, serial, process_cpu_ns(server_tgid));
+                        .request_started(server_tgid, serial, server_cpu_ns(&self.cfg.proc_root, server_tgid));
                     if self.effects.evicted > evicted {
                         self.metrics.effects_evicted(self.effects.evicted - evicted);
                     }
@@ -366,7 +379,9 @@ impl Pipeline {
                     let via = op.request_via.as_ref().or(op.response_via.as_ref()).cloned();
                     let peers = self.peers(&op.key, via.as_ref());
                     let server = op.key.tgid();
-                    let effects = self.effects.finish(server, op.serial, || process_cpu_ns(server));
+                    let effects = self
+                        .effects
+                        .finish(server, op.serial, || server_cpu_ns(&self.cfg.proc_root, server));
                     let record = OperationRecord::new(op, peers, effects, self.evaluator.policy(), &self.identifier);
                     self.metrics.operation(&record, &mut self.labels);
                     let mode = match (self.cfg.payloads, record.rule.as_ref().map(|m| m.rule())) {

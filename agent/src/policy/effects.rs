@@ -49,29 +49,42 @@ pub struct Scope {
 }
 
 /// Where a socket may go: addresses (a network, or a host's addresses at
-/// load time) and a port, either optional.
+/// load time) or host names, and a port, either optional.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Destination {
     pub text: String,
     /// `None`: any address.
     nets: Option<Vec<IpNet>>,
+    /// A host name (lower case), matched against the name a connection
+    /// carries (`Effect::host`: what the server resolved, or named in SNI or
+    /// `Host`); `*.example.com` matches its subdomains.
+    name: Option<String>,
     /// `None`: any port.
     port: Option<u16>,
 }
 
 impl Destination {
-    /// `10.0.0.0/8`, `10.1.2.3`, `[::1]:8080`, `db.internal:5432`, `*:443`, `:443`.
+    /// `10.0.0.0/8`, `10.1.2.3`, `[::1]:8080`, `db.internal:5432`,
+    /// `*.example.com:443`, `*:443`, `:443`. A host name must resolve at
+    /// load (a typo is an error, not a rule that never matches), except a
+    /// `*.` pattern, which only matches names.
     pub fn parse(text: &str) -> Result<Destination, String> {
         let bad = |why: &str| format!("bad destination {text:?}: {why}");
         let (host, port) = split_port(text).ok_or_else(|| bad("the port is not a number"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
+        let mut name = None;
         let nets = match host {
             "" | "*" => None,
+            h if h.starts_with("*.") && h.len() > 2 => {
+                name = Some(h.to_ascii_lowercase());
+                Some(Vec::new())
+            }
             h => Some(if let Ok(net) = h.parse::<IpNet>() {
                 vec![net]
             } else if let Ok(ip) = h.parse::<IpAddr>() {
                 vec![IpNet::from(ip)]
             } else {
+                name = Some(h.trim_end_matches('.').to_ascii_lowercase());
                 let resolved: Vec<IpNet> = (h, port.unwrap_or(0))
                     .to_socket_addrs()
                     .map_err(|e| bad(&format!("cannot resolve {h:?}: {e}")))?
@@ -86,17 +99,27 @@ impl Destination {
         Ok(Destination {
             text: text.to_string(),
             nets,
+            name,
             port,
         })
     }
 
-    pub fn allows(&self, addr: SocketAddr) -> bool {
+    /// Whether a socket to `addr`, which the server knew as `host`, is
+    /// allowed here.
+    pub fn allows(&self, addr: SocketAddr, host: Option<&str>) -> bool {
         let ip = match addr.ip() {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
             v4 => v4,
         };
+        let named = match (&self.name, host) {
+            (Some(pattern), Some(host)) => match pattern.strip_prefix('*') {
+                Some(suffix) => host.ends_with(suffix),
+                None => pattern == host,
+            },
+            _ => false,
+        };
         self.port.is_none_or(|p| p == addr.port())
-            && self.nets.as_ref().is_none_or(|n| n.iter().any(|n| n.contains(&ip)))
+            && (named || self.nets.as_ref().is_none_or(|n| n.iter().any(|n| n.contains(&ip))))
     }
 }
 
@@ -196,7 +219,9 @@ impl Scope {
                 } else {
                     (self.listen.as_ref()?, "listen")
                 };
-                let ok = e.address.is_some_and(|a| allowed.iter().any(|d| d.allows(a)));
+                let ok = e
+                    .address
+                    .is_some_and(|a| allowed.iter().any(|d| d.allows(a, e.host.as_deref())));
                 (!ok).then(|| {
                     (
                         key,
@@ -230,6 +255,9 @@ mod tests {
             to: None,
             args: None,
             address: address.map(|a| a.parse().unwrap()),
+            host: None,
+            host_from: None,
+            fd: None,
             denied: false,
             failed: false,
         }
@@ -246,18 +274,28 @@ mod tests {
     #[test]
     fn destinations() {
         let d = |t: &str| Destination::parse(t).unwrap();
-        assert!(d("127.0.0.0/8").allows("127.0.0.2:5".parse().unwrap()));
-        assert!(!d("127.0.0.0/8").allows("10.0.0.1:5".parse().unwrap()));
-        assert!(d("*:443").allows("1.2.3.4:443".parse().unwrap()));
-        assert!(!d(":443").allows("1.2.3.4:80".parse().unwrap()));
-        assert!(d("10.1.2.3:5432").allows("10.1.2.3:5432".parse().unwrap()));
-        assert!(d("[::1]:8080").allows("[::1]:8080".parse().unwrap()));
-        assert!(d("::1").allows("[::1]:1".parse().unwrap()));
+        assert!(d("127.0.0.0/8").allows("127.0.0.2:5".parse().unwrap(), None));
+        assert!(!d("127.0.0.0/8").allows("10.0.0.1:5".parse().unwrap(), None));
+        assert!(d("*:443").allows("1.2.3.4:443".parse().unwrap(), None));
+        assert!(!d(":443").allows("1.2.3.4:80".parse().unwrap(), None));
+        assert!(d("10.1.2.3:5432").allows("10.1.2.3:5432".parse().unwrap(), None));
+        assert!(d("[::1]:8080").allows("[::1]:8080".parse().unwrap(), None));
+        assert!(d("::1").allows("[::1]:1".parse().unwrap(), None));
         // An IPv4 peer of an IPv6 socket.
-        assert!(d("127.0.0.1").allows("[::ffff:127.0.0.1]:9".parse().unwrap()));
-        assert!(d("localhost:80").allows("127.0.0.1:80".parse().unwrap()));
+        assert!(d("127.0.0.1").allows("[::ffff:127.0.0.1]:9".parse().unwrap(), None));
+        assert!(d("localhost:80").allows("127.0.0.1:80".parse().unwrap(), None));
         assert!(Destination::parse("db:http").is_err());
         assert!(Destination::parse("no-such-host.invalid").is_err());
+        // Names: the one the connection carries, whatever its address.
+        let a: SocketAddr = "10.9.9.9:443".parse().unwrap();
+        assert!(d("localhost:443").allows(a, Some("localhost")));
+        assert!(!d("localhost:443").allows(a, Some("localhost.evil.test")));
+        assert!(!d("localhost:80").allows(a, Some("localhost")));
+        let wild = d("*.Example.com:443");
+        assert!(wild.allows(a, Some("api.example.com")));
+        assert!(!wild.allows(a, Some("example.com")));
+        assert!(!wild.allows(a, Some("badexample.com")));
+        assert!(!wild.allows(a, None));
     }
 
     #[test]

@@ -54,6 +54,7 @@ pub struct Metrics {
     /// Effects left out by a bound (`per_kind`: not listed in the event;
     /// `per_operation`: not kept for the policy either).
     effects_bounded: IntCounterVec,
+    effect_names: IntCounterVec,
     client_duration: HistogramVec,
     client_operations: IntCounterVec,
     notifications: IntCounterVec,
@@ -197,6 +198,11 @@ impl Metrics {
                 "mcptap_effects_bounded_total",
                 "Side effects a bound left out: per_kind (counted in the event, not listed: --effects-per-kind), per_operation (past --effects-per-operation: not checked by the policy either), in_flight (requests: a server had more than 256 in flight, the oldest is no longer followed)",
                 &["bound"],
+            ),
+            effect_names: counter_vec(
+                "mcptap_effect_names_total",
+                "How connections got their host names: dns_answer (a DNS answer a server process read), dns_unreadable (bytes read from port 53 that were no DNS answer: dropped), hello_named (a connection's first bytes named its host: TLS SNI, HTTP Host), hello_unnamed (they did not: another protocol, or cut before the name), hello_late (the connection's operation had ended)",
+                &["outcome"],
             ),
             client_duration: register(
                 &r,
@@ -570,6 +576,29 @@ impl Metrics {
     /// effects are no longer tracked.
     pub fn effects_evicted(&self, n: u64) {
         self.effects_bounded.with_label_values(&["in_flight"]).inc_by(n);
+    }
+
+    /// What the resolver made of the bytes that name hosts since `before`;
+    /// `late`: a host name came after its connection's operation.
+    pub fn effect_names(
+        &self,
+        before: &crate::effects::resolve::NamingCounts,
+        now: &crate::effects::resolve::NamingCounts,
+        late: bool,
+    ) {
+        for (outcome, b, n) in [
+            ("dns_answer", before.dns_answers, now.dns_answers),
+            ("dns_unreadable", before.dns_unreadable, now.dns_unreadable),
+            ("hello_named", before.hello_named, now.hello_named),
+            ("hello_unnamed", before.hello_unnamed, now.hello_unnamed),
+        ] {
+            if n > b {
+                self.effect_names.with_label_values(&[outcome]).inc_by(n - b);
+            }
+        }
+        if late {
+            self.effect_names.with_label_values(&["hello_late"]).inc();
+        }
     }
 
     /// A side effect the kernel saw, and where it went.
