@@ -640,3 +640,139 @@ fn payload_reads_through_the_api_are_audited() {
         "{remote}"
     );
 }
+
+/// What a call did on the host, in the dashboard in real Chromium: the
+/// calls filtered by an effect kind, a call's effects (with its
+/// connection's host name), identity and CPU in its event view, its alert
+/// in the alerts panel under the same filter, and the tools the server
+/// offered that no one called.
+#[test]
+fn dashboard_shows_what_a_call_did_its_alert_and_the_tools_never_called() {
+    let env = env();
+    let files = env.artifacts.join("dashboard-effects-files");
+    let _ = std::fs::remove_dir_all(&files);
+    std::fs::create_dir_all(&files).unwrap();
+    let token_file = files.join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let policy = files.join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[[server]]\nname = \"mcptap-test-server\"\n[server.effects]\nconnect = [\"*.mcptap.test\"]\n",
+    )
+    .unwrap();
+    let input = files.join("input.txt");
+    std::fs::write(&input, "hello").unwrap();
+    let web = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let web_port = web.local_addr().unwrap().port();
+    mcptap_tests::serve(web, b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+    let ui = format!("127.0.0.1:{}", free_port());
+    let agent = Agent::start(
+        &env,
+        "dashboard-effects",
+        &[
+            "--state-dir",
+            files.join("state").to_str().unwrap(),
+            "--policy",
+            policy.to_str().unwrap(),
+            "--ui",
+            &ui,
+            "--ui-token-file",
+            token_file.to_str().unwrap(),
+        ],
+    );
+    let report = env.drive(
+        &json!({"sessions": [{"server": env.test_server(), "client_name": "effects-dash-client",
+        "env": {"MCPTAP_TEST_EFFECTS": "1"},
+        "steps": [
+            {"list_tools": true},
+            {"call": "read_file", "args": {"path": input}},
+            {"call": "http_get", "args": {"port": web_port, "host": "api.mcptap.test"}},
+            {"call": "http_get", "args": {"port": web_port, "host": "elsewhere.example"}},
+            {"call": "add", "args": {"a": 1, "b": 2}}
+        ]}]}),
+    );
+    assert!(report["sessions"][0].get("error").is_none(), "{report}");
+    let pid = report["sessions"][0]["server_pid"].as_u64().expect("server pid");
+    let events = agent.wait_events("the calls and the alert", WAIT, |ev| {
+        operations_of(ev, pid).iter().any(|e| e["gen_ai.tool.name"] == "add")
+            && ev.iter().any(|e| e["alert"]["kind"] == "effect_outside_scope")
+    });
+    let gets: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event.type"] == "mcp.operation" && e["gen_ai.tool.name"] == "http_get")
+        .collect();
+    assert_eq!(gets.len(), 2, "{}", summary(&events));
+    // The store has caught up with both.
+    let base = format!("http://{ui}");
+    let deadline = Instant::now() + WAIT;
+    while get_json(&format!("{base}/api/calls?window=1h&effect=connect"), Some(TOKEN))
+        .ok()
+        .and_then(|v| v["calls"].as_array().map(Vec::len))
+        != Some(2)
+    {
+        assert!(Instant::now() < deadline, "the store never had the two connect calls");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let out = Command::new("node")
+        .arg(env.peers.join("dashboard_effects.mjs"))
+        .arg(json!({"url": base, "token": TOKEN, "shots": agent.dir, "effect": "connect"}).to_string())
+        .current_dir(&env.peers)
+        .output()
+        .expect("node dashboard_effects.mjs");
+    let page = parse_report("dashboard_effects.mjs", &out);
+    std::fs::write(agent.dir.join("dashboard-effects-report.json"), page.to_string()).unwrap();
+
+    // Filtered by `connect`: the two http_get calls, nothing else.
+    let calls = page["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 2, "{page}");
+    assert!(calls.iter().all(|c| c["cells"][2] == "http_get"), "{page}");
+    // The opened call, as the agent wrote it; its effects as the page lists
+    // them: the connection, with the host name the call sent.
+    let opened = &page["event"];
+    let written = gets
+        .iter()
+        .find(|e| e["event.id"] == opened["event.id"])
+        .unwrap_or_else(|| panic!("the opened event is not an http_get call: {opened}"));
+    assert!(same_json(opened, written), "opened {opened}\nwritten {written}");
+    let host = written["mcp.effects"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["kind"] == "connect")
+        .and_then(|i| i["host"].as_str())
+        .unwrap_or_else(|| panic!("no named connection: {written}"))
+        .to_string();
+    let rows = page["effects"].as_array().unwrap();
+    assert!(
+        rows.iter().any(|r| r["kind"] == "connect"
+            && r["cells"][1].as_str().is_some_and(
+                |t| t.contains(&format!("127.0.0.1:{web_port}")) && t.contains(&format!("({host}, from http)"))
+            )
+            && r["cells"][3] == "exact"),
+        "{page}"
+    );
+    // Identity and cost in its summary.
+    assert_eq!(page["summary"]["client"], "effects-dash-client", "{page}");
+    assert_eq!(page["summary"]["user (process)"], "root", "{page}");
+    assert!(page["summary"]["server CPU (s)"].is_string(), "{page}");
+    assert_eq!(page["summary"]["CPU attribution"], "exact", "{page}");
+    // The alert, under the same filter: the call to the other name.
+    let alerts = page["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "{page}");
+    assert_eq!(alerts[0]["cells"][2], "http_get", "{page}");
+    // Tools offered and never called: this server's, `burn` among them,
+    // the ones called not.
+    let unused = page["unused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["server"] == "mcptap-test-server")
+        .and_then(|r| r["unused"].as_str())
+        .unwrap_or_else(|| panic!("{page}"))
+        .to_string();
+    let unused: Vec<&str> = unused.split(", ").collect();
+    assert!(unused.contains(&"burn"), "{unused:?}");
+    assert!(!unused.contains(&"http_get") && !unused.contains(&"add"), "{unused:?}");
+    agent.stop();
+}
