@@ -25,7 +25,7 @@ use mcptap_common::{CHUNK_HEADER_LEN, channel, record};
 
 use crate::{cmd, repo_root, setup};
 
-pub const TARGETS: &[&str] = &["records", "ndjson", "http", "sse", "jsonrpc", "mask"];
+pub const TARGETS: &[&str] = &["records", "ndjson", "http", "sse", "jsonrpc", "mask", "naming"];
 
 #[derive(clap::Args)]
 pub struct FuzzArgs {

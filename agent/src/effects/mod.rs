@@ -260,6 +260,8 @@ pub struct EffectTable {
     pub unchecked: u64,
     /// Requests forgotten because a server had too many in flight.
     pub evicted: u64,
+    /// Host names whose connection's operation had ended (not shown).
+    pub names_late: u64,
 }
 
 impl EffectTable {
@@ -325,6 +327,7 @@ impl EffectTable {
     /// none was in flight).
     pub fn name_host(&mut self, owner: u32, pid: u32, fd: i32, host: &str, from: naming::HostFrom) -> bool {
         let Some(list) = self.servers.get_mut(&owner) else {
+            self.names_late += 1;
             return false;
         };
         let mut found = false;
@@ -341,6 +344,9 @@ impl EffectTable {
                     e.effect.host_from = Some(from);
                 }
             }
+        }
+        if !found {
+            self.names_late += 1;
         }
         found
     }
@@ -517,7 +523,9 @@ mod tests {
                 (Some("api.test"), Some(naming::HostFrom::Sni))
             );
         }
-        // The operation ended: the name comes too late.
+        // The operation ended: the name comes too late (counted).
+        assert_eq!(t.names_late, 2);
         assert!(!t.name_host(7, 8, 5, "api.test", naming::HostFrom::Sni));
+        assert_eq!(t.names_late, 3);
     }
 }

@@ -217,6 +217,11 @@ mod tests {
         }
         // An address is not a name (rustls sends no SNI for it).
         assert_eq!(hello_host(&client_hello("10.0.0.1")), None);
+        // OpenSSL's (Python's ssl), 517 bytes cut to the kernel's 512: the
+        // name is well inside.
+        let openssl = include_bytes!("../../../fuzz/corpus/naming/openssl-client-hello");
+        assert_eq!(openssl.len(), 512);
+        assert_eq!(hello_host(openssl).map(|h| h.0).as_deref(), Some("api.example.com"));
     }
 
     #[test]

@@ -228,26 +228,20 @@ impl Pipeline {
             CaptureRecord::TlsClose { tgid, ssl, ts_ns } => self.conns.on_tls_close(tgid, ssl, ts_ns, sessions, out),
             CaptureRecord::ProcessExec { tgid, .. } => self.enricher.refresh(tgid),
             CaptureRecord::ExecAny { .. } => {}
-            CaptureRecord::Effect(raw) => {
-                let before = self.resolver.naming;
-                let resolved = self.resolver.resolve(&raw, &self.cfg.proc_root);
-                let mut late = false;
-                match resolved {
-                    Some(Resolved::Effect(effect)) => {
-                        let kind = effect.kind;
-                        let placed = self.effects.on_effect(raw.owner, effect);
-                        self.metrics.effect(kind, placed);
-                        if placed == Placed::Unattributed {
-                            tracing::trace!(server = raw.owner, kind = kind.as_str(), "effect outside any request");
-                        }
+            CaptureRecord::Effect(raw) => match self.resolver.resolve(&raw, &self.cfg.proc_root) {
+                Some(Resolved::Effect(effect)) => {
+                    let kind = effect.kind;
+                    let placed = self.effects.on_effect(raw.owner, effect);
+                    self.metrics.effect(kind, placed);
+                    if placed == Placed::Unattributed {
+                        tracing::trace!(server = raw.owner, kind = kind.as_str(), "effect outside any request");
                     }
-                    Some(Resolved::Host { pid, fd, host, from }) => {
-                        late = !self.effects.name_host(raw.owner, pid, fd, &host, from);
-                    }
-                    None => {}
                 }
-                self.metrics.effect_names(&before, &self.resolver.naming, late);
-            }
+                Some(Resolved::Host { pid, fd, host, from }) => {
+                    self.effects.name_host(raw.owner, pid, fd, &host, from);
+                }
+                None => {}
+            },
             CaptureRecord::ProcessExit { tgid, ts_ns } => {
                 self.stdio.on_exit(tgid, out);
                 self.conns.on_exit(tgid, ts_ns, sessions, out);
@@ -321,6 +315,8 @@ impl Pipeline {
         self.metrics
             .peer_scans_skipped
             .set(self.enricher.peer_scans_skipped as i64);
+        self.metrics
+            .effect_names(&self.resolver.naming, self.effects.names_late);
     }
 
     /// Agent stopping: returns the number of requests still in flight.

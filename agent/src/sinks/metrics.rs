@@ -578,26 +578,18 @@ impl Metrics {
         self.effects_bounded.with_label_values(&["in_flight"]).inc_by(n);
     }
 
-    /// What the resolver made of the bytes that name hosts since `before`;
-    /// `late`: a host name came after its connection's operation.
-    pub fn effect_names(
-        &self,
-        before: &crate::effects::resolve::NamingCounts,
-        now: &crate::effects::resolve::NamingCounts,
-        late: bool,
-    ) {
-        for (outcome, b, n) in [
-            ("dns_answer", before.dns_answers, now.dns_answers),
-            ("dns_unreadable", before.dns_unreadable, now.dns_unreadable),
-            ("hello_named", before.hello_named, now.hello_named),
-            ("hello_unnamed", before.hello_unnamed, now.hello_unnamed),
+    /// What became of the bytes that name hosts (absolute counts: the
+    /// resolver's, and the names that came after their call ended).
+    pub fn effect_names(&self, c: &crate::effects::resolve::NamingCounts, late: u64) {
+        for (outcome, n) in [
+            ("dns_answer", c.dns_answers),
+            ("dns_unreadable", c.dns_unreadable),
+            ("hello_named", c.hello_named),
+            ("hello_unnamed", c.hello_unnamed),
+            ("hello_late", late),
         ] {
-            if n > b {
-                self.effect_names.with_label_values(&[outcome]).inc_by(n - b);
-            }
-        }
-        if late {
-            self.effect_names.with_label_values(&["hello_late"]).inc();
+            let counter = self.effect_names.with_label_values(&[outcome]);
+            counter.inc_by(n.saturating_sub(counter.get()));
         }
     }
 
