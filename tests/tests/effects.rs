@@ -13,6 +13,12 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(40);
 
+// Each stdio plan pauses ({"sleep": 0.3}) before its first call with
+// effects: they are the server's once the agent has read its first request
+// from the kernel (it drains every 10 ms), and drive.py's handshake and
+// first call come within a few ms of each other; a real server's first
+// tool call comes later than that (docs/events.md: what is attributable).
+
 /// The effects of kind `kind` of an operation event.
 fn effects<'a>(op: &'a Value, kind: &str) -> Vec<&'a Value> {
     op["mcp.effects"]["items"]
@@ -59,6 +65,7 @@ fn each_calls_files_program_connection_listener_and_cpu_are_its_own() {
     let plan = json!({"sessions": [{"server": env.test_server(), "env": {"MCPTAP_TEST_EFFECTS": "1"},
     "steps": [
         {"call": "whoami", "args": {}},
+        {"sleep": 0.3},
         {"call": "read_file", "args": {"path": path(&input)}},
         {"call": "write_file", "args": {"path": path(&output), "text": "out"}},
         {"call": "remove_file", "args": {"path": path(&doomed)}},
@@ -304,6 +311,7 @@ fn the_filesystem_server_alerts_only_outside_the_policy_prefix() {
     let plan = json!({"sessions": [{"server": ["node", path(&server), path(&inside), path(&outside)],
     "client_name": "fs-client",
     "steps": [
+        {"sleep": 0.3},
         {"call": "list_allowed_directories", "args": {}},
         {"call": "read_text_file", "args": {"path": path(&inside.join("ok.txt"))}},
         {"call": "read_text_file", "args": {"path": path(&outside.join("secret.txt"))}}
@@ -393,7 +401,7 @@ fn a_git_servers_tool_runs_git_and_the_call_shows_it() {
     let agent = Agent::start(&env, "effects-git", &[]);
     let plan = json!({"sessions": [{"server": [env.python.display().to_string(), "-m", "mcp_server_git", "--repository", path(&repo)],
         "env": {"HOME": path(&d)},
-        "steps": [{"call": "git_status", "args": {"repo_path": path(&repo)}}]}]});
+        "steps": [{"sleep": 0.3}, {"call": "git_status", "args": {"repo_path": path(&repo)}}]}]});
     let report = env.drive(&plan);
     let session = &report["sessions"][0];
     assert!(session.get("error").is_none(), "{report}");
@@ -445,6 +453,7 @@ fn connections_carry_the_host_name_resolved_or_sent_and_the_policy_checks_it() {
     let plan = json!({"sessions": [{"server": env.test_server(), "env": {"MCPTAP_TEST_EFFECTS": "1"},
     "client_name": "hosts-client",
     "steps": [
+        {"sleep": 0.3},
         {"call": "resolve_and_connect", "args": {"resolver": "127.0.0.77", "name": "db.mcptap.test", "port": db_port}},
         {"call": "http_get", "args": {"port": web_port, "host": "api.mcptap.test"}},
         {"call": "tls_hello", "args": {"port": tls_port, "host": "tls.mcptap.test"}},
