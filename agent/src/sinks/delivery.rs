@@ -183,7 +183,14 @@ mod tests {
             spool.append(&mut writer, &i.to_string()).unwrap();
         }
         spool.flush(&mut writer).unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The ten delivered (through the failures) before the bad one is
+        // written: waited for, not assumed after a fixed sleep (a loaded
+        // machine once batched "9" with "bad").
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while got.lock().unwrap().len() < 10 {
+            assert!(std::time::Instant::now() < deadline, "{:?}", got.lock().unwrap());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         spool.append(&mut writer, "bad").unwrap();
         spool.close(&mut writer).unwrap();
         tokio::time::timeout(Duration::from_secs(10), task)
