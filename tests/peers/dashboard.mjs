@@ -12,25 +12,12 @@
 // rows, the chart's totals, the drilled calls, the opened event and the
 // live tail, plus what the page says without the token.
 import { writeFileSync } from "node:fs";
-import { chromium } from "playwright-core";
+import { launch } from "./browser.mjs";
 
 const plan = JSON.parse(process.argv[2]);
 const TIMEOUT = 30_000;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  // Root in CI needs --no-sandbox; the rest keep Chromium off the network
-  // (this machine's is closed: its background fetches would only fail).
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const browser = await launch();
 const report = {};
 try {
   // Without the token, the page must say it is unauthorized, and show nothing.

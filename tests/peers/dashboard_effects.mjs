@@ -11,25 +11,12 @@
 //
 // Output (last stdout line): JSON {calls, effects, summary, event, alerts,
 // unused}.
-import { chromium } from "playwright-core";
+import { launch } from "./browser.mjs";
 
 const plan = JSON.parse(process.argv[2]);
 const TIMEOUT = 30_000;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  // As dashboard.mjs: root in CI needs --no-sandbox; the rest keep Chromium
-  // off the network.
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const browser = await launch();
 const rowsOf = (locator) =>
   locator.evaluateAll((rows) =>
     rows.map((r) => ({ id: r.dataset.id, cells: [...r.querySelectorAll("td")].map((td) => td.textContent) })),

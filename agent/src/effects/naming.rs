@@ -180,7 +180,7 @@ pub fn dns_answers(bytes: &[u8]) -> Result<Vec<(IpAddr, String)>, NotDns> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A ClientHello as rustls writes it, for `name`.
@@ -241,35 +241,45 @@ mod tests {
         assert_eq!(hello_host(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), None);
     }
 
-    #[test]
-    fn reads_dns_answers_for_the_name_asked() {
-        use simple_dns::{CLASS, Name, Packet, Question, ResourceRecord, TYPE, rdata};
+    /// A DNS answer to the A question for `asked`: `records` in order, each
+    /// (owner name, data).
+    pub(crate) fn dns_answer(asked: &str, records: &[(&str, simple_dns::rdata::RData<'static>)]) -> Vec<u8> {
+        use simple_dns::{CLASS, Name, Packet, Question, ResourceRecord, TYPE};
         let mut p = Packet::new_reply(7);
         p.questions.push(Question::new(
-            Name::new_unchecked("db.mcptap.test"),
+            Name::new_unchecked(asked),
             TYPE::A.into(),
             CLASS::IN.into(),
             false,
         ));
-        p.answers.push(ResourceRecord::new(
-            Name::new_unchecked("db.mcptap.test"),
-            CLASS::IN,
-            60,
-            rdata::RData::CNAME(rdata::CNAME(Name::new_unchecked("real.mcptap.test"))),
-        ));
-        p.answers.push(ResourceRecord::new(
-            Name::new_unchecked("real.mcptap.test"),
-            CLASS::IN,
-            60,
-            rdata::RData::A(rdata::A { address: 0x7f00_0058 }),
-        ));
-        p.answers.push(ResourceRecord::new(
-            Name::new_unchecked("real.mcptap.test"),
-            CLASS::IN,
-            60,
-            rdata::RData::AAAA(rdata::AAAA { address: 1 }),
-        ));
-        let wire = p.build_bytes_vec().unwrap();
+        for (name, data) in records {
+            p.answers.push(ResourceRecord::new(
+                Name::new_unchecked(name),
+                CLASS::IN,
+                60,
+                data.clone(),
+            ));
+        }
+        p.build_bytes_vec().unwrap()
+    }
+
+    #[test]
+    fn reads_dns_answers_for_the_name_asked() {
+        use simple_dns::{
+            Name,
+            rdata::{A, AAAA, CNAME, RData},
+        };
+        let wire = dns_answer(
+            "db.mcptap.test",
+            &[
+                (
+                    "db.mcptap.test",
+                    RData::CNAME(CNAME(Name::new_unchecked("real.mcptap.test"))),
+                ),
+                ("real.mcptap.test", RData::A(A { address: 0x7f00_0058 })),
+                ("real.mcptap.test", RData::AAAA(AAAA { address: 1 })),
+            ],
+        );
         let want = vec![
             ("127.0.0.88".parse().unwrap(), "db.mcptap.test".to_string()),
             ("::1".parse().unwrap(), "db.mcptap.test".to_string()),

@@ -436,24 +436,14 @@ mod tests {
 
     #[test]
     fn a_connection_gets_the_name_its_process_resolved_or_sent() {
-        use simple_dns::{CLASS, Name, Packet, Question, ResourceRecord, TYPE, rdata};
+        use simple_dns::rdata::{A, RData};
         let mut r = Resolver::default();
         let root = Path::new("/nonexistent");
-        let mut p = Packet::new_reply(1);
-        p.questions.push(Question::new(
-            Name::new_unchecked("db.mcptap.test"),
-            TYPE::A.into(),
-            CLASS::IN.into(),
-            false,
-        ));
-        p.answers.push(ResourceRecord::new(
-            Name::new_unchecked("db.mcptap.test"),
-            CLASS::IN,
-            60,
-            rdata::RData::A(rdata::A { address: 0x0a00_0001 }),
-        ));
         let answer = RawEffectKind::DnsAnswer {
-            bytes: p.build_bytes_vec().unwrap(),
+            bytes: naming::tests::dns_answer(
+                "db.mcptap.test",
+                &[("db.mcptap.test", RData::A(A { address: 0x0a00_0001 }))],
+            ),
         };
         assert_eq!(r.resolve(&raw(answer, 9), root), None);
         assert_eq!(r.naming.dns_answers, 1);
