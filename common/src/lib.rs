@@ -460,8 +460,13 @@ pub mod proc_state {
     /// The agent probes this untracked process's TLS library (discovery):
     /// its TLS sessions are tied to their sockets like a tracked one's.
     pub const TLS_PROBED: u32 = 128;
-    /// The agent saw the process serve MCP: its side effects, and those
-    /// of the processes it starts, are recorded ([`super::record::EFFECT`]).
+    /// The process serves MCP: its side effects, and those of the
+    /// processes it starts, are recorded ([`super::record::EFFECT`]). Set
+    /// by the kernel with [`PROVISIONAL`] when discovery sees JSON on a
+    /// process's stdin (so the effects of its first call are not missed
+    /// while the agent decides; the agent's rejection clears it), and by
+    /// the agent when it sees a process serve its first request (HTTP
+    /// servers, selected processes).
     pub const SERVES: u32 = 256;
     /// Started by a process that serves MCP (its server is in `OWNERS`),
     /// and watched for another reason since (a connection discovery looks

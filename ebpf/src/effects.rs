@@ -29,7 +29,7 @@ use core::ffi::c_void;
 use mcptap_common::{EFFECT_PATH_MAX, EffectRecord, ProcState, counter, effect, proc_state, record, watch};
 
 use crate::{
-    config,
+    config, emit,
     maps::{EVENTS, Glance, PROCS, count, glance, kernel_byte_value, set_kernel_byte, wakeup_flags},
     regs::Args,
     sockets, sysnr,
@@ -73,9 +73,19 @@ const EACCES: i64 = -13;
 /// child, none otherwise.
 #[inline(always)]
 pub fn owner_of(seen: Glance, tgid: u32) -> Option<u32> {
+    let state = match seen {
+        Glance::Watched => unsafe { PROCS.get(tgid) }.map_or(0, |p: &ProcState| p.state),
+        _ => 0,
+    };
+    owner_with(seen, tgid, state)
+}
+
+/// [`owner_of`] for a caller that has already read the process's state
+/// (`state`: its `ProcState::state` when `seen` is `Watched`).
+#[inline(always)]
+fn owner_with(seen: Glance, tgid: u32, state: u32) -> Option<u32> {
     match seen {
         Glance::Watched => {
-            let state = unsafe { PROCS.get(tgid) }.map_or(0, |p: &ProcState| p.state);
             if state & proc_state::SERVES != 0 {
                 return Some(tgid);
             }
@@ -250,11 +260,12 @@ fn send(
 }
 
 /// A read, write or close of a server or of a process it started: the
-/// bytes of a naming socket, or its end.
+/// bytes of a naming socket, or its end. `state`: the process's
+/// `ProcState::state` when `seen` is `Watched` (its caller has read it).
 #[inline(always)]
-pub fn on_io_or_close(nr: u64, seen: Glance, tgid: u32, regs: &impl Args, ret: i64) {
+pub fn on_io_or_close(nr: u64, seen: Glance, tgid: u32, state: u32, regs: &impl Args, ret: i64) {
     if sysnr::moves_bytes(nr) {
-        on_socket_io(nr, seen, tgid, regs, ret);
+        on_socket_io(nr, seen, tgid, state, regs, ret);
     } else if nr == sysnr::CLOSE {
         on_close(tgid, regs, ret);
     }
@@ -264,7 +275,7 @@ pub fn on_io_or_close(nr: u64, seen: Glance, tgid: u32, regs: &impl Args, ret: i
 /// of them): the first write of a connection, or a DNS answer. One hash
 /// lookup when the socket is not one of [`NAMING`].
 #[inline(always)]
-fn on_socket_io(nr: u64, seen: Glance, tgid: u32, regs: &impl Args, ret: i64) {
+fn on_socket_io(nr: u64, seen: Glance, tgid: u32, state: u32, regs: &impl Args, ret: i64) {
     if !config::effects() || ret <= 0 {
         return;
     }
@@ -280,13 +291,13 @@ fn on_socket_io(nr: u64, seen: Glance, tgid: u32, regs: &impl Args, ret: i64) {
         sysnr::RECVMSG if what == naming::DNS => (effect::DNS_ANSWER, true, true),
         _ => return,
     };
-    let Some(owner) = owner_of(seen, tgid) else { return };
+    let Some(owner) = owner_with(seen, tgid, state) else { return };
     if kind == effect::HELLO {
         // Only the first write names the host.
         let _ = NAMING.remove(key);
     }
-    // The bytes: the buffer, or the first iovec (`struct iovec { void
-    // *iov_base; size_t iov_len; }`), from the msghdr for sendmsg/recvmsg.
+    // The bytes: the buffer, or the first iovec, from the msghdr for
+    // sendmsg/recvmsg.
     let mut buf = regs.arg1();
     let mut len = ret as u64;
     if vectored {
@@ -298,9 +309,9 @@ fn on_socket_io(nr: u64, seen: Glance, tgid: u32, regs: &impl Args, ret: i64) {
         } else {
             buf
         };
-        let Ok(first) = (unsafe { bpf_probe_read_user(iov as *const [u64; 2]) }) else { return };
-        buf = first[0];
-        len = len.min(first[1]);
+        let Some((base, iov_len)) = emit::first_iovec(iov) else { return };
+        buf = base;
+        len = len.min(iov_len);
     }
     send_bytes(owner, tgid, kind, fd, buf, len);
 }

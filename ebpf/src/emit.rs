@@ -379,12 +379,19 @@ pub fn first4(buf: u64, iov_cnt: u64, ret: u64) -> Option<[u8; 4]> {
     }
     let mut first = buf;
     if iov_cnt != 0 {
-        // struct iovec { void *iov_base; size_t iov_len; }
-        let iov = unsafe { bpf_probe_read_user(buf as *const [u64; 2]) }.ok()?;
-        if iov[1] < 4 {
+        let (base, len) = first_iovec(buf)?;
+        if len < 4 {
             return None;
         }
-        first = iov[0];
+        first = base;
     }
     unsafe { bpf_probe_read_user(first as *const [u8; 4]) }.ok()
+}
+
+/// The first element of a user iovec array: its base and length
+/// (`struct iovec { void *iov_base; size_t iov_len; }`).
+#[inline(always)]
+pub fn first_iovec(iov: u64) -> Option<(u64, u64)> {
+    let v = unsafe { bpf_probe_read_user(iov as *const [u64; 2]) }.ok()?;
+    Some((v[0], v[1]))
 }

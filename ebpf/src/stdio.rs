@@ -13,6 +13,11 @@
 //! the agent confirms (it speaks MCP) or rejects (excluded from then on).
 //! Tracking in the kernel right away matters: the server's answer to that
 //! very first message must not be missed while the agent decides.
+//! The process is marked as serving at once too (`proc_state::SERVES`):
+//! a stdio MCP server's first call can follow its first request within
+//! the agent's drain interval, and its side effects must be recorded from
+//! that call on; the agent's rejection of a process that is not MCP
+//! clears the mark.
 //! Otherwise its stdin is ruled out until it execs a new program: a shell
 //! pipeline, `dd` or a log shipper reading stdin all day pays one byte
 //! load per read, never a copy of user memory. A fresh MCP server's first
@@ -40,7 +45,7 @@ pub fn sniff_unwatched(pid_tgid: u64, buf: u64, iov_cnt: u64, ret: u64) -> bool 
         rule_out_stdin(tgid);
         return false;
     }
-    let Some(p) = watch_process(tgid, proc_state::PROVISIONAL) else {
+    let Some(p) = watch_process(tgid, proc_state::PROVISIONAL | proc_state::SERVES) else {
         return false;
     };
     count(counter::DISCOVERY_SNIFFS, 1);
@@ -68,7 +73,7 @@ pub fn on_io(p: *mut ProcState, pid_tgid: u64, fd: u64, io: u8, buf: u64, iov_cn
             unsafe { (*p).in_fds &= !(1u64 << (fd & 63)) };
             return true;
         }
-        unsafe { (*p).state |= proc_state::PROVISIONAL };
+        unsafe { (*p).state |= proc_state::PROVISIONAL | proc_state::SERVES };
         count(counter::DISCOVERY_SNIFFS, 1);
         send(p, pid_tgid, fd, io, chunk_flags::DISCOVERY, buf, iov_cnt, ret);
     }
@@ -94,9 +99,9 @@ fn send(p: *mut ProcState, pid_tgid: u64, fd: u64, io: u8, flags: u8, buf: u64, 
 fn looks_like_json(buf: u64, iov_cnt: u64) -> bool {
     let mut first = buf;
     if iov_cnt != 0 {
-        match unsafe { bpf_probe_read_user(buf as *const u64) } {
-            Ok(base) => first = base,
-            Err(_) => return false,
+        match emit::first_iovec(buf) {
+            Some((base, _)) => first = base,
+            None => return false,
         }
     }
     match unsafe { bpf_probe_read_user(first as *const u8) } {

@@ -44,7 +44,7 @@ pub fn on_exit<const EFFECTS: bool>(nr: u64, regs: &impl Args, ret: i64) -> bool
     }
     if seen != Glance::Watched {
         if EFFECTS && seen == Glance::Child {
-            effects::on_io_or_close(nr, seen, tgid, regs, ret);
+            effects::on_io_or_close(nr, seen, tgid, 0, regs, ret);
         }
         return unwatched(seen, nr, regs, ret, pid_tgid, tgid);
     }
@@ -57,7 +57,7 @@ pub fn on_exit<const EFFECTS: bool>(nr: u64, regs: &impl Args, ret: i64) -> bool
     // Only a server and the processes it started have naming sockets:
     // other watched processes (clients, candidates) skip the lookup.
     if EFFECTS && state & (proc_state::SERVES | proc_state::CHILD) != 0 {
-        effects::on_io_or_close(nr, seen, tgid, regs, ret);
+        effects::on_io_or_close(nr, seen, tgid, state, regs, ret);
     }
     if state & proc_state::EXCLUDED != 0 {
         return false;

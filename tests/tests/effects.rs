@@ -13,11 +13,11 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(40);
 
-// Each stdio plan pauses ({"sleep": 0.3}) before its first call with
-// effects: they are the server's once the agent has read its first request
-// from the kernel (it drains every 10 ms), and drive.py's handshake and
-// first call come within a few ms of each other; a real server's first
-// tool call comes later than that (docs/events.md: what is attributable).
+// No plan pauses before its first call: drive.py's handshake and first
+// call come within a few ms of each other, well inside one drain of the
+// agent (10 ms), and the kernel records a stdio server's effects from its
+// first request on (it marks it as serving when discovery sees JSON on its
+// stdin), so the first call's effects must be there.
 
 /// The effects of kind `kind` of an operation event.
 fn effects<'a>(op: &'a Value, kind: &str) -> Vec<&'a Value> {
@@ -65,7 +65,6 @@ fn each_calls_files_program_connection_listener_and_cpu_are_its_own() {
     let plan = json!({"sessions": [{"server": env.test_server(), "env": {"MCPTAP_TEST_EFFECTS": "1"},
     "steps": [
         {"call": "whoami", "args": {}},
-        {"sleep": 0.3},
         {"call": "read_file", "args": {"path": path(&input)}},
         {"call": "write_file", "args": {"path": path(&output), "text": "out"}},
         {"call": "remove_file", "args": {"path": path(&doomed)}},
@@ -311,7 +310,6 @@ fn the_filesystem_server_alerts_only_outside_the_policy_prefix() {
     let plan = json!({"sessions": [{"server": ["node", path(&server), path(&inside), path(&outside)],
     "client_name": "fs-client",
     "steps": [
-        {"sleep": 0.3},
         {"call": "list_allowed_directories", "args": {}},
         {"call": "read_text_file", "args": {"path": path(&inside.join("ok.txt"))}},
         {"call": "read_text_file", "args": {"path": path(&outside.join("secret.txt"))}}
@@ -399,10 +397,33 @@ fn a_git_servers_tool_runs_git_and_the_call_shows_it() {
     git(&["init", "-q"]);
     std::fs::write(repo.join("README"), "hi").unwrap();
     let agent = Agent::start(&env, "effects-git", &[]);
+    // The agent is stopped (SIGSTOP) from before the server starts until
+    // after its first call: the server's first request, that call and its
+    // effects all wait in the ring buffer, so the kernel alone must have
+    // known the server's effects are worth recording (the race of a call
+    // that follows the first request within one drain, made certain).
+    let (called, resumed) = (d.join("called"), d.join("resumed"));
+    let agent_pid = agent.pid().expect("agent runs") as i32;
+    // SAFETY: plain kill(2) on the agent, our own child.
+    unsafe { libc::kill(agent_pid, libc::SIGSTOP) };
+    let resume = {
+        let (called, resumed) = (called.clone(), resumed.clone());
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + WAIT;
+            while !called.exists() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // SAFETY: as above.
+            unsafe { libc::kill(agent_pid, libc::SIGCONT) };
+            std::fs::write(&resumed, "").unwrap();
+        })
+    };
     let plan = json!({"sessions": [{"server": [env.python.display().to_string(), "-m", "mcp_server_git", "--repository", path(&repo)],
         "env": {"HOME": path(&d)},
-        "steps": [{"sleep": 0.3}, {"call": "git_status", "args": {"repo_path": path(&repo)}}]}]});
+        "steps": [{"call": "git_status", "args": {"repo_path": path(&repo)}},
+                  {"touch": path(&called)}, {"wait_for_file": path(&resumed)}, {"sleep": 0.5}]}]});
     let report = env.drive(&plan);
+    resume.join().unwrap();
     let session = &report["sessions"][0];
     assert!(session.get("error").is_none(), "{report}");
     assert_eq!(session["steps"][0]["outcome"], "ok", "{report}");
@@ -453,7 +474,6 @@ fn connections_carry_the_host_name_resolved_or_sent_and_the_policy_checks_it() {
     let plan = json!({"sessions": [{"server": env.test_server(), "env": {"MCPTAP_TEST_EFFECTS": "1"},
     "client_name": "hosts-client",
     "steps": [
-        {"sleep": 0.3},
         {"call": "resolve_and_connect", "args": {"resolver": "127.0.0.77", "name": "db.mcptap.test", "port": db_port}},
         {"call": "http_get", "args": {"port": web_port, "host": "api.mcptap.test"}},
         {"call": "tls_hello", "args": {"port": tls_port, "host": "tls.mcptap.test"}},
