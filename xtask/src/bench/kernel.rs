@@ -3,10 +3,13 @@
 //!
 //! Per program: with `kernel.bpf_stats_enabled=1` the kernel times every
 //! program run; `bpftool prog show` then gives `run_time_ns` and `run_cnt`
-//! per program, exact and free of the machine's noise. Each workload runs
-//! once under the empty programs on the same hooks (`mcptap floor`: what
-//! the hook and bpf_stats' own clock reads cost) and once under `mcptap
-//! run`; the difference is mcptap's own work.
+//! per program, exact but not free of the machine's noise (a run's time
+//! includes cache misses, and on a shared VM the host's steal). Each round
+//! of a workload runs it without programs, under the empty programs on the
+//! same hooks (`mcptap floor`: what the hook and bpf_stats' own clock
+//! reads cost) and under `mcptap run`, side by side; the difference is
+//! mcptap's own work, reported over all rounds and round by round (the
+//! spread says how far one round's figure can be trusted).
 //!
 //! Per process: the CPU time (user + system, from `getrusage`) the workload
 //! spends per iteration without any program, with the empty ones, and with
@@ -81,16 +84,68 @@ impl ProgramRuns {
     }
 }
 
-/// One workload's figures.
+/// One workload's figures, round by round.
 #[derive(Debug, Clone)]
 pub struct Workload {
     pub name: &'static str,
-    /// CPU ns per iteration: without, under the empty programs, with mcptap.
-    pub cpu: Option<(f64, f64, f64)>,
+    /// Per round: CPU ns per iteration without any program, under the
+    /// empty programs, with mcptap (for workloads that have one).
+    pub cpu: Vec<(f64, f64, f64)>,
+    /// Per round: the runs of the empty programs and of mcptap's.
+    pub rounds: Vec<Round>,
+    /// MCP messages the workload exchanged in each round (the ping-pong).
+    pub messages: Option<u64>,
+}
+
+/// The programs' runs during one round of a workload.
+#[derive(Debug, Clone, Default)]
+pub struct Round {
     pub floor: Vec<ProgramRuns>,
     pub mcptap: Vec<ProgramRuns>,
-    /// MCP messages the workload exchanged (the ping-pong).
-    pub messages: Option<u64>,
+}
+
+impl Workload {
+    /// mcptap's programs, their runs summed over the rounds.
+    fn mcptap_total(&self) -> Vec<ProgramRuns> {
+        sum_by_name(self.rounds.iter().flat_map(|r| &r.mcptap))
+    }
+
+    /// The empty programs, their runs summed over the rounds.
+    fn floor_total(&self) -> Vec<ProgramRuns> {
+        sum_by_name(self.rounds.iter().flat_map(|r| &r.floor))
+    }
+
+    /// Per round, ns per run of `program` above the empty program on its
+    /// hook, sorted.
+    fn above_per_round(&self, program: &str) -> Vec<f64> {
+        let mut v: Vec<f64> = self
+            .rounds
+            .iter()
+            .filter_map(|r| {
+                let p = r.mcptap.iter().find(|p| p.name == program)?;
+                let f = floor_for(program, &r.floor)?;
+                Some(p.ns_per_run() - f.ns_per_run())
+            })
+            .filter(|d| d.is_finite())
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
+    }
+}
+
+fn sum_by_name<'a>(runs: impl Iterator<Item = &'a ProgramRuns>) -> Vec<ProgramRuns> {
+    let mut by_name: Vec<ProgramRuns> = Vec::new();
+    for p in runs {
+        match by_name.iter_mut().find(|q| q.name == p.name) {
+            Some(q) => {
+                q.runs += p.runs;
+                q.ns += p.ns;
+            }
+            None => by_name.push(p.clone()),
+        }
+    }
+    by_name.sort_by(|a, b| b.runs.cmp(&a.runs).then(a.name.cmp(&b.name)));
+    by_name
 }
 
 /// Everything measured on one kernel.
@@ -269,35 +324,18 @@ pub fn measure(agent: &Path, dir: &Path, hooks: &str, scale: Scale) -> Result<Ke
                 .arg(&key),
         )?;
     }
-    let workloads: Vec<(&'static str, Box<Run>)> = vec![
-        (
-            "dd bs=64, stdin → stdout (/dev/zero → /dev/null)",
-            Box::new(move || dd(scale.dd_blocks)),
-        ),
-        (
-            "64-byte read+write pairs on other descriptors",
-            Box::new(move || rw_loop(scale.loop_iters)),
-        ),
-        (
-            "HTTPS GET loop, OpenSSL, not MCP (one Python process)",
-            Box::new({
-                let (cert, key) = (cert.clone(), key.clone());
-                move || tls_loop(scale.tls_requests, &cert, &key)
-            }),
-        ),
-        (
-            "MCP ping-pong over stdio (captured)",
-            Box::new(move || pingpong(scale.pingpong_calls, None)),
-        ),
-        (
-            "open+read+close of a file, not MCP (side-effect hooks, unwatched)",
-            Box::new(move || open_loop(scale.loop_iters)),
-        ),
-        (
-            "MCP ping-pong, the server opens a file per call (one side effect per call)",
-            Box::new(move || pingpong(scale.pingpong_calls, Some("/etc/hostname"))),
-        ),
+    let runs: Vec<Box<Run>> = vec![
+        Box::new(move || dd(scale.dd_blocks)),
+        Box::new(move || rw_loop(scale.loop_iters)),
+        Box::new({
+            let (cert, key) = (cert.clone(), key.clone());
+            move || tls_loop(scale.tls_requests, &cert, &key)
+        }),
+        Box::new(move || pingpong(scale.pingpong_calls, None)),
+        Box::new(move || open_loop(scale.loop_iters)),
+        Box::new(move || pingpong(scale.pingpong_calls, Some("/etc/hostname"))),
     ];
+    let workloads: Vec<(&'static str, Box<Run>)> = WORKLOADS.iter().copied().zip(runs).collect();
     let mut costs = KernelCosts {
         kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
@@ -309,24 +347,23 @@ pub fn measure(agent: &Path, dir: &Path, hooks: &str, scale: Scale) -> Result<Ke
     };
     for (name, run) in &workloads {
         eprintln!("bench: kernel programs: {name}");
-        let (mut off, mut floor, mut on) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut floor_runs, mut mcptap_runs, mut messages) = (Vec::new(), Vec::new(), None);
+        let mut w = Workload {
+            name,
+            cpu: Vec::new(),
+            rounds: Vec::new(),
+            messages: None,
+        };
         for round in 0..scale.rounds {
-            if let (Some(cpu), _) = run()? {
-                off.push(cpu);
-            }
+            let off = run()?.0;
             // The empty programs on the same hooks.
             let before = programs()?;
             let f = Agent::floor_with(agent, dir, &["--hooks", hooks])?;
             let loaded = programs()?;
             let ids: HashSet<u64> = loaded.keys().filter(|id| !before.contains_key(id)).copied().collect();
-            let (cpu, _) = run()?;
+            let (floor, _) = run()?;
             let after = programs()?;
             f.stop()?;
-            floor.extend(cpu);
-            if round == 0 {
-                floor_runs = runs_between(&ids, &loaded, &after);
-            }
+            let floor_runs = runs_between(&ids, &loaded, &after);
             // mcptap.
             let before = programs()?;
             let a = Agent::start_with(agent, dir, &["--hooks", hooks])?;
@@ -336,23 +373,19 @@ pub fn measure(agent: &Path, dir: &Path, hooks: &str, scale: Scale) -> Result<Ke
             }
             let loaded = programs()?;
             let ids: HashSet<u64> = loaded.keys().filter(|id| !before.contains_key(id)).copied().collect();
-            let (cpu, msgs) = run()?;
+            let (on, msgs) = run()?;
             let after = programs()?;
             a.stop()?;
-            on.extend(cpu);
-            if round == 0 {
-                mcptap_runs = runs_between(&ids, &loaded, &after);
-                messages = msgs;
+            if let (Some(off), Some(floor), Some(on)) = (off, floor, on) {
+                w.cpu.push((off, floor, on));
             }
+            w.rounds.push(Round {
+                floor: floor_runs,
+                mcptap: runs_between(&ids, &loaded, &after),
+            });
+            w.messages = msgs;
         }
-        let cpu = (!off.is_empty()).then(|| (median(off), median(floor), median(on)));
-        costs.workloads.push(Workload {
-            name,
-            cpu,
-            floor: floor_runs,
-            mcptap: mcptap_runs,
-            messages,
-        });
+        costs.workloads.push(w);
     }
     Ok(costs)
 }
@@ -383,44 +416,66 @@ impl KernelCosts {
             "kernel": self.kernel, "family": self.family, "object": self.object,
             "workloads": self.workloads.iter().map(|w| json!({
                 "name": w.name,
-                "cpu": w.cpu.map(|(a, b, c)| vec![a, b, c]),
-                "floor": runs_json(&w.floor),
-                "mcptap": runs_json(&w.mcptap),
+                "cpu": w.cpu.iter().map(|(a, b, c)| vec![*a, *b, *c]).collect::<Vec<_>>(),
+                "rounds": w.rounds.iter().map(|r| json!({
+                    "floor": runs_json(&r.floor),
+                    "mcptap": runs_json(&r.mcptap),
+                })).collect::<Vec<_>>(),
                 "messages": w.messages,
             })).collect::<Vec<_>>(),
         })
     }
 
-    pub fn from_json(v: &Value, names: &[&'static str]) -> KernelCosts {
-        let name_of = |s: &str| names.iter().copied().find(|n| *n == s).unwrap_or("?");
-        KernelCosts {
+    pub fn from_json(v: &Value) -> Result<KernelCosts> {
+        let workloads = v["workloads"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|w| {
+                let name = w["name"].as_str().unwrap_or_default();
+                let name = WORKLOADS
+                    .iter()
+                    .copied()
+                    .find(|n| *n == name)
+                    .with_context(|| format!("a workload this xtask does not know: {name:?}"))?;
+                Ok(Workload {
+                    name,
+                    cpu: w["cpu"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|c| Some((c.get(0)?.as_f64()?, c.get(1)?.as_f64()?, c.get(2)?.as_f64()?)))
+                        .collect(),
+                    rounds: w["rounds"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|r| Round {
+                            floor: runs_from(&r["floor"]),
+                            mcptap: runs_from(&r["mcptap"]),
+                        })
+                        .collect(),
+                    messages: w["messages"].as_u64(),
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(KernelCosts {
             kernel: v["kernel"].as_str().unwrap_or_default().to_string(),
             family: v["family"].as_str().unwrap_or_default().to_string(),
             object: v["object"].as_str().unwrap_or_default().to_string(),
-            workloads: v["workloads"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|w| Workload {
-                    name: name_of(w["name"].as_str().unwrap_or_default()),
-                    cpu: w["cpu"]
-                        .as_array()
-                        .and_then(|c| Some((c.first()?.as_f64()?, c.get(1)?.as_f64()?, c.get(2)?.as_f64()?))),
-                    floor: runs_from(&w["floor"]),
-                    mcptap: runs_from(&w["mcptap"]),
-                    messages: w["messages"].as_u64(),
-                })
-                .collect(),
-        }
+            workloads,
+        })
     }
 }
 
-/// The workload names, for reading back a VM's JSON.
+/// The workloads, in the order they run (also how a VM's JSON names them).
 pub const WORKLOADS: &[&str] = &[
     "dd bs=64, stdin → stdout (/dev/zero → /dev/null)",
     "64-byte read+write pairs on other descriptors",
     "HTTPS GET loop, OpenSSL, not MCP (one Python process)",
     "MCP ping-pong over stdio (captured)",
+    "open+read+close of a file, not MCP (side-effect hooks, unwatched)",
+    "MCP ping-pong, the server opens a file per call (one side effect per call)",
 ];
 
 /// Runs `measure` inside a kernel of the matrix (the hidden
@@ -463,7 +518,7 @@ pub fn measure_in_vm(series: &str, agent: &Path, hooks: &str) -> Result<KernelCo
         );
     }
     let v: Value = serde_json::from_str(&fs::read_to_string(&out)?)?;
-    Ok(KernelCosts::from_json(&v, WORKLOADS))
+    KernelCosts::from_json(&v)
 }
 
 /// The hidden subcommand run inside a VM.
@@ -495,20 +550,29 @@ pub fn render(all: &[KernelCosts]) -> String {
          and under mcptap; targets: processes mcptap does not watch pay at most **25 ns per run above the empty \
          program**. Under QEMU (software emulation) everything is ~10× slower: compare within a kernel, not across.\n\n",
     );
-    r.push_str("| kernel | hooks | workload | program | runs | ns/run | empty program ns/run | above empty |\n|---|---|---|---|---|---|---|---|\n");
+    r.push_str(
+        "ns/run: all rounds together; \"per round\": each round's excess over the empty program \
+         (min / median / max), the spread between identical rounds.\n\n",
+    );
+    r.push_str("| kernel | hooks | workload | program | runs | ns/run | empty program ns/run | above empty | per round (min / median / max) |\n|---|---|---|---|---|---|---|---|---|\n");
     for k in all {
         for w in &k.workloads {
-            for p in &w.mcptap {
-                let floor = floor_for(&p.name, &w.floor);
-                let (f, above) = match floor {
+            let floors = w.floor_total();
+            for p in &w.mcptap_total() {
+                let (f, above) = match floor_for(&p.name, &floors) {
                     Some(f) => (
                         format!("{:.0}", f.ns_per_run()),
                         format!("**{:+.0}**", p.ns_per_run() - f.ns_per_run()),
                     ),
                     None => ("—".into(), "—".into()),
                 };
+                let rounds = w.above_per_round(&p.name);
+                let spread = match (rounds.first(), rounds.last()) {
+                    (Some(lo), Some(hi)) => format!("{lo:+.0} / {:+.0} / {hi:+.0}", median(rounds.clone())),
+                    _ => "—".into(),
+                };
                 r.push_str(&format!(
-                    "| {} | {} ({}) | {} | {} | {} | {:.0} | {f} | {above} |\n",
+                    "| {} | {} ({}) | {} | {} | {} | {:.0} | {f} | {above} | {spread} |\n",
                     k.kernel,
                     k.family,
                     k.object,
@@ -519,32 +583,41 @@ pub fn render(all: &[KernelCosts]) -> String {
                 ));
             }
             if let Some(msgs) = w.messages {
-                let total: u64 = w.mcptap.iter().map(|p| p.ns).sum();
+                let total: u64 = w.mcptap_total().iter().map(|p| p.ns).sum();
+                let msgs = msgs * w.rounds.len() as u64;
                 r.push_str(&format!(
-                    "| {} | {} ({}) | {} | all programs, per captured message | {msgs} messages | {:.0} | | |\n",
+                    "| {} | {} ({}) | {} | all programs, per captured message | {msgs} messages | {:.0} | | | |\n",
                     k.kernel,
                     k.family,
                     k.object,
                     w.name,
-                    total as f64 / msgs as f64
+                    total as f64 / msgs.max(1) as f64
                 ));
             }
         }
     }
-    r.push_str("\n## Whole-process CPU per iteration\n\nCPU time (user + system) per iteration of the workload: without any program, under the empty programs on the same hooks, and with mcptap, side by side in one run (medians). Target on fentry kernels: the dd loop's ratio ≤ 1.03.\n\n");
-    r.push_str("| kernel | hooks | workload | without | floor | with mcptap | with / without | floor / without |\n|---|---|---|---|---|---|---|---|\n");
+    r.push_str("\n## Whole-process CPU per iteration\n\nCPU time (user + system) per iteration of the workload: without any program, under the empty programs on the same hooks, and with mcptap, side by side in each round (medians over the rounds; the with/without ratio of each round, min / max). Target on fentry kernels: the dd loop's ratio ≤ 1.03.\n\n");
+    r.push_str("| kernel | hooks | workload | without | floor | with mcptap | with / without | per round (min / max) | floor / without |\n|---|---|---|---|---|---|---|---|---|\n");
     for k in all {
         for w in &k.workloads {
-            if let Some((off, floor, on)) = w.cpu {
-                r.push_str(&format!(
-                    "| {} | {} | {} | {off:.0} ns | {floor:.0} ns | {on:.0} ns | **{:.3}** | {:.3} |\n",
-                    k.kernel,
-                    k.family,
-                    w.name,
-                    on / off,
-                    floor / off
-                ));
+            if w.cpu.is_empty() {
+                continue;
             }
+            let off = median(w.cpu.iter().map(|c| c.0).collect());
+            let floor = median(w.cpu.iter().map(|c| c.1).collect());
+            let on = median(w.cpu.iter().map(|c| c.2).collect());
+            let mut ratios: Vec<f64> = w.cpu.iter().map(|c| c.2 / c.0).collect();
+            ratios.sort_by(f64::total_cmp);
+            r.push_str(&format!(
+                "| {} | {} | {} | {off:.0} ns | {floor:.0} ns | {on:.0} ns | **{:.3}** | {:.3} / {:.3} | {:.3} |\n",
+                k.kernel,
+                k.family,
+                w.name,
+                on / off,
+                ratios[0],
+                ratios[ratios.len() - 1],
+                floor / off
+            ));
         }
     }
     r
@@ -561,4 +634,53 @@ fn floor_for<'a>(program: &str, floors: &'a [ProgramRuns]) -> Option<&'a Program
         }
     };
     floors.iter().find(|f| f.name == want)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runs(name: &str, runs: u64, ns: u64) -> ProgramRuns {
+        ProgramRuns {
+            name: name.into(),
+            runs,
+            ns,
+        }
+    }
+
+    #[test]
+    fn rounds_survive_the_vm_json_and_give_totals_and_spread() {
+        let round = |floor_ns, ns| Round {
+            floor: vec![runs("fxf_read", 100, floor_ns)],
+            mcptap: vec![runs("fx_read", 100, ns)],
+        };
+        let costs = KernelCosts {
+            kernel: "6.1.0-test".into(),
+            family: "fexit".into(),
+            object: "full".into(),
+            workloads: vec![Workload {
+                name: WORKLOADS[0],
+                cpu: vec![(100.0, 130.0, 131.0), (100.0, 128.0, 140.0), (110.0, 140.0, 121.0)],
+                rounds: vec![round(7000, 9000), round(8000, 8500), round(7500, 11500)],
+                messages: None,
+            }],
+        };
+        let back = KernelCosts::from_json(&costs.to_json()).unwrap();
+        let w = &back.workloads[0];
+        assert_eq!(w.rounds.len(), 3);
+        assert_eq!(w.mcptap_total()[0].runs, 300);
+        // Per round: +20, +5, +40 ns above the empty program.
+        assert_eq!(w.above_per_round("fx_read"), vec![5.0, 20.0, 40.0]);
+        let report = render(&[back]);
+        // All rounds: 29000 ns / 300 runs against 22500 / 300.
+        assert!(report.contains("| 97 | 75 | **+22** | +5 / +20 / +40 |"), "{report}");
+        // CPU medians 100 / 130 / 131; per-round ratios 1.31, 1.40, 1.10.
+        assert!(report.contains("| **1.310** | 1.100 / 1.400 | 1.300 |"), "{report}");
+    }
+
+    #[test]
+    fn a_workload_the_xtask_does_not_know_is_an_error() {
+        let v = json!({"kernel": "x", "workloads": [{"name": "something else", "rounds": []}]});
+        assert!(KernelCosts::from_json(&v).is_err());
+    }
 }
