@@ -85,6 +85,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         exclude_exes: args.exclude_exes.clone(),
         hooks: args.hooks.hooks,
         effects: !args.no_effects,
+        tls_verdicts_file: state_dir
+            .as_deref()
+            .map(|d| d.join(crate::capture::tls::verdicts::FILE_NAME)),
         ..CaptureOptions::new(args.ring_buffer_mib << 20)
     };
     let mut capture = Capture::start(&capture_opts)?;

@@ -231,6 +231,132 @@ fn go_https_client_seen_from_both_sides() {
 /// A Go executable whose `crypto/tls.(*Conn).Read` does not start like
 /// register-ABI Go code (its stack check overwritten) is reported once and
 /// never probed: its calls are not seen, and nothing else breaks.
+/// The TypeScript SDK's HTTPS server (tests/peers/node_https_server.mjs,
+/// `node:https`) under Node (OpenSSL linked into `node`) and under Bun
+/// (BoringSSL inside the stripped `bun` executable), found by discovery
+/// alone and called by the Python SDK client: the second run seen whole
+/// from both sides.
+#[test]
+fn node_and_bun_https_servers_seen_from_both_sides() {
+    let env = env();
+    let agent = Agent::start(&env, "tls_js_servers", &[]);
+    let cert = env.cert("js_servers");
+    for (runtime, label) in [(std::path::PathBuf::from("node"), "node"), (bun(&env), "bun")] {
+        let name = format!("e2e-{label}-https");
+        let port = mcptap_tests::free_port();
+        let srv = env.server_command(
+            &name,
+            &format!(
+                "exec '{}' node_https_server.mjs {port} '{}' '{}' {name}",
+                runtime.display(),
+                cert.cert.display(),
+                cert.key.display()
+            ),
+            port,
+        );
+        let url = format!("https://127.0.0.1:{port}/mcp");
+        let client = format!("py-to-{label}");
+        let plan = python_plan(&url, &cert, &client);
+        warm_up(&agent, srv.pid(), || client_pid(&env.drive(&plan)));
+        let since = now_seconds();
+        let report = env.drive(&plan);
+        let s = &report["sessions"][0];
+        assert!(s.get("error").is_none(), "the client failed: {s}");
+        assert_eq!(s["server_pid"].as_u64(), Some(srv.pid()));
+        assert_both_sides(
+            &agent,
+            &format!("the TypeScript SDK's HTTPS server under {label}, called by the Python SDK"),
+            Measured::Since(since),
+            client_pid(&report),
+            srv.pid(),
+            port,
+            &name,
+            &client,
+            PYTHON_PLAN_OPS,
+        );
+    }
+    let m = agent.metrics();
+    assert_eq!(m.value("mcptap_tls_unsupported_binaries", &[]), 0.0);
+    assert_eq!(m.value("mcptap_capture_lost_total", &[]), 0.0);
+}
+
+/// HTTPS discovery's verdicts outlive the agent, and a known server that
+/// sits idle is still seen when its first client comes.
+///
+/// 1. Agent A discovers the Python SDK's HTTPS server (warm-up runs).
+/// 2. A stops; its verdicts are in the state directory, without the
+///    server's command line. Agent B starts on that state directory while
+///    the server runs: it probes the server at once, so the very first
+///    client run after the restart is seen whole, from both sides.
+/// 3. The server restarts (same command line) and waits longer than the
+///    discovery window before its first client: that silence says nothing
+///    against it, so it is found again (and seen whole from then on),
+///    not left alone as a program that does not speak MCP.
+#[test]
+fn https_verdicts_survive_an_agent_restart_and_an_idle_server_is_still_seen() {
+    let env = env();
+    let cert = env.cert("tls_verdicts");
+    let port = mcptap_tests::free_port();
+    let name = "e2e-py-verdicts";
+    let start_server = || {
+        env.server_command(
+            name,
+            &format!(
+                "exec '{}' http_server.py --port {port} --name {name} --tls-cert '{}' --tls-key '{}'",
+                env.python.display(),
+                cert.cert.display(),
+                cert.key.display()
+            ),
+            port,
+        )
+    };
+    let url = format!("https://127.0.0.1:{port}/mcp");
+    let plan = python_plan(&url, &cert, "py-verdicts");
+    let measured_run = |agent: &Agent, srv: &mcptap_tests::Server, what: &str| {
+        let since = now_seconds();
+        let report = env.drive(&plan);
+        let s = &report["sessions"][0];
+        assert!(s.get("error").is_none(), "the client failed: {s}");
+        assert_both_sides(
+            agent,
+            what,
+            Measured::Since(since),
+            client_pid(&report),
+            srv.pid(),
+            port,
+            name,
+            "py-verdicts",
+            PYTHON_PLAN_OPS,
+        );
+    };
+
+    let mut srv = start_server();
+    let a = Agent::start(&env, "tls_verdicts_a", &[]);
+    warm_up(&a, srv.pid(), || client_pid(&env.drive(&plan)));
+    let state = a.dir.join("state");
+    a.stop();
+    let kept = std::fs::read_to_string(state.join("tls_programs.json")).expect("the verdicts file");
+    assert!(kept.contains("\"verdict\":\"mcp\""), "{kept}");
+    assert!(
+        !kept.contains(name),
+        "a command line is kept as its digest only: {kept}"
+    );
+
+    let b = Agent::start(&env, "tls_verdicts_b", &["--state-dir", state.to_str().unwrap()]);
+    b.wait_log("HTTPS discovery verdicts restored", WAIT);
+    measured_run(&b, &srv, "the first client run after the agent restarted");
+
+    drop(srv);
+    srv = start_server();
+    let idle = mcptap_tests::PROBE_WINDOW + Duration::from_secs(5);
+    std::thread::sleep(idle);
+    let first = client_pid(&env.drive(&plan));
+    b.wait_log(&format!("HTTPS discovery verdict pid={first} "), WAIT);
+    measured_run(&b, &srv, "a known server's second client after sitting idle");
+    let m = b.metrics();
+    assert_eq!(m.value("mcptap_capture_lost_total", &[]), 0.0);
+}
+
 #[test]
 fn an_altered_go_binary_is_reported_not_probed() {
     let env = env();

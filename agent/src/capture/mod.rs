@@ -62,6 +62,9 @@ pub struct CaptureOptions {
     /// Record side effects of MCP servers (files, programs, connections,
     /// listeners).
     pub effects: bool,
+    /// Where HTTPS discovery keeps its verdicts across restarts (in the
+    /// state directory; `None`: this run only).
+    pub tls_verdicts_file: Option<std::path::PathBuf>,
 }
 
 impl CaptureOptions {
@@ -81,6 +84,7 @@ impl CaptureOptions {
             exclude_exes: Vec::new(),
             hooks: HookChoice::Auto,
             effects: true,
+            tls_verdicts_file: None,
         }
     }
 }
@@ -284,7 +288,7 @@ impl Capture {
                     }
                 }
             }
-            let mut hooks = tls::TlsHooks::new(opts.tls_discovery, disabled);
+            let mut hooks = tls::TlsHooks::new(opts.tls_discovery, disabled, opts.tls_verdicts_file.clone());
             hooks.start(&mut ebpf, &selection.tracked());
             Some(hooks)
         } else {
@@ -402,6 +406,7 @@ impl Capture {
             }
             let tracked = self.selection.tracked();
             tls.tick(&mut self.ebpf, &tracked);
+            tls.save_verdicts(false);
         }
     }
 

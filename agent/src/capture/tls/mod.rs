@@ -20,11 +20,15 @@
 //! gets the probes of its own for a while ([`PROBE_WINDOW`]): its requests
 //! are sniffed inside TLS like plain HTTP ones. MCP: it is tracked from
 //! then on. Not within the window: the probes go. Either verdict is
-//! remembered per program (executable and command line): a program known
-//! to speak MCP over TLS is probed from its exec on, so its first requests
-//! are seen too; one known not to is left alone for [`NOT_MCP_TTL`]. The
-//! first exchange of a program never seen before may be missed (the probes
-//! land while its handshake runs): it is discovered by the next.
+//! remembered per program (executable and command line), across agent
+//! restarts ([`verdicts`]): a program known to speak MCP over TLS is
+//! probed from its exec on (or from the agent's start, when it runs
+//! already), so its first requests are seen too; one known not to is left
+//! alone for [`NOT_MCP_TTL`]. A program probed from its exec that stays
+//! silent through the window (a server waiting for its first client) keeps
+//! its verdict. The first exchange of a program never seen before may be
+//! missed (the probes land while its handshake runs): it is discovered by
+//! the next.
 //!
 //! **Host-wide with `--tls-discovery`.** The probes are attached once per
 //! file for every process, and the programs filter in the kernel; every
@@ -57,8 +61,11 @@ pub mod golang;
 pub mod openssl;
 pub mod rustls;
 pub mod target;
+pub mod verdicts;
 
 use target::{FileKind, Finding, Library, Target};
+pub use verdicts::{MCP_TTL, NOT_MCP_TTL};
+use verdicts::{ProgramKey, Verdict, Verdicts, program_key};
 
 /// The kernel programs of each library, loaded once.
 pub fn programs(library: Library) -> &'static [&'static str] {
@@ -90,47 +97,17 @@ pub const PROBE_WINDOW: Duration = Duration::from_secs(30);
 /// model's API).
 pub const NOT_MCP_SESSIONS: u32 = 8;
 
-/// How long a program found not to speak MCP over TLS is left alone.
-pub const NOT_MCP_TTL: Duration = Duration::from_secs(600);
-
-/// How long a program found to speak MCP is probed from its exec on.
-pub const MCP_TTL: Duration = Duration::from_secs(24 * 3600);
-
-/// Programs remembered, at most (the oldest verdicts go first).
-const MAX_PROGRAMS: usize = 4096;
-
-/// A program: its executable and command line.
-type ProgramKey = (PathBuf, Vec<u8>);
-
-/// What HTTPS discovery concluded about a program.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    /// It speaks MCP: probed from its exec on.
-    Mcp,
-    /// Its window passed without MCP: left alone for a while.
-    NotMcp,
-    /// It exited inside its window with nothing decided (its requests came
-    /// before the probes landed: a short-lived client): probed from its
-    /// exec next time, `misses` times at most.
-    Unsure { misses: u8 },
-}
-
 /// Runs of a program that may end undecided before it is left alone.
 const MAX_MISSES: u8 = 3;
-
-/// A program's verdict, when, and the TLS files it used (paths as it sees
-/// them, with their kind), probed at its next exec before it maps them.
-#[derive(Debug, Clone)]
-struct Known {
-    verdict: Verdict,
-    at: Instant,
-    files: Vec<(String, FileKind)>,
-}
 
 /// A process whose TLS library is probed for discovery.
 #[derive(Debug, Clone)]
 struct Probing {
     since: Instant,
+    /// Probed from its exec (its program was known), not because it
+    /// moved TLS: a window that passes with nothing sniffed then says
+    /// nothing about the program (a server waiting for its first client).
+    from_exec: bool,
     /// Its sniffed TLS sessions found not to be MCP.
     not_mcp: u32,
     /// Its program, read when probing starts (gone from /proc at exit).
@@ -205,13 +182,20 @@ pub struct TlsHooks {
     last_tracked_scan: Option<Instant>,
     /// Untracked processes whose TLS library is probed, since when.
     probing: HashMap<u32, Probing>,
-    /// Verdicts per program.
-    programs: HashMap<ProgramKey, Known>,
+    /// Verdicts per program (kept across restarts).
+    verdicts: Verdicts,
     pub discovery: DiscoveryCounts,
     /// Where links of exited processes go to be dropped: detaching a
     /// uprobe waits for an RCU grace period (~100 ms each here), which
     /// would stall the ring buffer drain for a second per process.
     detacher: Option<std::sync::mpsc::Sender<Vec<aya::programs::uprobe::UProbeLink>>>,
+}
+
+impl Drop for TlsHooks {
+    /// The agent stops: changed verdicts are kept for its next run.
+    fn drop(&mut self) {
+        self.verdicts.save(true);
+    }
 }
 
 /// A thread that drops (detaches) links; `None` if it cannot start, and
@@ -230,8 +214,9 @@ fn spawn_detacher() -> Option<std::sync::mpsc::Sender<Vec<aya::programs::uprobe:
 }
 
 impl TlsHooks {
-    /// `disabled`: libraries whose programs the kernel refused.
-    pub fn new(host_wide: bool, disabled: Vec<Library>) -> TlsHooks {
+    /// `disabled`: libraries whose programs the kernel refused;
+    /// `verdicts_file`: where verdicts are kept across restarts.
+    pub fn new(host_wide: bool, disabled: Vec<Library>, verdicts_file: Option<PathBuf>) -> TlsHooks {
         TlsHooks {
             host_wide,
             files: HashMap::new(),
@@ -244,7 +229,7 @@ impl TlsHooks {
             due: VecDeque::new(),
             last_tracked_scan: None,
             probing: HashMap::new(),
-            programs: HashMap::new(),
+            verdicts: Verdicts::load(verdicts_file),
             discovery: DiscoveryCounts::default(),
             detacher: spawn_detacher(),
         }
@@ -255,16 +240,18 @@ impl TlsHooks {
     /// lately. Returns true when probes were attached (the kernel then ties
     /// its TLS sessions to their sockets).
     pub fn on_tls_seen(&mut self, ebpf: &mut Ebpf, pid: u32) -> bool {
-        if self.probing.contains_key(&pid) {
-            return true; // probed from its exec, before the kernel knew it
+        if let Some(p) = self.probing.get_mut(&pid) {
+            p.from_exec = false; // probed from its exec; it speaks TLS now
+            return true;
         }
         if self.host_wide || self.scoped.contains_key(&pid) {
             return false;
         }
         let program = program_key(pid);
-        if let Some(k) = program.as_ref().and_then(|key| self.programs.get(key))
-            && k.verdict == Verdict::NotMcp
-            && k.at.elapsed() < NOT_MCP_TTL
+        if program
+            .as_ref()
+            .and_then(|key| self.verdicts.get(key))
+            .is_some_and(|k| k.left_alone())
         {
             self.discovery.skipped += 1;
             return false;
@@ -278,6 +265,7 @@ impl TlsHooks {
             pid,
             Probing {
                 since: Instant::now(),
+                from_exec: false,
                 not_mcp: 0,
                 program,
             },
@@ -291,14 +279,9 @@ impl TlsHooks {
     /// on): its program and the files it used.
     fn expected(&self, pid: u32) -> Option<(ProgramKey, Vec<(String, FileKind)>)> {
         let key = program_key(pid)?;
-        let k = self.programs.get(&key)?;
-        let fresh = match k.verdict {
-            Verdict::Mcp => k.at.elapsed() < MCP_TTL,
-            Verdict::Unsure { .. } => k.at.elapsed() < NOT_MCP_TTL,
-            Verdict::NotMcp => false,
-        };
+        let k = self.verdicts.get(&key)?;
         let files = k.files.clone();
-        fresh.then_some((key, files))
+        k.probe_from_exec().then_some((key, files))
     }
 
     /// Probed processes whose window passed without MCP: their probes go,
@@ -319,8 +302,19 @@ impl TlsHooks {
             if is_tracked(pid) {
                 continue; // on_tracked took it
             }
-            self.conclude(ebpf, pid, probing.program, Verdict::NotMcp);
-            self.discovery.not_mcp += 1;
+            if probing.from_exec && probing.not_mcp == 0 {
+                // Probed from its exec and silent since: a server waiting
+                // for its first client says nothing against its program.
+                // Its probes go; its first TLS record brings them back.
+                tracing::debug!(
+                    pid,
+                    verdict = "none (probed from its exec, silent)",
+                    "HTTPS discovery verdict"
+                );
+            } else {
+                self.conclude(ebpf, pid, probing.program, Verdict::NotMcp);
+                self.discovery.not_mcp += 1;
+            }
             self.on_exit(ebpf, pid);
             released.push(pid);
         }
@@ -348,23 +342,6 @@ impl TlsHooks {
         true
     }
 
-    fn remember(&mut self, key: ProgramKey, verdict: Verdict, files: Vec<(String, FileKind)>) {
-        if self.programs.len() >= MAX_PROGRAMS
-            && !self.programs.contains_key(&key)
-            && let Some(oldest) = self.programs.iter().min_by_key(|(_, v)| v.at).map(|(k, _)| k.clone())
-        {
-            self.programs.remove(&oldest);
-        }
-        self.programs.insert(
-            key,
-            Known {
-                verdict,
-                at: Instant::now(),
-                files,
-            },
-        );
-    }
-
     /// Hooks the tracked processes (and, host-wide, everything installed
     /// and running).
     pub fn start(&mut self, ebpf: &mut Ebpf, tracked: &[u32]) {
@@ -389,6 +366,22 @@ impl TlsHooks {
         for &pid in tracked {
             self.scan_process(ebpf, pid, true);
         }
+        // Programs running already that the verdicts kept from the last
+        // run say to probe (an MCP server over HTTPS): now, as if they had
+        // just started, so that their next requests are seen whole.
+        if !self.host_wide && self.verdicts.any_probed_from_exec() {
+            for pid in pids() {
+                if !tracked.contains(&pid) && self.may_be_expected(pid) {
+                    self.on_exec(pid);
+                }
+            }
+        }
+    }
+
+    /// Writes changed verdicts (at most every `verdicts::SAVE_EVERY`, or
+    /// now: at shutdown).
+    pub fn save_verdicts(&mut self, now: bool) {
+        self.verdicts.save(now);
     }
 
     /// A process ran a new program: look at it a few times as it loads.
@@ -414,15 +407,13 @@ impl TlsHooks {
     /// Whether a process's executable is one of a program remembered as
     /// speaking MCP or ended undecided (cheap: no work when there is none).
     fn may_be_expected(&self, pid: u32) -> bool {
-        if self.host_wide || !self.programs.values().any(|k| k.verdict != Verdict::NotMcp) {
+        if self.host_wide || !self.verdicts.any_probed_from_exec() {
             return false;
         }
         let Ok(exe) = fs::read_link(Path::new("/proc").join(pid.to_string()).join("exe")) else {
             return false;
         };
-        self.programs
-            .iter()
-            .any(|((e, _), k)| *e == exe && k.verdict != Verdict::NotMcp)
+        self.verdicts.may_probe_exe(&exe)
     }
 
     /// A process became tracked: its TLS is captured from now on, and its
@@ -456,7 +447,7 @@ impl TlsHooks {
             _ => self.scoped.get(&pid).map(Scoped::paths).unwrap_or_default(),
         };
         if let Some(key) = program {
-            self.remember(key, verdict, files);
+            self.verdicts.remember(key, verdict, files);
         }
         if self.host_wide {
             return;
@@ -566,9 +557,23 @@ impl TlsHooks {
     /// A process ended: its scoped probes go. One that ended inside its
     /// discovery window, undecided, is probed from its exec next time.
     pub fn on_exit(&mut self, ebpf: &mut Ebpf, pid: u32) {
-        if let Some(Probing { program: Some(key), .. }) = self.probing.remove(&pid) {
+        let probing = self.probing.remove(&pid);
+        if let Some(Probing {
+            from_exec: true,
+            not_mcp: 0,
+            ..
+        }) = probing
+        {
+            // Probed from its exec, and it ended without a word of TLS
+            // sniffed: nothing learned about its program.
+            tracing::debug!(
+                pid,
+                verdict = "none (probed from its exec, silent)",
+                "HTTPS discovery verdict"
+            );
+        } else if let Some(Probing { program: Some(key), .. }) = probing {
             self.discovery.undecided += 1;
-            let misses = match self.programs.get(&key).map(|k| k.verdict) {
+            let misses = match self.verdicts.get(&key).map(|k| k.verdict) {
                 Some(Verdict::Unsure { misses }) => misses + 1,
                 _ => 1,
             };
@@ -617,6 +622,7 @@ impl TlsHooks {
                     pid,
                     Probing {
                         since: Instant::now(),
+                        from_exec: true,
                         not_mcp: 0,
                         program: Some(program),
                     },
@@ -900,13 +906,6 @@ pub fn print_info(files: &[PathBuf]) -> std::process::ExitCode {
 }
 
 /// A program: the executable a process runs and its command line.
-fn program_key(pid: u32) -> Option<ProgramKey> {
-    let dir = Path::new("/proc").join(pid.to_string());
-    let exe = fs::read_link(dir.join("exe")).ok()?;
-    let cmdline = fs::read(dir.join("cmdline")).ok()?;
-    Some((exe, cmdline))
-}
-
 fn which(exe: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
