@@ -269,12 +269,26 @@ fn tls_loop(requests: u64, cert: &Path, key: &Path) -> Result<(Option<f64>, Opti
     Ok((Some(String::from_utf8_lossy(&out.stdout).trim().parse()?), None))
 }
 
+/// The file the open workloads open: in the temporary directory, a tmpfs
+/// inside the VMs (their root is the host's, shared over virtiofs, where
+/// each open is a round trip to the host: the loop would time that).
+fn bench_file() -> Result<PathBuf> {
+    let path = std::env::temp_dir().join("mcptap-bench-open.txt");
+    if !path.exists() {
+        fs::write(&path, "mcptap bench\n")?;
+    }
+    Ok(path)
+}
+
 /// An unrelated process opening, reading and closing a file: the side
 /// effect hooks, for a process mcptap does not watch.
 fn open_loop(iters: u64) -> Result<(Option<f64>, Option<u64>)> {
     let me = std::env::current_exe()?;
     let out = Command::new(me)
-        .args(["bench-peer", "open-loop", "/etc/hostname", &iters.to_string()])
+        .arg("bench-peer")
+        .arg("open-loop")
+        .arg(bench_file()?)
+        .arg(iters.to_string())
         .output()?;
     Ok((Some(String::from_utf8_lossy(&out.stdout).trim().parse()?), None))
 }
@@ -333,7 +347,10 @@ pub fn measure(agent: &Path, dir: &Path, hooks: &str, scale: Scale) -> Result<Ke
         }),
         Box::new(move || pingpong(scale.pingpong_calls, None)),
         Box::new(move || open_loop(scale.loop_iters)),
-        Box::new(move || pingpong(scale.pingpong_calls, Some("/etc/hostname"))),
+        Box::new(move || {
+            let file = bench_file()?;
+            pingpong(scale.pingpong_calls, file.to_str())
+        }),
     ];
     let workloads: Vec<(&'static str, Box<Run>)> = WORKLOADS.iter().copied().zip(runs).collect();
     let mut costs = KernelCosts {
