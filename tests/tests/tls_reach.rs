@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use std::process::Command;
 
-use mcptap_tests::{Agent, Cert, Env, assert_exactly, env, now_seconds, observed, parse_report, unix_seconds};
+use mcptap_tests::{Agent, Cert, Env, Server, assert_exactly, env, now_seconds, observed, parse_report, unix_seconds};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -154,6 +154,27 @@ fn assert_both_sides(
     }
 }
 
+/// One run of the Python SDK client's `plan` against `srv` (named
+/// `name`), as `client`: seen whole from both sides.
+fn python_run_seen_whole(env: &Env, agent: &Agent, plan: &Value, srv: &Server, name: &str, client: &str, what: &str) {
+    let since = now_seconds();
+    let report = env.drive(plan);
+    let s = &report["sessions"][0];
+    assert!(s.get("error").is_none(), "the client failed: {s}");
+    assert_eq!(s["server_pid"].as_u64(), Some(srv.pid()));
+    assert_both_sides(
+        agent,
+        what,
+        Measured::Since(since),
+        client_pid(&report),
+        srv.pid(),
+        srv.port,
+        name,
+        client,
+        PYTHON_PLAN_OPS,
+    );
+}
+
 #[test]
 fn go_https_server_plain_stripped_and_pie_seen_from_both_sides() {
     let env = env();
@@ -165,22 +186,14 @@ fn go_https_server_plain_stripped_and_pie_seen_from_both_sides() {
         let url = format!("https://127.0.0.1:{}/mcp", srv.port);
         let plan = python_plan(&url, &cert, &format!("py-to-{build}"));
         warm_up(&agent, srv.pid(), || client_pid(&env.drive(&plan)));
-        let since = now_seconds();
-        let report = env.drive(&plan);
-        let s = &report["sessions"][0];
-        assert!(s.get("error").is_none(), "the client failed: {s}");
-        let client_pid = s["client_pid"].as_u64().expect("client pid");
-        assert_eq!(s["server_pid"].as_u64(), Some(srv.pid()));
-        assert_both_sides(
+        python_run_seen_whole(
+            &env,
             &agent,
-            &format!("Go {build} called by the Python SDK"),
-            Measured::Since(since),
-            client_pid,
-            srv.pid(),
-            srv.port,
+            &plan,
+            &srv,
             &name,
             &format!("py-to-{build}"),
-            PYTHON_PLAN_OPS,
+            &format!("Go {build} called by the Python SDK"),
         );
     }
     let m = agent.metrics();
@@ -258,21 +271,14 @@ fn node_and_bun_https_servers_seen_from_both_sides() {
         let client = format!("py-to-{label}");
         let plan = python_plan(&url, &cert, &client);
         warm_up(&agent, srv.pid(), || client_pid(&env.drive(&plan)));
-        let since = now_seconds();
-        let report = env.drive(&plan);
-        let s = &report["sessions"][0];
-        assert!(s.get("error").is_none(), "the client failed: {s}");
-        assert_eq!(s["server_pid"].as_u64(), Some(srv.pid()));
-        assert_both_sides(
+        python_run_seen_whole(
+            &env,
             &agent,
-            &format!("the TypeScript SDK's HTTPS server under {label}, called by the Python SDK"),
-            Measured::Since(since),
-            client_pid(&report),
-            srv.pid(),
-            port,
+            &plan,
+            &srv,
             &name,
             &client,
-            PYTHON_PLAN_OPS,
+            &format!("the TypeScript SDK's HTTPS server under {label}, called by the Python SDK"),
         );
     }
     let m = agent.metrics();
@@ -312,22 +318,8 @@ fn https_verdicts_survive_an_agent_restart_and_an_idle_server_is_still_seen() {
     };
     let url = format!("https://127.0.0.1:{port}/mcp");
     let plan = python_plan(&url, &cert, "py-verdicts");
-    let measured_run = |agent: &Agent, srv: &mcptap_tests::Server, what: &str| {
-        let since = now_seconds();
-        let report = env.drive(&plan);
-        let s = &report["sessions"][0];
-        assert!(s.get("error").is_none(), "the client failed: {s}");
-        assert_both_sides(
-            agent,
-            what,
-            Measured::Since(since),
-            client_pid(&report),
-            srv.pid(),
-            port,
-            name,
-            "py-verdicts",
-            PYTHON_PLAN_OPS,
-        );
+    let measured_run = |agent: &Agent, srv: &Server, what: &str| {
+        python_run_seen_whole(&env, agent, &plan, srv, name, "py-verdicts", what);
     };
 
     let mut srv = start_server();
