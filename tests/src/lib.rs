@@ -321,11 +321,11 @@ pub fn observed(events: &[Value], observer: &str, pid: u64) -> Vec<Value> {
         .collect()
 }
 
-/// A running agent, stopped (SIGINT) on `stop` or drop.
 /// How long HTTPS discovery probes a process before it concludes
 /// (`PROBE_WINDOW` in agent/src/capture/tls/mod.rs).
 pub const PROBE_WINDOW: Duration = Duration::from_secs(30);
 
+/// A running agent, stopped (SIGINT) on `stop` or drop.
 pub struct Agent {
     child: Option<Child>,
     pub dir: PathBuf,

@@ -403,27 +403,22 @@ fn a_git_servers_tool_runs_git_and_the_call_shows_it() {
     // known the server's effects are worth recording (the race of a call
     // that follows the first request within one drain, made certain).
     let (called, resumed) = (d.join("called"), d.join("resumed"));
-    let agent_pid = agent.pid().expect("agent runs") as i32;
-    // SAFETY: plain kill(2) on the agent, our own child.
-    unsafe { libc::kill(agent_pid, libc::SIGSTOP) };
-    let resume = {
-        let (called, resumed) = (called.clone(), resumed.clone());
-        std::thread::spawn(move || {
-            let deadline = std::time::Instant::now() + WAIT;
-            while !called.exists() && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            // SAFETY: as above.
-            unsafe { libc::kill(agent_pid, libc::SIGCONT) };
-            std::fs::write(&resumed, "").unwrap();
-        })
-    };
     let plan = json!({"sessions": [{"server": [env.python.display().to_string(), "-m", "mcp_server_git", "--repository", path(&repo)],
         "env": {"HOME": path(&d)},
         "steps": [{"call": "git_status", "args": {"repo_path": path(&repo)}},
                   {"touch": path(&called)}, {"wait_for_file": path(&resumed)}, {"sleep": 0.5}]}]});
-    let report = env.drive(&plan);
-    resume.join().unwrap();
+    agent.signal(libc::SIGSTOP);
+    let report = std::thread::scope(|s| {
+        s.spawn(|| {
+            let deadline = std::time::Instant::now() + WAIT;
+            while !called.exists() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            agent.signal(libc::SIGCONT);
+            std::fs::write(&resumed, "").unwrap();
+        });
+        env.drive(&plan)
+    });
     let session = &report["sessions"][0];
     assert!(session.get("error").is_none(), "{report}");
     assert_eq!(session["steps"][0]["outcome"], "ok", "{report}");

@@ -685,7 +685,6 @@ fn dashboard_shows_what_a_call_did_its_alert_and_the_tools_never_called() {
         "env": {"MCPTAP_TEST_EFFECTS": "1"},
         "steps": [
             {"list_tools": true},
-            {"sleep": 0.3},
             {"call": "read_file", "args": {"path": input}},
             {"call": "http_get", "args": {"port": web_port, "host": "api.mcptap.test"}},
             {"call": "http_get", "args": {"port": web_port, "host": "elsewhere.example"}},

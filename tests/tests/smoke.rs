@@ -192,10 +192,7 @@ fn a_calls_file_and_program_are_its_own() {
     let web_port = web.local_addr().unwrap().port();
     serve(web, b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
     let plan = json!({"sessions": [{"server": env.test_server(), "env": {"MCPTAP_TEST_EFFECTS": "1"},
-    // A pause first: effects are the server's once the agent has read its
-    // first request (see tests/tests/effects.rs).
     "steps": [
-        {"sleep": 0.3},
         {"call": "read_file", "args": {"path": input}},
         {"call": "run", "args": {"argv": [python, "-c", "pass"]}},
         {"call": "resolve_and_connect", "args": {"resolver": "127.0.0.77", "name": "web.mcptap.test", "port": web_port}},
