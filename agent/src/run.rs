@@ -186,8 +186,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             ready = capture.readable() => {
                 ready?;
                 drain_all(&mut capture, &mut pipeline, &mut recorder).await;
+                publish_if_changed(&mut capture, &metrics);
             }
-            _ = drain.tick() => drain_all(&mut capture, &mut pipeline, &mut recorder).await,
+            _ = drain.tick() => {
+                drain_all(&mut capture, &mut pipeline, &mut recorder).await;
+                publish_if_changed(&mut capture, &metrics);
+            }
             _ = tick.tick() => {
                 metrics.heartbeat_ms.store(chrono::Utc::now().timestamp_millis(), std::sync::atomic::Ordering::Relaxed);
                 drain_all(&mut capture, &mut pipeline, &mut recorder).await;
@@ -438,6 +442,14 @@ pub fn replay_records(
     }
     pipeline.finish();
     Ok(records)
+}
+
+/// What is hooked changed while draining (a new server's TLS library was
+/// probed): published now, not at the next tick.
+fn publish_if_changed(capture: &mut Capture, metrics: &Metrics) {
+    if capture.take_tls_changed() {
+        publish_capture_state(capture, metrics);
+    }
 }
 
 fn publish_capture_state(capture: &Capture, metrics: &Metrics) {

@@ -410,6 +410,11 @@ impl Capture {
         }
     }
 
+    /// Whether TLS probes were attached or detached since the last call.
+    pub fn take_tls_changed(&mut self) -> bool {
+        self.tls.as_mut().is_some_and(|tls| tls.take_changed())
+    }
+
     /// Files carrying the TLS probes, by kind, and the processes with
     /// probes of their own.
     pub fn tls_hooked(&self) -> (Vec<(tls::target::Library, tls::target::FileKind, usize)>, usize) {

@@ -189,6 +189,9 @@ pub struct TlsHooks {
     /// uprobe waits for an RCU grace period (~100 ms each here), which
     /// would stall the ring buffer drain for a second per process.
     detacher: Option<std::sync::mpsc::Sender<Vec<aya::programs::uprobe::UProbeLink>>>,
+    /// Probes attached or detached, or a file found unsupported, since the
+    /// agent last published them (see `take_changed`).
+    changed: bool,
 }
 
 impl Drop for TlsHooks {
@@ -232,7 +235,17 @@ impl TlsHooks {
             verdicts: Verdicts::load(verdicts_file),
             discovery: DiscoveryCounts::default(),
             detacher: spawn_detacher(),
+            changed: false,
         }
+    }
+
+    /// Whether probes were attached or detached (or a file found that
+    /// cannot be probed) since the last call: the
+    /// agent then publishes what is hooked at once rather than at its next
+    /// one-second tick (a scrape right after a server's first calls must
+    /// see the probes that caught them).
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
     }
 
     /// A process not tracked moved its first TLS record: probe its TLS
@@ -537,6 +550,7 @@ impl TlsHooks {
 
     /// Detaches links (off the drain path when the detacher runs).
     fn detach(&mut self, ebpf: &mut Ebpf, links: Vec<(&'static str, UProbeLinkId)>) {
+        self.changed |= !links.is_empty();
         let mut owned = Vec::new();
         for (program, link) in links {
             if let Some(p) = ebpf.program_mut(program).and_then(|p| <&mut UProbe>::try_from(p).ok()) {
@@ -761,6 +775,7 @@ impl TlsHooks {
             Finding::Nothing => None,
             Finding::Unsupported(u) => {
                 *self.unsupported.entry(u.reason).or_default() += 1;
+                self.changed = true;
                 tracing::warn!(path = %path.display(), reason = u.reason, "TLS not captured: {}", u.message);
                 None
             }
@@ -777,6 +792,7 @@ impl TlsHooks {
         if !self.global.insert(id) {
             return;
         }
+        self.changed = true;
         let links = self.attach(ebpf, &target, path, UProbeScope::AllProcesses);
         if !links.is_empty() {
             tracing::info!(path = %path.display(), library = target.library.as_str(), version = target.detail.as_deref(), "hooked TLS for every process");
@@ -837,6 +853,7 @@ impl TlsHooks {
                     let gone = matches!(scope, UProbeScope::OneProcess(pid) if !Path::new("/proc").join(pid.to_string()).exists());
                     if !gone {
                         self.errors += 1;
+                        self.changed = true;
                         tracing::warn!(path = %path.display(), function = probe.function, "cannot attach the TLS probe: {err}");
                     }
                     // All or none: an entry without its return would
@@ -846,6 +863,7 @@ impl TlsHooks {
                 }
             }
         }
+        self.changed |= !links.is_empty();
         links
     }
 }
