@@ -418,6 +418,71 @@ fn client_side_only_calling_an_https_server() {
     assert_eq!(m.value("mcp_server_operations_total", &[]), 0.0);
 }
 
+/// Only the clients are watched: the server at the other end of their
+/// loopback connection is found from the socket tables. A server restarted
+/// on the same port is the new process, not the one that listened there
+/// before (the agent hears of neither's exit: it does not watch them).
+#[test]
+fn a_watched_clients_server_restarted_on_the_same_port_is_the_new_process() {
+    let env = env();
+    let port = free_port();
+    let start_server = || {
+        env.server_command(
+            "restarted",
+            &format!(
+                "exec '{}' http_server.py --port {port} --name e2e-restarted",
+                env.python.display()
+            ),
+            port,
+        )
+    };
+    // Both clients exist before the agent starts, each waiting for its go.
+    let gates: Vec<std::path::PathBuf> = (0..2)
+        .map(|i| env.artifacts.join(format!("restarted-go-{i}")))
+        .collect();
+    let drivers: Vec<std::process::Child> = gates
+        .iter()
+        .map(|go| {
+            let _ = std::fs::remove_file(go);
+            env.drive_command(&json!({"sessions": [{
+                "url": format!("http://127.0.0.1:{port}/mcp"), "client_name": "restart-client", "start_after": go,
+                "steps": [{"call": "add", "args": {"a": 1, "b": 2}, "repeat": 2}]
+            }]}))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    let pids: Vec<String> = drivers.iter().map(|d| d.id().to_string()).collect();
+    let agent = Agent::start(
+        &env,
+        "restarted_server",
+        &["--no-discovery", "--pid", &pids[0], "--pid", &pids[1]],
+    );
+    let mut server: Option<Server> = None;
+    for (driver, go) in drivers.into_iter().zip(&gates) {
+        drop(server.take()); // the first server exits; the second listens on its port
+        let srv = start_server();
+        let client_pid = u64::from(driver.id());
+        std::fs::write(go, b"").unwrap();
+        mcptap_tests::parse_report("drive.py", &driver.wait_with_output().unwrap());
+        let events = agent.wait_events("the client's calls", WAIT, |ev| {
+            count(&observed(ev, "client", client_pid), "tools/call", Some("add"), "ok") == 2
+        });
+        let ops = observed(&events, "client", client_pid);
+        assert_eq!(count(&ops, "initialize", None, "ok"), 1, "{}", summary(&ops));
+        for e in &ops {
+            assert_eq!(e["server.port"], port, "{e}");
+            assert_eq!(
+                e["server"]["process"]["pid"],
+                srv.pid(),
+                "the server listening now, not the one before: {e}"
+            );
+        }
+        server = Some(srv);
+    }
+}
+
 #[test]
 fn legacy_http_sse_transport() {
     let env = env();

@@ -50,6 +50,17 @@ pub const MAX_ANCESTRY: usize = 8;
 /// process's descriptors).
 const PEER_SCANS_PER_SECOND: u32 = 20;
 
+/// How long "no process listens there" holds before the sockets are
+/// scanned again for that address.
+const NO_LISTENER_RETRY: Duration = Duration::from_secs(5);
+
+/// Who listens on a loopback address, as last found.
+#[derive(Debug, Clone, Copy)]
+struct Listener {
+    owner: Option<u32>,
+    at: Instant,
+}
+
 #[derive(Debug)]
 pub struct Enricher {
     proc_root: PathBuf,
@@ -57,8 +68,10 @@ pub struct Enricher {
     stdio_clients: HashMap<u32, Option<(Arc<ProcessInfo>, ClientFoundBy)>>,
     scans: (Instant, u32),
     pub peer_scans_skipped: u64,
-    /// Owners of loopback servers' listening sockets, by address.
-    listeners: HashMap<std::net::SocketAddr, Option<u32>>,
+    /// Owners of loopback servers' listening sockets, by address. An owner
+    /// holds while it lives (a server restarted on the same port is looked
+    /// up again); none found holds for [`NO_LISTENER_RETRY`].
+    listeners: HashMap<std::net::SocketAddr, Listener>,
 }
 
 impl Enricher {
@@ -151,8 +164,12 @@ impl Enricher {
         if !peer.ip().is_loopback() {
             return None;
         }
-        if let Some(&pid) = self.listeners.get(&peer) {
-            return pid;
+        if let Some(&known) = self.listeners.get(&peer) {
+            match known.owner {
+                Some(pid) if self.proc_root.join(pid.to_string()).exists() => return Some(pid),
+                None if known.at.elapsed() < NO_LISTENER_RETRY => return None,
+                _ => {} // its owner is gone, or time to look again
+            }
         }
         let now = Instant::now();
         if now.duration_since(self.scans.0) >= Duration::from_secs(1) {
@@ -169,7 +186,7 @@ impl Enricher {
             .find(|e| e.state == crate::procnet::LISTEN && e.local.port() == peer.port())
             .map(|e| e.inode);
         let owner = inode.and_then(|ino| crate::procnet::inode_owner(&self.proc_root, ino));
-        self.listeners.insert(peer, owner);
+        self.listeners.insert(peer, Listener { owner, at: now });
         if let Some(pid) = owner {
             let _ = self.process(pid);
         }
@@ -239,15 +256,85 @@ impl Enricher {
         self.stdio_clients.remove(&pid);
     }
 
-    /// The process is gone; its facts are no longer needed.
+    /// The process is gone; its facts are no longer needed, nor the
+    /// addresses it listened on.
     pub fn forget(&mut self, pid: u32) {
         self.processes.remove(&pid);
         self.stdio_clients.remove(&pid);
+        self.listeners.retain(|_, l| l.owner != Some(pid));
     }
 }
 
 impl crate::session::conns::SocketResolver for Enricher {
     fn resolve(&mut self, tgid: u32, fd: i32, open: Option<&SocketOpen>, facts: &ConnFacts) {
         self.resolve_connection(tgid, fd, open, facts);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{fs, os::unix::fs::symlink, path::Path};
+
+    use super::*;
+
+    const PORT: u16 = 0x1F90; // 8080
+
+    /// A /proc with the client (pid 100) and its network namespace's TCP
+    /// table: one socket listening on 127.0.0.1:8080, inode `inode`.
+    fn proc_with_listener(root: &Path, inode: u64) {
+        let net = root.join("100/net");
+        fs::create_dir_all(&net).unwrap();
+        fs::write(
+            net.join("tcp"),
+            format!(
+                "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:{PORT:04X} 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 {inode} 1 0000000000000000 100 0 0 10 0\n"
+            ),
+        )
+        .unwrap();
+    }
+
+    fn server_process(root: &Path, pid: u32, inode: u64) {
+        let fd = root.join(format!("{pid}/fd"));
+        fs::create_dir_all(&fd).unwrap();
+        symlink(format!("socket:[{inode}]"), fd.join("3")).unwrap();
+    }
+
+    #[test]
+    fn a_server_restarted_on_the_same_port_is_the_new_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let server: std::net::SocketAddr = format!("127.0.0.1:{PORT}").parse().unwrap();
+        proc_with_listener(root, 5);
+        server_process(root, 200, 5);
+        let mut e = Enricher::new(root.to_path_buf());
+        assert_eq!(e.find_loopback_server(100, server), Some(200));
+
+        // 200 exits (the agent may not hear of it); 300 listens there now.
+        fs::remove_dir_all(root.join("200")).unwrap();
+        proc_with_listener(root, 6);
+        server_process(root, 300, 6);
+        assert_eq!(e.find_loopback_server(100, server), Some(300));
+
+        // Heard of: its addresses go with it.
+        e.forget(300);
+        assert_eq!(e.tables().iter().find(|t| t.0 == "listeners").map(|t| t.1), Some(0));
+    }
+
+    #[test]
+    fn no_listener_found_is_looked_for_again_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let server: std::net::SocketAddr = format!("127.0.0.1:{PORT}").parse().unwrap();
+        fs::create_dir_all(root.join("100/net")).unwrap();
+        let mut e = Enricher::new(root.to_path_buf());
+        assert_eq!(e.find_loopback_server(100, server), None);
+        proc_with_listener(root, 7);
+        server_process(root, 400, 7);
+        // Held for a while: no scan per event of a connection nobody owns.
+        assert_eq!(e.find_loopback_server(100, server), None);
+        if let Some(l) = e.listeners.get_mut(&server) {
+            l.at = l.at.checked_sub(NO_LISTENER_RETRY).expect("an instant 5 s back");
+        }
+        assert_eq!(e.find_loopback_server(100, server), Some(400));
     }
 }
