@@ -731,6 +731,7 @@ pub mod testing {
                     }),
                     systemd_unit: Some("x.service".into()),
                 }),
+                start_ticks: Some(1000),
             })
         };
         Event {

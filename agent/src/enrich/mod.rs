@@ -1,6 +1,7 @@
 //! Enrichment stage: who is behind a session. Processes are read from /proc
 //! once, when first needed (a process may be gone by the time its last
-//! operation ends), and cached by pid until it exits or runs a new program.
+//! operation ends), and cached by pid until it exits or runs a new program
+//! (processes the agent does not track are checked by `prune`).
 //!
 //! - stdio: the server is the watched process; its client is the process
 //!   holding the other end of its stdin pipe;
@@ -50,6 +51,9 @@ pub const MAX_ANCESTRY: usize = 8;
 /// process's descriptors).
 const PEER_SCANS_PER_SECOND: u32 = 20;
 
+/// How often cached processes are checked against /proc.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
+
 /// How long "no process listens there" holds before the sockets are
 /// scanned again for that address.
 const NO_LISTENER_RETRY: Duration = Duration::from_secs(5);
@@ -72,6 +76,7 @@ pub struct Enricher {
     /// holds while it lives (a server restarted on the same port is looked
     /// up again); none found holds for [`NO_LISTENER_RETRY`].
     listeners: HashMap<std::net::SocketAddr, Listener>,
+    pruned: Instant,
 }
 
 impl Enricher {
@@ -83,6 +88,31 @@ impl Enricher {
             scans: (Instant::now(), 0),
             peer_scans_skipped: 0,
             listeners: HashMap::new(),
+            pruned: Instant::now(),
+        }
+    }
+
+    /// Every [`PRUNE_EVERY`]: drops what is cached about processes that are
+    /// gone or whose pid another process now has. The agent hears of the
+    /// exits of the processes it tracks; clients, their ancestors and
+    /// loopback servers it only reads are checked here, so a long-running
+    /// agent neither keeps them forever nor names a later process by them.
+    pub fn prune(&mut self) {
+        if self.pruned.elapsed() < PRUNE_EVERY {
+            return;
+        }
+        self.pruned = Instant::now();
+        let stale: Vec<u32> = self
+            .processes
+            .iter()
+            .filter(|(_, info)| {
+                info.as_ref()
+                    .is_none_or(|i| !process::still_running(&self.proc_root, i))
+            })
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in stale {
+            self.forget(pid);
         }
     }
 
@@ -318,6 +348,46 @@ mod tests {
         // Heard of: its addresses go with it.
         e.forget(300);
         assert_eq!(e.tables().iter().find(|t| t.0 == "listeners").map(|t| t.1), Some(0));
+    }
+
+    /// /proc/PID/stat of a process started at `start` ticks.
+    fn stat(root: &Path, pid: u32, comm: &str, start: u64) {
+        let dir = root.join(pid.to_string());
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("stat"),
+            format!("{pid} ({comm}) S 1 {pid} {pid} 0 -1 4194304 0 0 0 0 0 0 0 0 20 0 1 0 {start} 0 0\n"),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn processes_gone_or_whose_pid_was_reused_are_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        stat(root, 500, "claude", 1000);
+        stat(root, 501, "bash", 1001);
+        let mut e = Enricher::new(root.to_path_buf());
+        assert_eq!(e.process(500).map(|p| p.comm.clone()).as_deref(), Some("claude"));
+        assert_eq!(e.process(501).and_then(|p| p.start_ticks), Some(1001));
+
+        // 500 exits and its pid goes to another program; 501 exits.
+        stat(root, 500, "curl", 9000);
+        fs::remove_dir_all(root.join("501")).unwrap();
+        e.prune();
+        assert_eq!(
+            e.process(500).map(|p| p.comm.clone()).as_deref(),
+            Some("claude"),
+            "checked every PRUNE_EVERY, not at each call"
+        );
+        e.pruned = e.pruned.checked_sub(PRUNE_EVERY).expect("an instant 10 s back");
+        e.prune();
+        assert_eq!(e.process(500).map(|p| p.comm.clone()).as_deref(), Some("curl"));
+        assert!(e.process(501).is_none());
+        e.pruned = e.pruned.checked_sub(PRUNE_EVERY).expect("an instant 10 s back");
+        e.prune();
+        let cached = |e: &Enricher| e.tables().iter().find(|t| t.0 == "processes").map(|t| t.1);
+        assert_eq!(cached(&e), Some(1), "only the running one is kept");
     }
 
     #[test]

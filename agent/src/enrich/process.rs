@@ -27,6 +27,10 @@ pub struct ProcessInfo {
     /// cgroup, container, pod, systemd unit.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub placement: Option<super::cgroup::Placement>,
+    /// Start, in clock ticks since boot: with the pid, what tells this
+    /// process from a later one given the same pid.
+    #[serde(skip)]
+    pub start_ticks: Option<u64>,
 }
 
 /// Reads a process's facts; `None` when it is gone.
@@ -62,7 +66,18 @@ pub fn read(proc_root: &std::path::Path, pid: u32) -> Option<ProcessInfo> {
         user: uid.and_then(user_name),
         start_time: start_ticks.and_then(start_time_rfc3339),
         placement: super::cgroup::read(proc_root, pid, std::path::Path::new("/var/log/pods")),
+        start_ticks,
     })
+}
+
+/// Whether `info` still describes a running process: its pid is there and
+/// started when it did (not gone, not a later process given the same pid).
+pub fn still_running(proc_root: &std::path::Path, info: &ProcessInfo) -> bool {
+    let Ok(stat) = fs::read_to_string(proc_root.join(info.pid.to_string()).join("stat")) else {
+        return false;
+    };
+    let start = parse_stat(&stat).and_then(|(_, fields)| fields.get(19).and_then(|f| f.parse::<u64>().ok()));
+    start == info.start_ticks
 }
 
 /// Splits /proc/PID/stat into comm and the fields after it (comm may hold

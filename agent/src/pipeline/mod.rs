@@ -312,6 +312,7 @@ impl Pipeline {
         self.inventory.persist();
         self.sessions.expire(now_ns, &mut self.outputs);
         self.dispatch(control);
+        self.enricher.prune();
         self.metrics
             .peer_scans_skipped
             .set(self.enricher.peer_scans_skipped as i64);
