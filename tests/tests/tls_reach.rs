@@ -206,6 +206,77 @@ fn go_https_server_plain_stripped_and_pie_seen_from_both_sides() {
     assert_eq!(m.value("mcptap_capture_lost_total", &[]), 0.0);
 }
 
+/// A Go server's executable rewritten in place between two runs (`cp` of
+/// another build over it: same device and inode, another program). The
+/// probes on it for every process that runs it (pinned by discovery, or
+/// host-wide) were at the first build's offsets: they go as soon as the
+/// agent sees the change, the file is read again, and the second build's
+/// run is seen whole. (With the old
+/// probes left in place, the second build panics in crypto/tls: a probe at
+/// an offset of the other build breaks the program.)
+#[test]
+fn a_go_server_rewritten_in_place_is_read_again() {
+    let env = env();
+    rewritten_in_place(&env, "tls_go_rewritten", &[]);
+    // The host-wide mode: probes on every TLS file for every process.
+    rewritten_in_place(&env, "tls_go_rewritten_host_wide", &["--tls-discovery"]);
+}
+
+fn rewritten_in_place(env: &Env, label: &str, args: &[&str]) {
+    use std::os::unix::fs::MetadataExt;
+    let host_wide = args.contains(&"--tls-discovery");
+    let agent = Agent::start(env, label, args);
+    let cert = env.cert(label);
+    let exe = env.artifacts.join(format!("{label}-server"));
+    let _ = std::fs::remove_file(&exe);
+    let mut inode = None;
+    for build in ["server", "server-pie"] {
+        // std::fs::copy truncates and writes an existing file: same inode.
+        std::fs::copy(env.go_peers.join(build), &exe).expect("copy the Go server");
+        let ino = std::fs::metadata(&exe).unwrap().ino();
+        assert_eq!(*inode.get_or_insert(ino), ino, "rewritten in place");
+        if build == "server-pie" {
+            // The old probes are gone before the new build runs (a run
+            // that starts sooner meets them: see docs/tls.md).
+            agent.wait_log("a probed file changed on disk", WAIT);
+            agent.wait_log("probes detached", WAIT);
+        }
+        let name = format!("e2e-go-rewritten-{build}");
+        let port = mcptap_tests::free_port();
+        let srv = env.server_command(
+            &format!("{label}-{build}"),
+            &format!(
+                "exec {} -port {port} -cert {} -key {} -name {name}",
+                exe.display(),
+                cert.cert.display(),
+                cert.key.display()
+            ),
+            port,
+        );
+        let url = format!("https://127.0.0.1:{port}/mcp");
+        let plan = python_plan(&url, &cert, "py-to-rewritten");
+        if host_wide {
+            // Probed from the start; one run first all the same (the
+            // measured one must not be its first).
+            env.drive(&plan);
+        } else {
+            warm_up(&agent, srv.pid(), || client_pid(&env.drive(&plan)));
+        }
+        python_run_seen_whole(
+            env,
+            &agent,
+            &plan,
+            &srv,
+            &name,
+            "py-to-rewritten",
+            &format!("Go {build} ({label}), copied over the previous build"),
+        );
+    }
+    let m = agent.metrics();
+    assert_eq!(m.value("mcptap_tls_hook_errors", &[]), 0.0);
+    assert_eq!(m.value("mcptap_capture_lost_total", &[]), 0.0);
+}
+
 #[test]
 fn go_https_client_seen_from_both_sides() {
     let env = env();

@@ -361,11 +361,12 @@ impl Capture {
     }
 
     /// After a drain: processes that became tracked get their TLS probes,
-    /// those that ended lose them.
+    /// those that ended lose them, programs rewritten in place lose theirs.
     pub fn after_drain(&mut self) {
         let (tracked, exited) = self.selection.take_changes();
         let seen = std::mem::take(&mut self.tls_seen);
         if let Some(tls) = &mut self.tls {
+            tls.check_rewritten(&mut self.ebpf);
             for pid in seen {
                 if tls.on_tls_seen(&mut self.ebpf, pid) {
                     self.selection.set_tls_probed(pid, true);

@@ -88,6 +88,9 @@ const RESCAN_AFTER: &[Duration] = &[
 /// How often tracked processes are looked at again (late dlopen).
 const TRACKED_RESCAN: Duration = Duration::from_secs(5);
 
+/// How often pinned programs are checked for a rewrite in place.
+const REWRITE_CHECK: Duration = Duration::from_millis(10);
+
 /// How long an untracked process's TLS library is probed for discovery.
 pub const PROBE_WINDOW: Duration = Duration::from_secs(30);
 
@@ -135,6 +138,27 @@ pub struct DiscoveryCounts {
 /// A file identity: device and inode.
 type FileId = (u64, u64);
 
+/// What tells one content of a file from another under the same device and
+/// inode: a file rewritten in place (`cp` over it), or a new file given an
+/// inode number freed since, has another size, modification or change time
+/// (the change time cannot be set back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &fs::Metadata) -> Stamp {
+        Stamp {
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
 /// Probes attached for one tracked process.
 #[derive(Default)]
 struct Scoped {
@@ -158,7 +182,32 @@ struct Pinned {
     /// Whether one spoke MCP (kept for [`MCP_TTL`]; [`NOT_MCP_TTL`]
     /// otherwise, or until it is found not to).
     mcp: bool,
+    on: OnFile,
+}
+
+/// Probes on a file for every process: a pinned program, or a library in
+/// the host-wide mode.
+struct OnFile {
     links: Vec<(&'static str, UProbeLinkId)>,
+    /// The path attached through, and the file found there then: the
+    /// probes' offsets are that content's.
+    path: PathBuf,
+    seen: (FileId, Stamp),
+}
+
+impl OnFile {
+    fn new(links: Vec<(&'static str, UProbeLinkId)>, path: &Path, meta: &fs::Metadata) -> OnFile {
+        OnFile {
+            links,
+            path: path.to_path_buf(),
+            seen: ((meta.dev(), meta.ino()), Stamp::of(meta)),
+        }
+    }
+
+    /// The same file (device and inode) holds another content now.
+    fn rewritten(&self) -> bool {
+        fs::metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.seen.0 && Stamp::of(&m) != self.seen.1)
+    }
 }
 
 pub struct TlsHooks {
@@ -166,12 +215,15 @@ pub struct TlsHooks {
     /// Files looked at: `None` when not probed (no TLS library mcptap
     /// knows, or one it cannot probe safely).
     files: HashMap<FileId, Option<Target>>,
+    /// Each file's stamp when it was looked at: what was learnt from it
+    /// holds while the stamp does.
+    stamps: HashMap<FileId, Stamp>,
     /// Files recognised but not probed, by reason (each file once).
     pub unsupported: HashMap<&'static str, u64>,
     /// Libraries whose kernel programs did not load.
     disabled: Vec<Library>,
     /// Files hooked for every process (host-wide mode).
-    global: HashSet<FileId>,
+    global: HashMap<FileId, OnFile>,
     /// Executables hooked for every process that runs them.
     pinned: HashMap<FileId, Pinned>,
     /// Probes per tracked process (scoped mode).
@@ -192,6 +244,7 @@ pub struct TlsHooks {
     /// Probes attached or detached, or a file found unsupported, since the
     /// agent last published them (see `take_changed`).
     changed: bool,
+    rewrite_checked: Instant,
 }
 
 impl Drop for TlsHooks {
@@ -225,7 +278,8 @@ impl TlsHooks {
             files: HashMap::new(),
             unsupported: HashMap::new(),
             disabled,
-            global: HashSet::new(),
+            stamps: HashMap::new(),
+            global: HashMap::new(),
             pinned: HashMap::new(),
             scoped: HashMap::new(),
             errors: 0,
@@ -236,6 +290,7 @@ impl TlsHooks {
             discovery: DiscoveryCounts::default(),
             detacher: spawn_detacher(),
             changed: false,
+            rewrite_checked: Instant::now(),
         }
     }
 
@@ -363,13 +418,13 @@ impl TlsHooks {
                 let Ok(entries) = fs::read_dir(dir) else { continue };
                 for e in entries.flatten() {
                     if openssl::is_libssl(&e.file_name().to_string_lossy()) {
-                        self.hook_global(ebpf, &e.path(), None, FileKind::SharedLibrary);
+                        self.hook_global(ebpf, &e.path(), None, FileKind::SharedLibrary, None);
                     }
                 }
             }
             for exe in ["node", "nodejs"] {
                 if let Some(path) = which(exe) {
-                    self.hook_global(ebpf, &path, None, FileKind::Executable);
+                    self.hook_global(ebpf, &path, None, FileKind::Executable, None);
                 }
             }
             for pid in pids() {
@@ -486,7 +541,7 @@ impl TlsHooks {
                 if self.pinned.get(&id).is_some_and(|p| !p.mcp)
                     && let Some(p) = self.pinned.remove(&id)
                 {
-                    self.detach(ebpf, p.links);
+                    self.detach(ebpf, p.on.links);
                 }
                 continue;
             }
@@ -526,6 +581,13 @@ impl TlsHooks {
         let Some(Some(target)) = self.files.get(&id).cloned() else {
             return;
         };
+        let Ok(meta) = fs::metadata(path) else { return };
+        let stamp = Stamp::of(&meta);
+        if self.stamps.get(&id) != Some(&stamp) {
+            // Changed since it was read: read again at its next exec.
+            tracing::debug!(path = %path.display(), "the program changed since it was read: not pinned");
+            return;
+        }
         let links = self.attach(ebpf, &target, path, UProbeScope::AllProcesses);
         if links.is_empty() {
             return;
@@ -543,7 +605,7 @@ impl TlsHooks {
             Pinned {
                 at: Instant::now(),
                 mcp,
-                links,
+                on: OnFile::new(links, path, &meta),
             },
         );
     }
@@ -663,6 +725,30 @@ impl TlsHooks {
         probed
     }
 
+    /// Files probed for every process (pinned programs, host-wide
+    /// libraries) rewritten in place, `cp` over them between two runs:
+    /// their probes are at the old content's offsets, and go. Checked after
+    /// every drain, at most every [`REWRITE_CHECK`] (a stat per file), so
+    /// the probes go soon after the first byte written; a process that maps
+    /// the file before they are all gone still meets them (docs/tls.md).
+    pub fn check_rewritten(&mut self, ebpf: &mut Ebpf) {
+        if (self.pinned.is_empty() && self.global.is_empty()) || self.rewrite_checked.elapsed() < REWRITE_CHECK {
+            return;
+        }
+        self.rewrite_checked = Instant::now();
+        let rewritten: Vec<(FileId, PathBuf)> = self
+            .pinned
+            .iter()
+            .map(|(id, p)| (id, &p.on))
+            .chain(self.global.iter())
+            .filter(|(_, on)| on.rewritten())
+            .map(|(id, on)| (*id, on.path.clone()))
+            .collect();
+        for (id, path) in rewritten {
+            self.file_changed(ebpf, id, &path);
+        }
+    }
+
     /// Periodic work: rescans of tracked processes (late dlopen), and
     /// probes of processes that ended unnoticed.
     pub fn tick(&mut self, ebpf: &mut Ebpf, tracked: &[u32]) {
@@ -691,7 +777,7 @@ impl TlsHooks {
                 .collect();
             for id in stale {
                 if let Some(p) = self.pinned.remove(&id) {
-                    self.detach(ebpf, p.links);
+                    self.detach(ebpf, p.on.links);
                 }
             }
         }
@@ -699,7 +785,7 @@ impl TlsHooks {
 
     /// Files with probes, by library and kind.
     pub fn hooked_files(&self) -> Vec<(Library, FileKind, usize)> {
-        let mut files: HashSet<FileId> = self.global.clone();
+        let mut files: HashSet<FileId> = self.global.keys().copied().collect();
         files.extend(self.pinned.keys().copied());
         for s in self.scoped.values() {
             files.extend(s.links.iter().map(|(id, _, _)| *id));
@@ -747,8 +833,8 @@ impl TlsHooks {
             };
             // The path as that process sees it, from our mount namespace.
             let path = proc_dir.join("root").join(m.path.trim_start_matches('/'));
-            if self.host_wide && !self.global.contains(&m.id) {
-                self.hook_global(ebpf, &path, Some(m.id), kind);
+            if self.host_wide && !self.global.contains_key(&m.id) {
+                self.hook_global(ebpf, &path, Some(m.id), kind, Some((pid, m.path)));
             }
             if scoped && !self.host_wide {
                 self.hook_scoped(ebpf, pid, &path, m.path, m.id, kind);
@@ -757,13 +843,17 @@ impl TlsHooks {
     }
 
     /// What a file carries, looked at once.
-    fn target(&mut self, path: &Path, id: Option<FileId>, kind: FileKind) -> Option<(FileId, Target)> {
+    fn target(&mut self, ebpf: &mut Ebpf, path: &Path, id: Option<FileId>, kind: FileKind) -> Option<(FileId, Target)> {
         let meta = fs::metadata(path).ok()?;
+        let stamp = Stamp::of(&meta);
         // Overlay filesystems show another device and inode through the
         // path than in the maps (the real file): remember both.
         let id = id.unwrap_or((meta.dev(), meta.ino()));
         if let Some(known) = self.files.get(&id) {
-            return known.clone().map(|t| (id, t));
+            if self.stamps.get(&id) == Some(&stamp) {
+                return known.clone().map(|t| (id, t));
+            }
+            self.file_changed(ebpf, id, path);
         }
         let target = match target::identify(path, kind) {
             Finding::Tls(t) if self.disabled.contains(&t.library) => {
@@ -782,21 +872,71 @@ impl TlsHooks {
         };
         self.files.insert(id, target.clone());
         self.files.insert((meta.dev(), meta.ino()), target.clone());
+        self.stamps.insert(id, stamp);
+        self.stamps.insert((meta.dev(), meta.ino()), stamp);
         target.map(|t| (id, t))
     }
 
-    fn hook_global(&mut self, ebpf: &mut Ebpf, path: &Path, id: Option<FileId>, kind: FileKind) {
-        let Some((id, target)) = self.target(path, id, kind) else {
+    /// The file known as `id` is not the one read then (rewritten in place,
+    /// or a new file given its inode number): what was learnt from it goes,
+    /// and so do the probes pinned on it, at the old content's offsets (a
+    /// probe inside an instruction of the new program would break it).
+    fn file_changed(&mut self, ebpf: &mut Ebpf, id: FileId, path: &Path) {
+        tracing::warn!(path = %path.display(), "a probed file changed on disk: its probes are removed, it is read again");
+        self.files.remove(&id);
+        self.stamps.remove(&id);
+        if let Some(p) = self.pinned.remove(&id) {
+            self.detach_now(ebpf, p.on.links);
+        }
+        if let Some(g) = self.global.remove(&id) {
+            self.detach_now(ebpf, g.links);
+        }
+    }
+
+    /// Detaches links here and now, for probes that must be gone before
+    /// anything else happens: a probe attached again at an offset still
+    /// probed would share the old probe's copy of the instruction there.
+    /// Each detach waits for a grace period, one after the other (~90 ms
+    /// each on this host's kernel, threads or not): the drain stalls that
+    /// long, once per rewritten program.
+    fn detach_now(&mut self, ebpf: &mut Ebpf, links: Vec<(&'static str, UProbeLinkId)>) {
+        self.changed |= !links.is_empty();
+        let (n, started) = (links.len(), Instant::now());
+        for (program, link) in links {
+            if let Some(p) = ebpf.program_mut(program).and_then(|p| <&mut UProbe>::try_from(p).ok()) {
+                drop(p.detach(link));
+            }
+        }
+        tracing::info!(links = n, ms = started.elapsed().as_millis() as u64, "probes detached");
+    }
+
+    /// `seen`: the process it was found in, and the path as that process
+    /// sees it (the file is then watched through our root if it is the same
+    /// file: the process may be gone by the time it is rewritten).
+    fn hook_global(
+        &mut self,
+        ebpf: &mut Ebpf,
+        path: &Path,
+        id: Option<FileId>,
+        kind: FileKind,
+        seen: Option<(u32, &str)>,
+    ) {
+        let Some((id, target)) = self.target(ebpf, path, id, kind) else {
             return;
         };
-        if !self.global.insert(id) {
+        if self.global.contains_key(&id) {
             return;
         }
+        let watched = seen
+            .and_then(|(pid, seen_as)| self.stable_path(pid, seen_as, id))
+            .unwrap_or_else(|| path.to_path_buf());
+        let Ok(meta) = fs::metadata(&watched) else { return };
         self.changed = true;
         let links = self.attach(ebpf, &target, path, UProbeScope::AllProcesses);
         if !links.is_empty() {
             tracing::info!(path = %path.display(), library = target.library.as_str(), version = target.detail.as_deref(), "hooked TLS for every process");
         }
+        self.global.insert(id, OnFile::new(links, &watched, &meta));
     }
 
     /// `path`: from here; `seen_as`: as the process sees it.
@@ -805,7 +945,7 @@ impl TlsHooks {
             return;
         }
         let Some(nz) = NonZeroU32::new(pid) else { return };
-        let Some((_, target)) = self.target(path, Some(id), kind) else {
+        let Some((_, target)) = self.target(ebpf, path, Some(id), kind) else {
             return;
         };
         // A pinned executable already has probes for every process; a
@@ -972,6 +1112,26 @@ fn parse_maps_line(line: &str) -> Option<MapsLine<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_rewritten_in_place_is_told_from_one_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server");
+        fs::write(&path, b"first build").unwrap();
+        let on = OnFile::new(Vec::new(), &path, &fs::metadata(&path).unwrap());
+        assert!(!on.rewritten(), "untouched");
+        // `cp` over it: same inode, another content.
+        std::thread::sleep(Duration::from_millis(20));
+        fs::write(&path, b"second build").unwrap();
+        assert!(on.rewritten());
+        // A new file renamed over it (`install`, a package manager): the
+        // probes are on the old inode, which the running processes keep.
+        let on = OnFile::new(Vec::new(), &path, &fs::metadata(&path).unwrap());
+        let new = dir.path().join("server.new");
+        fs::write(&new, b"third build").unwrap();
+        fs::rename(&new, &path).unwrap();
+        assert!(!on.rewritten());
+    }
 
     #[test]
     fn parses_maps_lines() {
