@@ -271,6 +271,33 @@ fn rewritten_in_place(env: &Env, label: &str, args: &[&str]) {
             "py-to-rewritten",
             &format!("Go {build} ({label}), copied over the previous build"),
         );
+        if build == "server-pie" {
+            // Its times change while it runs (chmod to the same mode). An
+            // executable being run cannot be written: the same program,
+            // probed again at the agent's next rescan of what it tracks.
+            let hooked = |agent: &Agent| agent.log_text().matches("hooked TLS for every process").count();
+            let before = hooked(&agent);
+            let mode = std::fs::metadata(&exe).unwrap().permissions();
+            std::fs::set_permissions(&exe, mode).expect("chmod");
+            let deadline = std::time::Instant::now() + WAIT;
+            while hooked(&agent) == before {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the running server's program was not probed again:\n{}",
+                    agent.log_text()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            python_run_seen_whole(
+                env,
+                &agent,
+                &plan,
+                &srv,
+                &name,
+                "py-to-rewritten",
+                &format!("Go {build} ({label}), after a chmod while it runs"),
+            );
+        }
     }
     let m = agent.metrics();
     assert_eq!(m.value("mcptap_tls_hook_errors", &[]), 0.0);

@@ -891,6 +891,16 @@ impl TlsHooks {
         if let Some(g) = self.global.remove(&id) {
             self.detach_now(ebpf, g.links);
         }
+        // Tracked processes running it as a program (no probes of their own
+        // on it) are looked at again at their next rescan: an executable
+        // being run cannot be written (ETXTBSY), so for one still running
+        // it only the times changed (chmod, touch), and the file read again
+        // gets its probes back.
+        for s in self.scoped.values_mut() {
+            if !s.links.iter().any(|(f, _, _)| *f == id) {
+                s.files.remove(&id);
+            }
+        }
     }
 
     /// Detaches links here and now, for probes that must be gone before
