@@ -159,6 +159,16 @@ impl Stamp {
     }
 }
 
+/// What a file carries, as read when its stamp was this: it holds while the
+/// stamp does.
+#[derive(Clone)]
+struct Known {
+    stamp: Stamp,
+    /// `None` when not probed (no TLS library mcptap knows, or one it
+    /// cannot probe safely).
+    target: Option<Target>,
+}
+
 /// Probes attached for one tracked process.
 #[derive(Default)]
 struct Scoped {
@@ -212,12 +222,8 @@ impl OnFile {
 
 pub struct TlsHooks {
     host_wide: bool,
-    /// Files looked at: `None` when not probed (no TLS library mcptap
-    /// knows, or one it cannot probe safely).
-    files: HashMap<FileId, Option<Target>>,
-    /// Each file's stamp when it was looked at: what was learnt from it
-    /// holds while the stamp does.
-    stamps: HashMap<FileId, Stamp>,
+    /// Files looked at.
+    files: HashMap<FileId, Known>,
     /// Files recognised but not probed, by reason (each file once).
     pub unsupported: HashMap<&'static str, u64>,
     /// Libraries whose kernel programs did not load.
@@ -278,7 +284,6 @@ impl TlsHooks {
             files: HashMap::new(),
             unsupported: HashMap::new(),
             disabled,
-            stamps: HashMap::new(),
             global: HashMap::new(),
             pinned: HashMap::new(),
             scoped: HashMap::new(),
@@ -526,12 +531,7 @@ impl TlsHooks {
             .map(|s| {
                 s.files
                     .iter()
-                    .filter(|(id, _)| {
-                        self.files
-                            .get(id)
-                            .and_then(|t| t.as_ref())
-                            .is_some_and(|t| t.program_file)
-                    })
+                    .filter(|(id, _)| self.known_target(id).is_some_and(|t| t.program_file))
                     .map(|(id, (seen_as, _))| (*id, seen_as.clone()))
                     .collect()
             })
@@ -563,7 +563,7 @@ impl TlsHooks {
         [PathBuf::from(seen_as), through_process].into_iter().find(|p| {
             fs::metadata(p).is_ok_and(|m| {
                 let same = (m.dev(), m.ino());
-                same == id || self.files.get(&same) == self.files.get(&id)
+                same == id || self.files.get(&same).map(|k| &k.target) == self.files.get(&id).map(|k| &k.target)
             })
         })
     }
@@ -578,12 +578,15 @@ impl TlsHooks {
             p.mcp |= mcp;
             return;
         }
-        let Some(Some(target)) = self.files.get(&id).cloned() else {
+        let Some(Known {
+            stamp,
+            target: Some(target),
+        }) = self.files.get(&id).cloned()
+        else {
             return;
         };
         let Ok(meta) = fs::metadata(path) else { return };
-        let stamp = Stamp::of(&meta);
-        if self.stamps.get(&id) != Some(&stamp) {
+        if Stamp::of(&meta) != stamp {
             // Changed since it was read: read again at its next exec.
             tracing::debug!(path = %path.display(), "the program changed since it was read: not pinned");
             return;
@@ -612,13 +615,19 @@ impl TlsHooks {
 
     /// Detaches links (off the drain path when the detacher runs).
     fn detach(&mut self, ebpf: &mut Ebpf, links: Vec<(&'static str, UProbeLinkId)>) {
+        self.detach_links(ebpf, links, self.detacher.is_some());
+    }
+
+    /// Detaches links, here or (`off_drain`) in the detacher.
+    fn detach_links(&mut self, ebpf: &mut Ebpf, links: Vec<(&'static str, UProbeLinkId)>, off_drain: bool) {
         self.changed |= !links.is_empty();
         let mut owned = Vec::new();
         for (program, link) in links {
             if let Some(p) = ebpf.program_mut(program).and_then(|p| <&mut UProbe>::try_from(p).ok()) {
-                match &self.detacher {
-                    Some(_) => owned.extend(p.take_link(link).ok()),
-                    None => drop(p.detach(link)),
+                if off_drain {
+                    owned.extend(p.take_link(link).ok());
+                } else {
+                    drop(p.detach(link));
                 }
             }
         }
@@ -795,7 +804,7 @@ impl TlsHooks {
             for kind in FileKind::ALL {
                 let n = files
                     .iter()
-                    .filter_map(|id| self.files.get(id)?.as_ref())
+                    .filter_map(|id| self.known_target(id))
                     .filter(|t| t.library == library && t.kind == kind)
                     .count();
                 out.push((library, kind, n));
@@ -850,8 +859,8 @@ impl TlsHooks {
         // path than in the maps (the real file): remember both.
         let id = id.unwrap_or((meta.dev(), meta.ino()));
         if let Some(known) = self.files.get(&id) {
-            if self.stamps.get(&id) == Some(&stamp) {
-                return known.clone().map(|t| (id, t));
+            if known.stamp == stamp {
+                return known.target.clone().map(|t| (id, t));
             }
             self.file_changed(ebpf, id, path);
         }
@@ -870,11 +879,18 @@ impl TlsHooks {
                 None
             }
         };
-        self.files.insert(id, target.clone());
-        self.files.insert((meta.dev(), meta.ino()), target.clone());
-        self.stamps.insert(id, stamp);
-        self.stamps.insert((meta.dev(), meta.ino()), stamp);
+        let known = Known {
+            stamp,
+            target: target.clone(),
+        };
+        self.files.insert(id, known.clone());
+        self.files.insert((meta.dev(), meta.ino()), known);
         target.map(|t| (id, t))
+    }
+
+    /// What is probed in a file looked at, if anything.
+    fn known_target(&self, id: &FileId) -> Option<&Target> {
+        self.files.get(id)?.target.as_ref()
     }
 
     /// The file known as `id` is not the one read then (rewritten in place,
@@ -884,7 +900,6 @@ impl TlsHooks {
     fn file_changed(&mut self, ebpf: &mut Ebpf, id: FileId, path: &Path) {
         tracing::warn!(path = %path.display(), "a probed file changed on disk: its probes are removed, it is read again");
         self.files.remove(&id);
-        self.stamps.remove(&id);
         if let Some(p) = self.pinned.remove(&id) {
             self.detach_now(ebpf, p.on.links);
         }
@@ -910,13 +925,8 @@ impl TlsHooks {
     /// each on this host's kernel, threads or not): the drain stalls that
     /// long, once per rewritten program.
     fn detach_now(&mut self, ebpf: &mut Ebpf, links: Vec<(&'static str, UProbeLinkId)>) {
-        self.changed |= !links.is_empty();
         let (n, started) = (links.len(), Instant::now());
-        for (program, link) in links {
-            if let Some(p) = ebpf.program_mut(program).and_then(|p| <&mut UProbe>::try_from(p).ok()) {
-                drop(p.detach(link));
-            }
-        }
+        self.detach_links(ebpf, links, false);
         tracing::info!(links = n, ms = started.elapsed().as_millis() as u64, "probes detached");
     }
 
