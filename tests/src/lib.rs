@@ -150,6 +150,15 @@ impl Drop for Server {
     }
 }
 
+/// Waits until `ok` holds, checking every 100 ms.
+pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A self-signed certificate for 127.0.0.1.
 pub struct Cert {
     pub cert: PathBuf,
@@ -194,8 +203,13 @@ impl Env {
     /// The Go MCP server (tests/peers/go/server) of build `build`
     /// (`server`, `server-stripped`, `server-pie`) over HTTPS.
     pub fn go_server(&self, build: &str, name: &str, cert: &Cert) -> Server {
+        self.go_server_from(&self.go_peers.join(build), name, cert)
+    }
+
+    /// The Go MCP server from the executable `binary` (a copy, altered or
+    /// not, of one of the builds) over HTTPS.
+    pub fn go_server_from(&self, binary: &Path, name: &str, cert: &Cert) -> Server {
         let port = free_port();
-        let binary = self.go_peers.join(build);
         assert!(
             binary.exists(),
             "{} is not built: run `cargo xtask setup`",

@@ -9,10 +9,10 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use mcptap_tests::{Agent, Env, env, free_port, read_events, summary};
+use mcptap_tests::{Agent, Env, env, free_port, read_events, summary, wait_until};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -51,14 +51,6 @@ fn ids(events: &[Value]) -> BTreeMap<String, usize> {
             .or_insert(0) += 1;
     }
     out
-}
-
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The agent's events as each sink must have them: exactly the same ids,

@@ -241,19 +241,9 @@ fn rewritten_in_place(env: &Env, label: &str, args: &[&str]) {
             agent.wait_log("a probed file changed on disk", WAIT);
             agent.wait_log("probes detached", WAIT);
         }
-        let name = format!("e2e-go-rewritten-{build}");
-        let port = mcptap_tests::free_port();
-        let srv = env.server_command(
-            &format!("{label}-{build}"),
-            &format!(
-                "exec {} -port {port} -cert {} -key {} -name {name}",
-                exe.display(),
-                cert.cert.display(),
-                cert.key.display()
-            ),
-            port,
-        );
-        let url = format!("https://127.0.0.1:{port}/mcp");
+        let name = format!("e2e-{label}-{build}");
+        let srv = env.go_server_from(&exe, &name, &cert);
+        let url = format!("https://127.0.0.1:{}/mcp", srv.port);
         let plan = python_plan(&url, &cert, "py-to-rewritten");
         if host_wide {
             // Probed from the start; one run first all the same (the
@@ -279,15 +269,9 @@ fn rewritten_in_place(env: &Env, label: &str, args: &[&str]) {
             let before = hooked(&agent);
             let mode = std::fs::metadata(&exe).unwrap().permissions();
             std::fs::set_permissions(&exe, mode).expect("chmod");
-            let deadline = std::time::Instant::now() + WAIT;
-            while hooked(&agent) == before {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the running server's program was not probed again:\n{}",
-                    agent.log_text()
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            mcptap_tests::wait_until("the running server's program to be probed again", WAIT, || {
+                hooked(&agent) > before
+            });
             python_run_seen_whole(
                 env,
                 &agent,
@@ -453,18 +437,8 @@ fn an_altered_go_binary_is_reported_not_probed() {
     let altered = altered_go_server(&env);
     let agent = Agent::start(&env, "tls_go_altered", &[]);
     let cert = env.cert("go_altered");
-    let port = mcptap_tests::free_port();
-    let srv = env.server_command(
-        "go-altered",
-        &format!(
-            "exec {} -port {port} -cert {} -key {} -name e2e-go-altered",
-            altered.display(),
-            cert.cert.display(),
-            cert.key.display()
-        ),
-        port,
-    );
-    let url = format!("https://127.0.0.1:{port}/mcp");
+    let srv = env.go_server_from(&altered, "e2e-go-altered", &cert);
+    let url = format!("https://127.0.0.1:{}/mcp", srv.port);
     let plan = python_plan(&url, &cert, "py-to-altered");
     env.drive(&plan);
     let report = env.drive(&plan);
