@@ -48,9 +48,19 @@ pub enum Command {
     /// where mcptap would probe it, or why it would not (no root, no kernel):
     /// what to run when a program's HTTPS is not seen.
     TlsInfo(TlsInfoArgs),
+    /// Print the dashboard's address with its token (the agent keeps it in
+    /// its state directory, readable by root only).
+    UiUrl(UiUrlArgs),
     /// Install the agent as a service: `mcptap install systemd`.
     #[command(subcommand)]
     Install(crate::install::Install),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct UiUrlArgs {
+    /// The agent's state directory.
+    #[arg(long, default_value = "/var/lib/mcptap", value_name = "DIR")]
+    pub state_dir: std::path::PathBuf,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -211,7 +221,9 @@ pub struct RunArgs {
     pub api_socket: String,
 
     /// Serve the web dashboard on this address (e.g. 127.0.0.1:9465). Off by
-    /// default. An address other hosts can reach needs a bearer token.
+    /// default. It always needs a bearer token (loopback too): the agent
+    /// makes one unless given one, and `mcptap ui-url` prints the address
+    /// with it.
     #[arg(long, value_name = "ADDR")]
     pub ui: Option<SocketAddr>,
 

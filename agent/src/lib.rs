@@ -23,6 +23,7 @@ pub mod inventory;
 pub mod mask;
 pub mod pipeline;
 pub mod policy;
+pub mod procmem;
 pub mod procnet;
 pub mod protocol;
 pub mod reassembly;

@@ -51,6 +51,7 @@ fn main() -> std::process::ExitCode {
             run::replay(args)
         }
         cli::Command::Install(what) => install::run(what),
+        cli::Command::UiUrl(args) => run::ui_url(&args.state_dir),
         cli::Command::TlsInfo(args) => {
             init_logging("warn");
             return mcptap::capture::tls::print_info(&args.files);

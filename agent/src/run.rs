@@ -31,6 +31,11 @@ const BATCH: usize = 4096;
 const DRAIN_EVERY: Duration = Duration::from_millis(10);
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // Everything the agent writes (events files, the store, spools, state)
+    // can hold what other users' calls did: its own only, whatever the
+    // umask it was started with.
+    // SAFETY: umask has no preconditions.
+    unsafe { libc::umask(0o077) };
     let metrics = Arc::new(Metrics::new());
 
     // Fail on a taken port or an unwritable file before touching the kernel.
@@ -52,10 +57,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         live: live.clone(),
     });
-    let ui_token = ui_token(&args)?;
     let ui_listener = match args.ui {
-        Some(addr) => Some(crate::api::bind_ui(addr, ui_token.as_deref()).await?),
+        Some(addr) => Some(crate::api::bind_ui(addr).await?),
         None => None,
+    };
+    let ui_token = match (&ui_listener, args.ui) {
+        (Some(_), Some(addr)) => Some(ui_token(&args, state_dir.as_deref(), addr)?),
+        _ => None,
     };
     let (sinks, sink_workers) = sinks::start(
         sink_configs(&args)?,
@@ -63,6 +71,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         state_dir.as_deref().map(|d| d.join("spool")).as_deref(),
         metrics.clone(),
     )?;
+    let jwt_keys = jwt_keys(&args)?;
     let policy = match &args.policy {
         Some(path) => {
             let p = crate::policy::Policy::load(path)?;
@@ -106,6 +115,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         live,
         token: None,
         audit: Some(audit_trail),
+        hosts: None,
     };
     if args.api_socket != "off" {
         let (path, state) = (std::path::PathBuf::from(&args.api_socket), api_state.clone());
@@ -119,6 +129,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         let state = crate::api::ApiState {
             token: ui_token.map(Into::into),
+            hosts: crate::api::allowed_hosts(addr),
             ..api_state.clone()
         };
         tokio::spawn(async move {
@@ -163,6 +174,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             // syscall exits, so no arguments follow its execs.
             exec_args: !(capture.kernel.object == crate::capture::kernel::ObjectKind::Compat
                 && capture.hooks.family == crate::capture::hooks::HookFamily::Tracepoint),
+            jwt_keys: jwt_keys.clone(),
         },
         metrics.clone(),
         Box::new(sinks),
@@ -177,6 +189,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut kernel_counters_seen = [0u64; mcptap_common::counter::COUNT as usize];
     let mut ticks = 0u64;
     let mut recorder = args.record.as_deref().map(Recorder::create).transpose()?;
+    let tls_wake = capture.tls_wake();
     publish_capture_state(&capture, &metrics);
     metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!("mcptap is running");
@@ -190,6 +203,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             _ = drain.tick() => {
                 drain_all(&mut capture, &mut pipeline, &mut recorder).await;
+                publish_if_changed(&mut capture, &metrics);
+            }
+            // A TLS file's inspection finished: its probes go in now.
+            _ = notified(tls_wake.as_deref()) => {
+                capture.after_drain();
                 publish_if_changed(&mut capture, &metrics);
             }
             _ = tick.tick() => {
@@ -211,6 +229,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 // Events already captured are handled under the old policy.
                 drain_all(&mut capture, &mut pipeline, &mut recorder).await;
                 reload_policy(args.policy.as_deref(), &mut pipeline, &metrics);
+                // After a log rotation: event files are opened again.
+                crate::sinks::reopen_files();
             }
             _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break; }
@@ -243,9 +263,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The dashboard's bearer token: `--ui-token-file`, else `MCPTAP_UI_TOKEN`.
-fn ui_token(args: &RunArgs) -> anyhow::Result<Option<String>> {
-    let token = match &args.ui_token_file {
+/// The keys JWTs are checked against (`[identity]` of `--config`); a JWKS
+/// URL is fetched in the background, now and every hour.
+fn jwt_keys(args: &RunArgs) -> anyhow::Result<Option<Arc<crate::enrich::identity::JwtKeys>>> {
+    let Some(path) = &args.config else { return Ok(None) };
+    let Some(config) = crate::sinks::config::load_identity(path)? else {
+        return Ok(None);
+    };
+    let keys = Arc::new(crate::enrich::identity::JwtKeys::new(&config)?);
+    if let Some(url) = config.jwks_url.clone() {
+        tokio::spawn(crate::enrich::identity::refresh_jwks(url, keys.clone()));
+    }
+    tracing::info!("JWTs are verified against the configured keys");
+    Ok(Some(keys))
+}
+
+/// The dashboard's bearer token: `--ui-token-file`, else `MCPTAP_UI_TOKEN`,
+/// else one of the agent's own, kept in the state directory (`ui.token`,
+/// mode 0600) across restarts. The page's address with it is written to
+/// `ui.url` (0600) for `mcptap ui-url`.
+fn ui_token(args: &RunArgs, state_dir: Option<&std::path::Path>, addr: std::net::SocketAddr) -> anyhow::Result<String> {
+    let given = match &args.ui_token_file {
         Some(path) => Some(
             std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read --ui-token-file {}", path.display()))?
@@ -254,10 +292,67 @@ fn ui_token(args: &RunArgs) -> anyhow::Result<Option<String>> {
         ),
         None => std::env::var("MCPTAP_UI_TOKEN").ok().map(|t| t.trim().to_string()),
     };
-    match token {
+    let token = match given {
         Some(t) if t.len() < 16 => anyhow::bail!("the dashboard's token is too short: use at least 16 characters"),
-        t => Ok(t),
+        Some(t) => t,
+        None => own_ui_token(state_dir)?,
+    };
+    let url = format!("http://{addr}/#token={token}\n");
+    match state_dir {
+        Some(dir) => {
+            crate::statefile::write_private(&dir.join(UI_URL_FILE), url.as_bytes())
+                .with_context(|| format!("cannot write {}", dir.join(UI_URL_FILE).display()))?;
+            tracing::info!(
+                "the dashboard needs its token: `mcptap ui-url` (as root) prints its address with it ({})",
+                dir.join(UI_URL_FILE).display()
+            );
+        }
+        None => tracing::warn!(
+            "no state directory: the dashboard's token is this run's only; give one with --ui-token-file"
+        ),
     }
+    Ok(token)
+}
+
+/// Where the dashboard's address and token are written for `mcptap ui-url`.
+pub const UI_URL_FILE: &str = "ui.url";
+
+/// The agent's own dashboard token: read from the state directory, or made
+/// (32 random bytes, hex) and kept there.
+fn own_ui_token(state_dir: Option<&std::path::Path>) -> anyhow::Result<String> {
+    use ring::rand::SecureRandom;
+    let path = state_dir.map(|d| d.join("ui.token"));
+    if let Some(t) = path
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .map(|t| t.trim().to_string())
+        .filter(|t| t.len() >= 32)
+    {
+        return Ok(t);
+    }
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("no randomness for the dashboard's token"))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    if let Some(p) = &path {
+        crate::statefile::write_private(p, token.as_bytes())
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    Ok(token)
+}
+
+/// `mcptap ui-url`: the running dashboard's address with its token.
+pub fn ui_url(state_dir: &std::path::Path) -> anyhow::Result<()> {
+    let path = state_dir.join(UI_URL_FILE);
+    let url = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read {} (is the agent running with --ui, and are you root?)",
+            path.display()
+        )
+    })?;
+    print!("{url}");
+    Ok(())
 }
 
 /// How long network sinks get at shutdown to deliver what is spooled.
@@ -316,12 +411,21 @@ fn reload_policy(path: Option<&std::path::Path>, pipeline: &mut Pipeline, metric
 /// The state directory, created when missing; `None` (with a warning) when
 /// it cannot be used: what must survive restarts then does not.
 fn prepare_state_dir(dir: &std::path::Path) -> Option<std::path::PathBuf> {
-    match std::fs::create_dir_all(dir) {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
         Ok(()) => Some(dir.to_path_buf()),
         Err(err) => {
             tracing::warn!(dir = %dir.display(), "state directory unusable ({err}): first uses are not remembered across restarts");
             None
         }
+    }
+}
+
+/// Resolves when `notify` is notified (never without one).
+async fn notified(notify: Option<&tokio::sync::Notify>) {
+    match notify {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -425,6 +529,7 @@ pub fn replay_records(
             proc_root,
             effects: crate::effects::EffectLimits::default(),
             exec_args: true,
+            jwt_keys: None,
         },
         metrics,
         sink,
@@ -463,8 +568,8 @@ fn publish_capture_state(capture: &Capture, metrics: &Metrics) {
     }
     metrics.tls_hooked_processes.set(processes as i64);
     if let Some(tls) = &capture.tls {
-        metrics.tls_hook_errors.set(tls.errors as i64);
-        for (reason, n) in &tls.unsupported {
+        metrics.tls_hook_errors.set(tls.errors() as i64);
+        for (reason, n) in tls.unsupported() {
             metrics.tls_unsupported.with_label_values(&[reason]).set(*n as i64);
         }
         metrics.tls_discovery(&tls.discovery);
@@ -493,11 +598,12 @@ pub async fn floor(hooks: crate::capture::HookChoice) -> anyhow::Result<()> {
 
 /// `mcptap check`: everything `run` does to the kernel, then stop.
 pub async fn check(hooks: crate::capture::HookChoice) -> anyhow::Result<()> {
-    let capture = Capture::start(&CaptureOptions {
+    let mut capture = Capture::start(&CaptureOptions {
         tls_discovery: true,
         hooks,
         ..CaptureOptions::new(1 << 20)
     })?;
+    capture.settle_tls(std::time::Duration::from_secs(30));
     let hooked: usize = capture.tls_hooked().0.iter().map(|(_, _, n)| n).sum();
     let (kernel, hooks) = (capture.kernel.clone(), capture.hooks.clone());
     drop(capture);

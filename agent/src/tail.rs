@@ -63,9 +63,9 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
                     return;
                 }
                 let line = if name == "lagged" {
-                    format!("… {data} events skipped: this terminal did not keep up")
+                    format!("… {} events skipped: this terminal did not keep up", printable(data))
                 } else if args.json {
-                    data.to_string()
+                    json_for_terminal(data).into_owned()
                 } else {
                     match serde_json::from_str::<Value>(data) {
                         Ok(e) => pretty(&e, color),
@@ -85,8 +85,71 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
     }
 }
 
-/// One line: time, status, method and tool, duration, who.
+/// Whether a character would act on a terminal rather than show: C0 and
+/// C1 controls (ESC starts a sequence, U+009B is one by itself, a newline
+/// forges a line) and the bidirectional overrides (text shown in another
+/// order than it is).
+fn acts_on_terminal(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Text a peer wrote, made safe to print: what would act on the terminal
+/// is shown escaped (`\u{1b}`).
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(acts_on_terminal) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(
+        s.chars()
+            .map(|c| {
+                if acts_on_terminal(c) {
+                    c.escape_unicode().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+/// A JSON line made safe to print: serde_json escapes C0 controls already;
+/// C1 controls and bidirectional overrides are escaped too (`\u009b`),
+/// which keeps it the same JSON.
+fn json_for_terminal(line: &str) -> std::borrow::Cow<'_, str> {
+    if !line.chars().any(acts_on_terminal) {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    std::borrow::Cow::Owned(
+        line.chars()
+            .map(|c| {
+                if acts_on_terminal(c) {
+                    format!("\\u{:04x}", c as u32)
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+/// Every string of a JSON value made [`printable`].
+pub fn printable_value(v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(printable(s).into_owned()),
+        Value::Array(items) => Value::Array(items.iter().map(printable_value).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (printable(k).into_owned(), printable_value(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// One line: time, status, method and tool, duration, who. Every value a
+/// peer chose is [`printable`].
 pub fn pretty(e: &Value, color: bool) -> String {
+    let e = &printable_value(e);
     let s = |k: &str| e.get(k).and_then(Value::as_str);
     let paint = |code: &str, text: &str| {
         if color {
@@ -171,5 +234,26 @@ mod tests {
         let a = json!({"event.type": "mcp.alert", "time": "2026-11-22T08:39:10.521942Z",
             "alert": {"kind": "policy_violation", "message": "tool \"refuse\" is denied"}});
         assert!(pretty(&a, false).contains("ALERT      policy_violation: tool \"refuse\" is denied"));
+    }
+
+    #[test]
+    fn what_peers_wrote_cannot_act_on_the_terminal() {
+        let e = json!({"event.type": "mcp.operation", "time": "2026-11-22T08:39:10.521942Z", "status": "ok",
+            "mcp.method.name": "tools/call", "gen_ai.tool.name": "x\n08:39:11.000 ok forged\u{1b}[2J\u{9b}31m\u{202e}",
+            "server": {"name": "demo\r"}, "client": {"name": "c"}});
+        let line = pretty(&e, true);
+        assert!(
+            !line.contains('\n') && !line.contains('\r') && !line.contains('\u{9b}') && !line.contains('\u{202e}'),
+            "{line:?}"
+        );
+        // Only the tail's own colours remain as escape sequences.
+        assert_eq!(line.matches('\u{1b}').count(), 2, "{line:?}");
+        assert!(line.contains("\\u{1b}[2J"), "{line:?}");
+        // JSON lines: the same JSON, escaped.
+        let raw = "{\"n\":\"a\u{9b}b\u{202e}\"}";
+        let safe = json_for_terminal(raw);
+        assert!(!safe.contains('\u{9b}'), "{safe}");
+        let back: Value = serde_json::from_str(&safe).unwrap();
+        assert_eq!(back["n"], "a\u{9b}b\u{202e}");
     }
 }

@@ -145,16 +145,21 @@ async fn event_loop(terminal: &mut ratatui::DefaultTerminal, client: &ApiClient,
 async fn fetch(client: &ApiClient, app: &mut App) {
     let q = app.query();
     match client.get(&format!("/api/summary{q}")).await {
+        // Names are what peers chose: nothing in them may act on the
+        // terminal (escape sequences, newlines).
         Ok(s) => {
-            app.summary = Some(s);
+            app.summary = Some(crate::tail::printable_value(&s));
             app.error = None;
         }
-        Err(e) => app.error = Some(e.to_string()),
+        Err(e) => app.error = Some(crate::tail::printable(&e.to_string()).into_owned()),
     }
     let mut calls_q = q.clone();
     calls_q.push_str(if calls_q.is_empty() { "?limit=12" } else { "&limit=12" });
     if let Ok(c) = client.get(&format!("/api/calls{calls_q}")).await {
-        app.recent = c["calls"].as_array().cloned().unwrap_or_default();
+        app.recent = crate::tail::printable_value(&c)["calls"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
     }
 }
 

@@ -34,7 +34,7 @@ fn policy_alerts_on_calls_outside_scope_and_reloads() {
 [[server]]
 name = "e2e-governed"
 owner = "platform-team"
-allowed_clients = ["gov-client"]
+allowed_client_names = ["gov-client"]
 allowed_tools = ["add", "whoami", "refuse"]
 denied_tools = ["refuse"]
 allowed_users = ["root"]
@@ -82,7 +82,7 @@ error_rate = { threshold = 0.5, window_s = 60, min_calls = 3 }
 [[server]]
 name = "e2e-governed"
 owner = "platform-team"
-allowed_clients = ["gov-client"]
+allowed_client_names = ["gov-client"]
 allowed_tools = ["add", "whoami", "refuse"]
 allowed_users = ["root"]
 

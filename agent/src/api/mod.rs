@@ -1,8 +1,11 @@
 //! The local API over the event store: JSON for the dashboard and
 //! `mcptap top`, a server-sent event stream for `mcptap tail` and the live
 //! tail. Served on a unix socket (file permissions: root only) and, with
-//! `--ui`, on TCP with the dashboard's assets — a bearer token is required
-//! there whenever the address is not loopback.
+//! `--ui`, on TCP with the dashboard's assets. On TCP a bearer token is
+//! always required (loopback too: every local user can reach loopback),
+//! and on a loopback address the `Host` header must name it (a page of
+//! another site that rebinds its DNS name to 127.0.0.1 sends its own name:
+//! refused).
 //!
 //! | route | |
 //! |---|---|
@@ -52,6 +55,23 @@ pub struct ApiState {
     pub token: Option<Arc<str>>,
     /// Where reads of payloads are recorded (`mcp.audit`).
     pub audit: Option<audit::AuditTrail>,
+    /// `Host` values accepted (`None`: any).
+    pub hosts: Option<Arc<[String]>>,
+}
+
+/// The `Host` values a dashboard bound to `addr` accepts: on loopback its
+/// own address and `localhost` at its port; elsewhere any (the token is
+/// what guards it there, and the names it is reached by are the network's).
+pub fn allowed_hosts(addr: SocketAddr) -> Option<Arc<[String]>> {
+    if !addr.ip().is_loopback() {
+        return None;
+    }
+    let port = addr.port();
+    let mut hosts = vec![addr.to_string(), format!("localhost:{port}")];
+    if port == 80 {
+        hosts.extend([addr.ip().to_string(), "localhost".to_string()]);
+    }
+    Some(hosts.into())
 }
 
 fn router(state: ApiState, with_ui: bool) -> Router {
@@ -67,7 +87,27 @@ fn router(state: ApiState, with_ui: bool) -> Router {
             .route("/", get(|| asset(UrlPath("index.html".into()))))
             .route("/{*path}", get(asset));
     }
-    app.with_state(state)
+    app.layer(middleware::from_fn_with_state(state.clone(), check_host))
+        .with_state(state)
+}
+
+/// Refuses a request whose `Host` is not one the dashboard answers to.
+async fn check_host(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    if let Some(hosts) = &state.hosts {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+            return (
+                StatusCode::MISDIRECTED_REQUEST,
+                Json(json!({"error": "this dashboard answers to its own address only (Host header)"})),
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
 }
 
 /// Serves the API on a unix socket, readable by the agent's user only.
@@ -89,13 +129,8 @@ pub async fn serve_unix(path: PathBuf, state: ApiState) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Binds the dashboard's address; refuses a non-loopback one without a token.
-pub async fn bind_ui(addr: SocketAddr, token: Option<&str>) -> anyhow::Result<tokio::net::TcpListener> {
-    if !addr.ip().is_loopback() && token.is_none() {
-        anyhow::bail!(
-            "--ui {addr} is reachable from other hosts: give it a bearer token (--ui-token-file or MCPTAP_UI_TOKEN), or bind it to 127.0.0.1"
-        );
-    }
+/// Binds the dashboard's address.
+pub async fn bind_ui(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
             anyhow::anyhow!("cannot serve the dashboard on {addr}: the address is in use; pick another with --ui")
@@ -350,6 +385,7 @@ mod tests {
             live: tokio::sync::broadcast::channel(4).0,
             token: token.map(Into::into),
             audit: None,
+            hosts: None,
         }
     }
 
@@ -456,14 +492,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_dashboard_refuses_other_hosts_without_a_token() {
-        let err = bind_ui("0.0.0.0:0".parse().unwrap(), None).await.unwrap_err();
-        assert!(err.to_string().contains("bearer token"), "{err}");
-        assert!(bind_ui("127.0.0.1:0".parse().unwrap(), None).await.is_ok());
-        assert!(
-            bind_ui("0.0.0.0:0".parse().unwrap(), Some("0123456789abcdef"))
-                .await
-                .is_ok()
+    async fn a_loopback_dashboard_answers_to_its_own_address_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = state(dir.path(), Some("0123456789abcdef-token"));
+        st.hosts = allowed_hosts("127.0.0.1:9465".parse().unwrap());
+        let app = router(st, true);
+        let with_host = |host: &'static str| {
+            let app = app.clone();
+            async move {
+                let req = Request::builder()
+                    .uri("/api/summary")
+                    .header(header::HOST, host)
+                    .header(header::AUTHORIZATION, "Bearer 0123456789abcdef-token")
+                    .body(Body::empty())
+                    .unwrap();
+                app.oneshot(req).await.unwrap().status()
+            }
+        };
+        assert_eq!(with_host("127.0.0.1:9465").await, StatusCode::OK);
+        assert_eq!(with_host("localhost:9465").await, StatusCode::OK);
+        // A rebound DNS name: its own Host header.
+        assert_eq!(
+            with_host("attacker.example:9465").await,
+            StatusCode::MISDIRECTED_REQUEST
         );
+        assert_eq!(with_host("127.0.0.1:1").await, StatusCode::MISDIRECTED_REQUEST);
+        // Other addresses: any name (the token guards them).
+        assert!(allowed_hosts("10.0.0.5:9465".parse().unwrap()).is_none());
     }
 }

@@ -361,12 +361,15 @@ impl Capture {
     }
 
     /// After a drain: processes that became tracked get their TLS probes,
-    /// those that ended lose them, programs rewritten in place lose theirs.
+    /// those that ended lose them, programs rewritten in place lose theirs,
+    /// files the inspectors have read get the probes that waited for them.
     pub fn after_drain(&mut self) {
         let (tracked, exited) = self.selection.take_changes();
         let seen = std::mem::take(&mut self.tls_seen);
         if let Some(tls) = &mut self.tls {
-            tls.check_rewritten(&mut self.ebpf);
+            for pid in tls.poll(&mut self.ebpf) {
+                self.selection.set_tls_probed(pid, true);
+            }
             for pid in seen {
                 if tls.on_tls_seen(&mut self.ebpf, pid) {
                     self.selection.set_tls_probed(pid, true);
@@ -409,6 +412,25 @@ impl Capture {
             tls.tick(&mut self.ebpf, &tracked);
             tls.save_verdicts(false);
         }
+    }
+
+    /// Waits (at most `limit`) until the TLS files asked about are read and
+    /// probed (`mcptap check`).
+    pub fn settle_tls(&mut self, limit: std::time::Duration) {
+        let started = std::time::Instant::now();
+        while let Some(tls) = &mut self.tls {
+            tls.poll(&mut self.ebpf);
+            if !tls.busy() || started.elapsed() >= limit {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// Notified when a TLS file's inspection has finished (`None` without
+    /// TLS capture): the loop then calls `after_drain`.
+    pub fn tls_wake(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        self.tls.as_ref().map(|tls| tls.wake())
     }
 
     /// Whether TLS probes were attached or detached since the last call.

@@ -4,6 +4,13 @@
 //! is spawned by a helper process of its application (an extension host, a
 //! `node` child of Claude Code): the process and its ancestors are matched,
 //! nearest first, and the first known application wins.
+//!
+//! **Evidence, not claims.** A process is matched by its executable (the
+//! kernel's `/proc/PID/exe`) and, for a JavaScript runtime (node, bun,
+//! deno), by the script it runs; never by `argv[0]` or `comm`, which any
+//! process sets to whatever it likes. (A user may still run a copy of a
+//! program, or a script, from a path that looks like a known client's:
+//! docs/deploy.md's threat model says so.)
 
 use serde::Serialize;
 
@@ -58,17 +65,39 @@ const APPS: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// What a single process looks like, if it is a known application.
-pub fn app_of(p: &ProcessInfo) -> Option<&'static str> {
-    let mut hay = String::new();
-    if let Some(exe) = &p.exe {
-        hay.push_str(&exe.to_ascii_lowercase());
-        hay.push(' ');
+/// The file name of a process's executable.
+fn exe_name(p: &ProcessInfo) -> &str {
+    p.exe
+        .as_deref()
+        .map(|e| e.trim_end_matches(" (deleted)"))
+        .and_then(|e| e.rsplit('/').next())
+        .unwrap_or_default()
+}
+
+fn is_js_runtime(name: &str) -> bool {
+    matches!(name, "node" | "nodejs" | "bun" | "deno")
+}
+
+/// The script a JavaScript runtime runs: its first argument after the
+/// runtime's own options (`node --max-old-space-size=4096 cli.js`).
+fn script_of(p: &ProcessInfo) -> Option<&str> {
+    if !is_js_runtime(exe_name(p)) {
+        return None;
     }
-    hay.push_str(&p.comm.to_ascii_lowercase());
-    for a in p.cmdline.iter().take(3) {
+    p.cmdline
+        .iter()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .map(String::as_str)
+}
+
+/// What a single process looks like, if it is a known application: by its
+/// executable's path, and a JavaScript runtime's script.
+pub fn app_of(p: &ProcessInfo) -> Option<&'static str> {
+    let mut hay = p.exe.as_deref().unwrap_or_default().to_ascii_lowercase();
+    if let Some(script) = script_of(p) {
         hay.push(' ');
-        hay.push_str(&a.to_ascii_lowercase());
+        hay.push_str(&script.to_ascii_lowercase());
     }
     for (name, needles) in APPS {
         if needles.iter().any(|n| hay.contains(n)) {
@@ -77,7 +106,7 @@ pub fn app_of(p: &ProcessInfo) -> Option<&'static str> {
     }
     // Claude Code's binary is `claude`; Cursor's and Windsurf's main
     // executables are named after them.
-    match p.comm.as_str() {
+    match exe_name(p) {
         "claude" => Some("claude-code"),
         "cursor" | "Cursor" => Some("cursor"),
         "windsurf" => Some("windsurf"),
@@ -94,10 +123,10 @@ pub fn app_of_chain(chain: &[&ProcessInfo]) -> Option<&'static str> {
         return Some(app);
     }
     chain.iter().find_map(|p| {
-        let comm = p.comm.as_str();
-        if comm.starts_with("python") {
+        let name = exe_name(p);
+        if name.starts_with("python") {
             Some("python-agent")
-        } else if comm == "node" || comm == "bun" || comm == "deno" {
+        } else if is_js_runtime(name) {
             Some("node-agent")
         } else {
             None
@@ -158,6 +187,37 @@ mod tests {
             assert_eq!(app_of(&p), Some(want), "{p:?}");
         }
         assert_eq!(app_of(&proc("bash", "/usr/bin/bash", &["bash"])), None);
+    }
+
+    #[test]
+    fn argv0_and_comm_are_claims_not_evidence() {
+        // Python with argv[0] set to Claude Code's script, comm "claude".
+        let fake = proc(
+            "claude",
+            "/usr/bin/python3.11",
+            &["/usr/lib/node_modules/@anthropic-ai/claude-code/cli.js", "agent.py"],
+        );
+        assert_eq!(app_of(&fake), None);
+        assert_eq!(app_of_chain(&[&fake]), Some("python-agent"));
+        // Python running a "script" at such a path: a runtime that is not
+        // JavaScript does not run Claude Code.
+        let py = proc(
+            "python3",
+            "/usr/bin/python3.11",
+            &["python3", "/tmp/@anthropic-ai/claude-code/cli.js"],
+        );
+        assert_eq!(app_of(&py), None);
+        // Node with its options before the script.
+        let node = proc(
+            "node",
+            "/usr/bin/node",
+            &[
+                "node",
+                "--no-warnings",
+                "/usr/lib/node_modules/@anthropic-ai/claude-code/cli.js",
+            ],
+        );
+        assert_eq!(app_of(&node), Some("claude-code"));
     }
 
     #[test]

@@ -2,8 +2,13 @@
 //! never recorded itself:
 //!
 //! - a JWT bearer token: its claims (`sub`, `email`, `preferred_username`,
-//!   `client_id` or `azp`, `scope`, `iss`, `exp`). The signature is **not
-//!   verified** (mcptap has no keys): the event says so.
+//!   `client_id` or `azp`, `scope`, `iss`, `exp`). Its signature is
+//!   verified against the operator's keys (a JWKS file or URL,
+//!   `[identity]` in the configuration file: [`JwtKeys`]), with its expiry,
+//!   issuer and audience: `verified: true` only then. Without keys, or
+//!   when the check fails (`alg: none`, a wrong key, expired), the claims
+//!   are shown with `verified: false`: anyone can write them, and the
+//!   policy does not take them for the user unless told to.
 //! - any other bearer token (opaque): a keyed fingerprint (HMAC-SHA256
 //!   under a key of this host's, kept in the state directory), so that calls
 //!   can be grouped per credential without the credential being derivable.
@@ -11,7 +16,13 @@
 //!
 //! Claim values are masked like payloads (a claim could hold a secret).
 
-use std::{fs, io::Write, os::unix::fs::OpenOptionsExt, path::Path};
+use std::{
+    fs,
+    io::Write,
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock},
+};
 
 use base64::Engine;
 use ring::{hmac, rand::SecureRandom};
@@ -69,8 +80,9 @@ pub struct Identity {
     /// `exp`, seconds since the epoch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires: Option<i64>,
-    /// Whether the credential was verified: never (mcptap holds no keys).
-    /// Present for JWTs, whose claims anyone can write.
+    /// Whether a JWT's signature, expiry, issuer and audience were checked
+    /// against the operator's keys. Present for JWTs, whose claims anyone
+    /// can write.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verified: Option<bool>,
     /// Opaque tokens: `hmac-sha256:` and 16 hex digits.
@@ -79,6 +91,18 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// Whether the identity rests on evidence rather than on what the
+    /// caller wrote: a verified JWT, or an opaque token's fingerprint (only
+    /// its holder produces it). Unverified JWT claims and Basic's user
+    /// name (no password is checked) are claims.
+    pub fn is_evidence(&self) -> bool {
+        match self.source {
+            Some(Source::Jwt) => self.verified == Some(true),
+            Some(Source::BearerToken) => true,
+            Some(Source::Basic) | None => false,
+        }
+    }
+
     /// One name for the user, for metrics, the policy and the dashboard:
     /// the e-mail, else the user name, else the subject, else the client,
     /// else the token's fingerprint.
@@ -107,11 +131,149 @@ pub enum KeyError {
     Size(String),
     #[error("no randomness for the identity key")]
     Random,
+    #[error("the JWKS {0} is not usable: {1}")]
+    Jwks(String, String),
 }
 
-/// Derives identities; holds the fingerprint key.
+/// `[identity]` of the configuration file: where the keys JWTs are
+/// checked against come from, and what a token must say.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// A JWKS file (`{"keys": [...]}`), read at start.
+    pub jwks_file: Option<PathBuf>,
+    /// A JWKS URL, fetched at start and every hour.
+    pub jwks_url: Option<String>,
+    /// Accepted `iss` values (any when empty).
+    #[serde(default)]
+    pub issuers: Vec<String>,
+    /// Accepted `aud` values (not checked when empty).
+    #[serde(default)]
+    pub audiences: Vec<String>,
+}
+
+/// The operator's keys for JWTs and what a token must say.
+#[derive(Debug)]
+pub struct JwtKeys {
+    set: RwLock<jsonwebtoken::jwk::JwkSet>,
+    issuers: Vec<String>,
+    audiences: Vec<String>,
+}
+
+impl JwtKeys {
+    pub fn new(config: &JwtConfig) -> Result<JwtKeys, KeyError> {
+        let keys = JwtKeys {
+            set: RwLock::new(jsonwebtoken::jwk::JwkSet { keys: Vec::new() }),
+            issuers: config.issuers.clone(),
+            audiences: config.audiences.clone(),
+        };
+        if let Some(path) = &config.jwks_file {
+            let text = fs::read(path).map_err(|source| KeyError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+            keys.replace(&text)
+                .map_err(|e| KeyError::Jwks(path.display().to_string(), e))?;
+        }
+        Ok(keys)
+    }
+
+    /// Takes a JWKS document's keys in place of the current ones; returns
+    /// how many.
+    pub fn replace(&self, jwks: &[u8]) -> Result<usize, String> {
+        let set: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(jwks).map_err(|e| e.to_string())?;
+        let n = set.keys.len();
+        if let Ok(mut current) = self.set.write() {
+            *current = set;
+        }
+        Ok(n)
+    }
+
+    /// Checks a compact JWT: a key of the set that fits its header (by
+    /// `kid`, else every key of its algorithm) verifies its signature, and
+    /// its `exp`/`nbf`, issuer and audience hold.
+    pub fn verify(&self, token: &str) -> Result<(), String> {
+        use jsonwebtoken::{DecodingKey, Validation, decode, decode_header};
+        // `alg: none` and unknown algorithms fail here.
+        let header = decode_header(token).map_err(|e| e.to_string())?;
+        let set = self.set.read().map_err(|_| "keys unavailable".to_string())?;
+        let candidates: Vec<&jsonwebtoken::jwk::Jwk> = match &header.kid {
+            Some(kid) => set.find(kid).into_iter().collect(),
+            None => set.keys.iter().collect(),
+        };
+        if candidates.is_empty() {
+            return Err("no key for this token".into());
+        }
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = 60;
+        validation.validate_nbf = true;
+        if self.audiences.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&self.audiences);
+        }
+        if !self.issuers.is_empty() {
+            validation.set_issuer(&self.issuers);
+        }
+        let mut last = String::from("no key fits");
+        for jwk in candidates {
+            // A key declared for another algorithm does not verify this one.
+            if jwk
+                .common
+                .key_algorithm
+                .and_then(|a| a.to_string().parse::<jsonwebtoken::Algorithm>().ok())
+                .is_some_and(|a| a != header.alg)
+            {
+                continue;
+            }
+            let Ok(key) = DecodingKey::from_jwk(jwk) else { continue };
+            match decode::<serde_json::Value>(token, &key, &validation) {
+                Ok(_) => return Ok(()),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(last)
+    }
+}
+
+/// Fetches a JWKS URL into `keys` now and every hour, for the agent's
+/// life; failures are logged (tokens stay unverified until a fetch works).
+pub async fn refresh_jwks(url: String, keys: Arc<JwtKeys>) {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build();
+    let Ok(client) = client else {
+        tracing::warn!("cannot build an HTTP client for the JWKS: JWTs stay unverified");
+        return;
+    };
+    loop {
+        let fetched = async {
+            let resp = client.get(&url).send().await.map_err(|e| e.to_string())?;
+            if !resp.status().is_success() {
+                return Err(format!("HTTP {}", resp.status()));
+            }
+            let body = resp.bytes().await.map_err(|e| e.to_string())?;
+            if body.len() > 1 << 20 {
+                return Err("larger than 1 MiB".into());
+            }
+            keys.replace(&body)
+        }
+        .await;
+        match fetched {
+            Ok(n) => tracing::info!(url, keys = n, "JWKS fetched"),
+            Err(e) => tracing::warn!(
+                url,
+                "cannot fetch the JWKS ({e}): JWTs are not verified until it can be"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    }
+}
+
+/// Derives identities; holds the fingerprint key and the JWT keys.
 pub struct Identifier {
     key: hmac::Key,
+    jwt_keys: Option<Arc<JwtKeys>>,
 }
 
 impl Identifier {
@@ -159,7 +321,14 @@ impl Identifier {
     pub fn with_key(key: &[u8]) -> Identifier {
         Identifier {
             key: hmac::Key::new(hmac::HMAC_SHA256, key),
+            jwt_keys: None,
         }
+    }
+
+    /// JWTs are checked against these keys.
+    pub fn with_jwt_keys(mut self, keys: Option<Arc<JwtKeys>>) -> Identifier {
+        self.jwt_keys = keys;
+        self
     }
 
     /// The identity of an `Authorization` header's value; `None` for
@@ -172,7 +341,7 @@ impl Identifier {
             return None;
         }
         match scheme.to_ascii_lowercase().as_str() {
-            "bearer" => Some(jwt_claims(rest).unwrap_or_else(|| Identity {
+            "bearer" => Some(jwt_claims(rest, self.jwt_keys.as_deref()).unwrap_or_else(|| Identity {
                 source: Some(Source::BearerToken),
                 fingerprint: Some(self.fingerprint(rest)),
                 ..Identity::default()
@@ -193,8 +362,9 @@ impl Identifier {
     }
 }
 
-/// A JWT's claims: three base64url parts, the middle one a JSON object.
-fn jwt_claims(token: &str) -> Option<Identity> {
+/// A JWT's claims: three base64url parts, the middle one a JSON object;
+/// verified when keys are given and one of them checks it.
+fn jwt_claims(token: &str, keys: Option<&JwtKeys>) -> Option<Identity> {
     let mut parts = token.split('.');
     let (Some(header), Some(payload), Some(_sig), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
@@ -214,14 +384,16 @@ fn jwt_claims(token: &str) -> Option<Identity> {
             _ => return None,
         };
         let mut s = mask::mask_text(&s).into_owned();
-        if s.len() > MAX_CLAIM {
-            let mut end = MAX_CLAIM;
-            while !s.is_char_boundary(end) {
-                end -= 1;
-            }
-            s.truncate(end);
-        }
+        crate::protocol::bound::cut(&mut s, MAX_CLAIM);
         Some(s)
+    };
+    let verified = match keys.map(|k| k.verify(token)) {
+        Some(Ok(())) => true,
+        Some(Err(why)) => {
+            tracing::debug!("a JWT did not verify: {why}");
+            false
+        }
+        None => false,
     };
     Some(Identity {
         source: Some(Source::Jwt),
@@ -232,7 +404,7 @@ fn jwt_claims(token: &str) -> Option<Identity> {
         scope: text("scope").or_else(|| text("scp")),
         issuer: text("iss"),
         expires: claims.get("exp").and_then(Value::as_i64),
-        verified: Some(false),
+        verified: Some(verified),
         fingerprint: None,
     })
 }
@@ -242,7 +414,7 @@ fn basic_user(encoded: &str) -> Option<String> {
     let raw = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
     let text = String::from_utf8(raw).ok()?;
     let user = text.split_once(':').map_or(text.as_str(), |(u, _)| u);
-    (!user.is_empty()).then(|| mask::mask_text(user).into_owned())
+    (!user.is_empty()).then(|| crate::protocol::bound::cut_str(&mask::mask_text(user), MAX_CLAIM))
 }
 
 #[cfg(test)]

@@ -158,6 +158,16 @@ impl OperationRecord {
         )
     }
 
+    /// Whether [`OperationRecord::user`] rests on evidence: a verified
+    /// token, an opaque token's fingerprint, or (no credential) the client
+    /// process's owner, which the kernel knows.
+    pub fn user_is_evidence(&self) -> bool {
+        match &self.identity {
+            Some(i) if i.display().is_some() => i.is_evidence(),
+            _ => self.peers.client.as_ref().and_then(|p| p.user.as_deref()).is_some(),
+        }
+    }
+
     /// How the server is named where a name is needed (seen sets, spike
     /// windows, the inventory's fallbacks).
     pub fn server_id(&self) -> String {

@@ -33,6 +33,11 @@ pub struct ProcessInfo {
     pub start_ticks: Option<u64>,
 }
 
+/// Arguments of a command line kept, at most.
+const MAX_ARGS: usize = 64;
+/// Bytes of one argument kept, at most.
+const MAX_ARG: usize = 1024;
+
 /// Reads a process's facts; `None` when it is gone.
 pub fn read(proc_root: &std::path::Path, pid: u32) -> Option<ProcessInfo> {
     let dir = proc_root.join(pid.to_string());
@@ -41,11 +46,14 @@ pub fn read(proc_root: &std::path::Path, pid: u32) -> Option<ProcessInfo> {
     // Fields after the comm: state is index 0, ppid 1, starttime 19.
     let ppid = fields.get(1)?.parse().ok()?;
     let start_ticks: Option<u64> = fields.get(19).and_then(|f| f.parse().ok());
-    let cmdline = fs::read(dir.join("cmdline"))
+    // Read from the process's own memory: within a time budget, and cut
+    // (its first MAX_ARGS arguments, each at most MAX_ARG bytes).
+    let cmdline = crate::procmem::cmdline(proc_root, pid)
         .map(|raw| {
             raw.split(|b| *b == 0)
                 .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .take(MAX_ARGS)
+                .map(|a| crate::protocol::bound::cut_str(&String::from_utf8_lossy(a), MAX_ARG))
                 .collect::<Vec<_>>()
         })
         .unwrap_or_default();

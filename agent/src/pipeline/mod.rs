@@ -98,6 +98,38 @@ pub struct PipelineConfig {
     /// The kernel sends each program's arguments after its exec (all but
     /// the compat object's raw tracepoint).
     pub exec_args: bool,
+    /// The keys JWTs are checked against (`[identity]`).
+    pub jwt_keys: Option<Arc<crate::enrich::identity::JwtKeys>>,
+}
+
+/// A log line for something that may happen in floods: the first time,
+/// then at most once per [`RateLimitedLog::EVERY`], with how many happened
+/// since.
+#[derive(Debug, Default)]
+pub struct RateLimitedLog {
+    last: Option<std::time::Instant>,
+    since: u64,
+    reported: u64,
+}
+
+impl RateLimitedLog {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// Counts one; true when a line is due.
+    pub fn note(&mut self) -> bool {
+        self.since += 1;
+        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            return false;
+        }
+        self.last = Some(std::time::Instant::now());
+        self.reported = std::mem::take(&mut self.since);
+        true
+    }
+
+    /// How many the due line stands for.
+    pub fn since_last(&self) -> u64 {
+        self.reported
+    }
 }
 
 /// Where finished events go.
@@ -130,6 +162,8 @@ pub struct Pipeline {
     resolver: Resolver,
     /// Server processes the kernel was told to record effects of.
     serving: HashSet<u32>,
+    /// Evictions, for a log line at most every few seconds.
+    evictions: RateLimitedLog,
 }
 
 /// The fingerprint key of opaque tokens: kept in the state directory so
@@ -165,10 +199,11 @@ impl Pipeline {
             evaluator: Evaluator::new(cfg.policy.clone(), cfg.state_dir.as_ref().map(|d| d.join("seen.json"))),
             inventory: Inventory::open(cfg.state_dir.as_ref().map(|d| d.join("inventory.json"))),
             parse_payloads,
-            identifier: identifier(cfg.state_dir.as_deref()),
+            identifier: identifier(cfg.state_dir.as_deref()).with_jwt_keys(cfg.jwt_keys.clone()),
             effects: EffectTable::new(cfg.effects),
             resolver: Resolver::new(cfg.exec_args),
             serving: HashSet::new(),
+            evictions: RateLimitedLog::default(),
             cfg,
         }
     }
@@ -357,9 +392,13 @@ impl Pipeline {
                     direction,
                     bytes,
                     notification,
+                    cuts,
                 } => {
                     self.metrics
                         .message(transport, direction, bytes, notification.as_deref(), &mut self.labels);
+                    for field in cuts.fields() {
+                        self.metrics.field_cut(field);
+                    }
                 }
                 Output::RequestStarted { server_tgid, serial } => {
                     if self.serving.insert(server_tgid) {
@@ -404,6 +443,18 @@ impl Pipeline {
                     self.sink.send(&e);
                 }
                 Output::Unmatched => self.metrics.unmatched_responses.inc(),
+                Output::Evicted { what, why, tgid } => {
+                    self.metrics.evicted.with_label_values(&[what, why]).inc();
+                    if self.evictions.note() {
+                        tracing::warn!(
+                            what,
+                            why,
+                            pid = tgid,
+                            since_last = self.evictions.since_last(),
+                            "ended to make room (status evicted): a peer holds more requests or sessions than the agent keeps"
+                        );
+                    }
+                }
                 Output::DuplicateId => self.metrics.duplicate_request_ids.inc(),
             }
         }

@@ -75,6 +75,7 @@ impl Net {
             proc_root: "/nonexistent-proc".into(),
             effects: crate::effects::EffectLimits::default(),
             exec_args: true,
+            jwt_keys: None,
         };
         Net {
             pipeline: Pipeline::new(cfg, metrics.clone(), Box::new(events.clone())),

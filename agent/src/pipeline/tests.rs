@@ -68,6 +68,7 @@ impl Harness {
             proc_root: "/nonexistent-proc".into(),
             effects: crate::effects::EffectLimits::default(),
             exec_args: true,
+            jwt_keys: None,
         };
         Harness {
             pipeline: Pipeline::new(cfg, metrics.clone(), Box::new(events.clone())),

@@ -44,6 +44,9 @@ pub struct Facts<'a> {
     pub client_name: Option<&'a str>,
     pub client_app: Option<&'a str>,
     pub user: Option<&'a str>,
+    /// The user rests on evidence (a verified token, an opaque token's
+    /// fingerprint, the client process's owner), not on a claim.
+    pub user_is_evidence: bool,
     pub method: &'a str,
     /// A `tools/list` answer's tools and their digests.
     pub offered_tools: Option<&'a [ToolDef]>,
@@ -65,6 +68,7 @@ impl<'a> From<&'a OperationRecord> for Facts<'a> {
             client_name: r.client_name.as_deref(),
             client_app: r.peers.client_app,
             user: r.user(),
+            user_is_evidence: r.user_is_evidence(),
             method: &r.op.method,
             offered_tools: r.op.offered_tools.as_deref(),
             tool: r.tool.as_deref(),
@@ -296,22 +300,33 @@ impl Evaluator {
                     owner: r.owner.clone(),
                     effect: None,
                 };
-                if let Some(allowed) = &r.allowed_clients {
-                    let names: Vec<&str> = [f.client_name, f.client_app].into_iter().flatten().collect();
-                    if !names.iter().any(|n| allowed.iter().any(|p| p.matches(n))) {
+                // The client: by the application the agent attributed
+                // (evidence), and by its declared name only where the rule
+                // asks for that.
+                let app_ok = r
+                    .allowed_clients
+                    .as_ref()
+                    .map(|allowed| f.client_app.is_some_and(|a| allowed.iter().any(|p| p.matches(a))));
+                let name_ok = r
+                    .allowed_client_names
+                    .as_ref()
+                    .map(|allowed| f.client_name.is_some_and(|n| allowed.iter().any(|p| p.matches(n))));
+                if let (Some(false), None) | (None, Some(false)) | (Some(false), Some(false)) = (app_ok, name_ok) {
+                    alerts.push(violation(format!(
+                        "client {} is not allowed on server {server:?}",
+                        describe_client(f.client_app, f.client_name)
+                    )));
+                }
+                if let Some(allowed) = &r.allowed_users {
+                    let counts = f.user_is_evidence || r.trust_unverified_users;
+                    let ok = counts && f.user.is_some_and(|u| allowed.iter().any(|p| p.matches(u)));
+                    if !ok {
+                        let who = f.user.map_or("(unknown)".to_string(), |u| format!("{u:?}"));
+                        let unverified = if counts { "" } else { " (unverified claim)" };
                         alerts.push(violation(format!(
-                            "client {} is not allowed on server {server:?}",
-                            describe(&names)
+                            "user {who}{unverified} is not allowed on server {server:?}"
                         )));
                     }
-                }
-                if let Some(allowed) = &r.allowed_users
-                    && !f.user.is_some_and(|u| allowed.iter().any(|p| p.matches(u)))
-                {
-                    alerts.push(violation(format!(
-                        "user {} is not allowed on server {server:?}",
-                        f.user.map_or("(unknown)".to_string(), |u| format!("{u:?}"))
-                    )));
                 }
                 if let Some(tool) = f.tool {
                     if let Some(p) = r.denied_tools.iter().find(|p| p.matches(tool)) {
@@ -405,11 +420,12 @@ impl Evaluator {
     }
 }
 
-fn describe(names: &[&str]) -> String {
-    if names.is_empty() {
-        "(unknown)".into()
-    } else {
-        names.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(" / ")
+/// A client in an alert: its attributed application and declared name.
+fn describe_client(app: Option<&str>, declared: Option<&str>) -> String {
+    let app = app.map_or("(unknown application)".to_string(), |a| format!("{a:?}"));
+    match declared {
+        Some(n) => format!("{app} (declares {n:?})"),
+        None => app,
     }
 }
 
@@ -436,7 +452,9 @@ mod tests {
         Facts {
             server_name: Some("github"),
             client_name: Some("claude-code"),
+            client_app: Some("claude-code"),
             user: Some("alice"),
+            user_is_evidence: true,
             method: "tools/call",
             tool: Some(tool),
             ok: true,
@@ -468,15 +486,48 @@ allowed_users = ["alice"]
         assert!(denied[0].message.contains("delete_*"));
         assert_eq!(check(&mut e, &call("create_issue", 3))[0].kind, "policy_violation");
         let mut stranger = call("get_issue", 4);
-        stranger.client_name = Some("cursor");
+        stranger.client_app = Some("cursor");
         stranger.user = Some("mallory");
         let alerts = check(&mut e, &stranger);
         assert_eq!(alerts.len(), 2, "{alerts:?}");
-        // The client's application also counts as its name.
+        // The client's application is what counts, whatever it declares.
         let mut by_app = call("get_issue", 5);
         by_app.client_name = Some("my-wrapper");
-        by_app.client_app = Some("claude-code");
         assert!(check(&mut e, &by_app).is_empty());
+    }
+
+    #[test]
+    fn claims_do_not_pass_for_evidence() {
+        let mut e = evaluator(SCOPE);
+        // A Python client that says it is Claude Code.
+        let mut liar = call("get_issue", 1);
+        liar.client_app = Some("python-agent");
+        liar.client_name = Some("claude-code");
+        let alerts = check(&mut e, &liar);
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert!(
+            alerts[0]
+                .message
+                .contains("\"python-agent\" (declares \"claude-code\")"),
+            "{}",
+            alerts[0].message
+        );
+        // An unsigned JWT naming alice.
+        let mut forged = call("get_issue", 2);
+        forged.user_is_evidence = false;
+        let alerts = check(&mut e, &forged);
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert!(
+            alerts[0].message.contains("\"alice\" (unverified claim)"),
+            "{}",
+            alerts[0].message
+        );
+        // Unless the rule says so: declared names, unverified users.
+        let mut e = evaluator(
+            "[[server]]\nname = \"github\"\nallowed_client_names = [\"claude-code\"]\nallowed_users = [\"alice\"]\ntrust_unverified_users = true\n",
+        );
+        assert!(check(&mut e, &liar).is_empty());
+        assert!(check(&mut e, &forged).is_empty());
     }
 
     #[test]

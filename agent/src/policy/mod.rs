@@ -8,10 +8,12 @@
 //! exe = "*/github-mcp-server"      # or the server's executable (glob)
 //! port = 8443                      # or its port
 //! owner = "platform-team"
-//! allowed_clients = ["claude-code", "cursor"]   # clientInfo names or client apps
+//! allowed_clients = ["claude-code", "cursor"]   # client applications, as attributed
+//! allowed_client_names = ["my-agent"]   # or: clientInfo names (self-declared: opt-in)
 //! allowed_tools = ["get_*", "list_*"]
 //! denied_tools = ["delete_*"]
-//! allowed_users = ["alice", "svc-*"]
+//! allowed_users = ["alice", "svc-*"]   # verified identities (or the client process's owner)
+//! trust_unverified_users = false        # true: unverified JWT claims and Basic names count too
 //! capture_payloads = true
 //! payload_allow_keys = ["repo", "path"]
 //! effects = { read = ["/srv/repos"], exec = ["/usr/bin/git"], connect = ["*:443"] }
@@ -53,10 +55,13 @@ struct ServerRuleFile {
     port: Option<u16>,
     owner: Option<String>,
     allowed_clients: Option<Vec<Spanned<String>>>,
+    allowed_client_names: Option<Vec<Spanned<String>>>,
     allowed_tools: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     denied_tools: Vec<Spanned<String>>,
     allowed_users: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    trust_unverified_users: bool,
     #[serde(default)]
     capture_payloads: bool,
     #[serde(default)]
@@ -138,10 +143,18 @@ pub struct ServerRule {
     pub exe: Option<Pattern>,
     pub port: Option<u16>,
     pub owner: Option<String>,
+    /// Client applications as the agent attributed them (`client.app`:
+    /// from the client process's executable and ancestry).
     pub allowed_clients: Option<Vec<Pattern>>,
+    /// Client names as clients declare them (`clientInfo`): anyone can
+    /// write any name, so only when the operator asks for it.
+    pub allowed_client_names: Option<Vec<Pattern>>,
     pub allowed_tools: Option<Vec<Pattern>>,
     pub denied_tools: Vec<Pattern>,
     pub allowed_users: Option<Vec<Pattern>>,
+    /// Unverified identities (JWT claims no key checked, Basic's user
+    /// name) count for `allowed_users`.
+    pub trust_unverified_users: bool,
     pub capture_payloads: bool,
     pub payload_allow_keys: Vec<String>,
     pub effects: Option<effects::Scope>,
@@ -238,9 +251,11 @@ impl Policy {
                 port: r.port,
                 owner: r.owner.clone(),
                 allowed_clients: r.allowed_clients.as_deref().map(globs).transpose()?,
+                allowed_client_names: r.allowed_client_names.as_deref().map(globs).transpose()?,
                 allowed_tools: r.allowed_tools.as_deref().map(globs).transpose()?,
                 denied_tools: globs(&r.denied_tools)?,
                 allowed_users: r.allowed_users.as_deref().map(globs).transpose()?,
+                trust_unverified_users: r.trust_unverified_users,
                 capture_payloads: r.capture_payloads,
                 payload_allow_keys: r.payload_allow_keys.clone(),
                 effects: r

@@ -9,7 +9,10 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Value, value::RawValue};
 use thiserror::Error;
 
-use super::truncated;
+use super::{
+    bound::{self, Cuts},
+    truncated,
+};
 
 /// A JSON-RPC id, kept in canonical form so that `1` and `1.0` match while
 /// `1` and `"1"` do not.
@@ -129,7 +132,7 @@ pub struct ToolDef {
 }
 
 /// Most tools read from one `tools/list` result.
-pub const MAX_TOOLS: usize = 1000;
+pub const MAX_TOOLS: usize = 512;
 
 /// JSON text with object keys sorted at every level, whatever order the
 /// server wrote them in (or serde_json's map keeps).
@@ -202,6 +205,65 @@ pub struct Message {
     /// come from what was kept of it.
     pub truncated: bool,
     pub payload: Option<Payload>,
+    /// Fields cut to their bound ([`bound`]).
+    pub cuts: Cuts,
+}
+
+impl Message {
+    /// Cuts every name, id and message kept to its bound ([`bound`]).
+    fn bounded(mut self) -> Message {
+        let c = &mut self.cuts;
+        let id = |c: &mut Cuts, id: &mut RequestId| {
+            if let RequestId::String(s) | RequestId::Number(s) = id {
+                c.apply("jsonrpc.request.id", s, bound::ID);
+            }
+        };
+        match &mut self.body {
+            Body::Request { id: rid, method } => {
+                id(c, rid);
+                c.apply("mcp.method.name", method, bound::NAME);
+            }
+            Body::Notification { method } => c.apply("mcp.method.name", method, bound::NAME),
+            Body::Response { id: rid, outcome } => {
+                id(c, rid);
+                match outcome {
+                    Outcome::Error { message, .. } => c.apply("rpc.jsonrpc.error_message", message, bound::MESSAGE),
+                    Outcome::Result {
+                        result_type: Some(t), ..
+                    } => c.apply("mcp.result.type", t, bound::NAME),
+                    Outcome::Result { .. } => {}
+                }
+            }
+        }
+        let f = &mut self.facts;
+        if let Some(name) = &mut f.name {
+            c.apply("gen_ai.tool.name", name, bound::NAME);
+        }
+        if let Some(uri) = &mut f.uri {
+            c.apply("mcp.resource.uri", uri, bound::URI);
+        }
+        for (field, imp) in [("client.name", &mut f.client_info), ("server.name", &mut f.server_info)] {
+            if let Some(imp) = imp {
+                c.apply(field, &mut imp.name, bound::NAME);
+                if let Some(v) = &mut imp.version {
+                    c.apply("version", v, bound::NAME);
+                }
+            }
+        }
+        if let Some(v) = &mut f.protocol_version {
+            c.apply("mcp.protocol.version", v, bound::NAME);
+        }
+        if let Some(cancelled) = &mut f.cancelled_id {
+            id(c, cancelled);
+        }
+        if let Some(token) = f.progress.as_mut().and_then(|p| p.token.as_mut()) {
+            c.apply("progress_token", token, bound::NAME);
+        }
+        for tool in f.tools.iter_mut().flatten() {
+            c.apply("mcp.tools.offered", &mut tool.name, bound::NAME);
+        }
+        self
+    }
 }
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -317,7 +379,9 @@ pub fn parse_truncated(prefix: &[u8], tail: &[u8], len: usize) -> Result<Message
         in_batch: false,
         truncated: true,
         payload: None,
-    })
+        cuts: Cuts::default(),
+    }
+    .bounded())
 }
 
 #[derive(Deserialize)]
@@ -409,7 +473,9 @@ fn parse_one(bytes: &[u8], in_batch: bool, capture_payloads: bool) -> Result<Mes
         in_batch,
         truncated: false,
         payload,
-    })
+        cuts: Cuts::default(),
+    }
+    .bounded())
 }
 
 /// Skims params into a small object of only the fields facts use: the big

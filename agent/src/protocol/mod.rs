@@ -5,9 +5,11 @@
 //!   chunked and compressed bodies), with `body` and `sse` (server-sent
 //!   events) under it;
 //! - `jsonrpc`: messages and the MCP facts skimmed from them;
+//! - `bound`: the length bounds every kept name and id is cut to;
 //! - `truncated`: what can still be read from a message longer than the cap.
 
 pub mod body;
+pub mod bound;
 pub mod http;
 pub mod jsonrpc;
 pub mod ndjson;

@@ -402,16 +402,18 @@ fn first_non_space(b: &[u8]) -> Option<u8> {
     b.iter().copied().find(|c| !c.is_ascii_whitespace())
 }
 
-/// `http://host:port/messages/?session_id=x` → `/messages/?session_id=x`.
+/// `http://host:port/messages/?session_id=x` → `/messages/?session_id=x`,
+/// cut as request targets are (so that the two still match).
 fn normalize_endpoint(data: &str) -> String {
     let data = data.trim();
-    match data.split_once("://") {
+    let path = match data.split_once("://") {
         Some((_, rest)) => match rest.find('/') {
-            Some(i) => rest[i..].to_string(),
-            None => "/".into(),
+            Some(i) => &rest[i..],
+            None => "/",
         },
-        None => data.to_string(),
-    }
+        None => data,
+    };
+    crate::protocol::bound::cut_str(path, crate::protocol::bound::URI)
 }
 
 #[cfg(test)]

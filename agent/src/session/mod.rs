@@ -41,8 +41,11 @@ pub struct SessionConfig {
     pub max_pending: usize,
     /// Messages of an undecided session held until it is decided.
     pub max_held: usize,
-    /// Most sessions; the least recently active one ends to make room.
+    /// Most sessions; the least recently active ones end to make room.
     pub max_sessions: usize,
+    /// Most sessions of one process (a client that names a new session id
+    /// in every request must not push other processes' sessions out).
+    pub max_sessions_per_process: usize,
 }
 
 impl Default for SessionConfig {
@@ -53,6 +56,7 @@ impl Default for SessionConfig {
             max_pending: 4096,
             max_held: 64,
             max_sessions: 65536,
+            max_sessions_per_process: 1024,
         }
     }
 }
@@ -90,6 +94,10 @@ struct Session {
     /// selected process that never speaks JSON-RPC has no session).
     started: bool,
     pending: HashMap<(Direction, RequestId), Pending>,
+    /// Requests in the order they came (serial, key): the oldest is the
+    /// first one still pending (answered ones are skipped, and dropped
+    /// when they outnumber the pending).
+    order: std::collections::VecDeque<(u64, (Direction, RequestId))>,
     last_ts_ns: u64,
     /// The connection the session's last message came on (HTTP).
     last_via: Option<Via>,
@@ -102,6 +110,8 @@ pub struct SessionTable {
     /// The last request serial given.
     next_serial: u64,
     sessions: HashMap<SessionKey, Session>,
+    /// Sessions per process.
+    per_process: HashMap<u32, usize>,
 }
 
 impl SessionTable {
@@ -110,6 +120,7 @@ impl SessionTable {
             config,
             next_serial: 0,
             sessions: HashMap::new(),
+            per_process: HashMap::new(),
         }
     }
 
@@ -137,8 +148,16 @@ impl SessionTable {
         if self.sessions.contains_key(key) {
             return;
         }
+        if self
+            .per_process
+            .get(&key.tgid())
+            .is_some_and(|n| *n >= self.config.max_sessions_per_process)
+        {
+            let tgid = key.tgid();
+            self.evict(ts_ns, "max_sessions_per_process", |k| k.tgid() == tgid, out);
+        }
         if self.sessions.len() >= self.config.max_sessions {
-            self.evict_oldest(ts_ns, out);
+            self.evict(ts_ns, "max_sessions", |_| true, out);
         }
         let info = SessionInfo {
             id: key.event_id(),
@@ -149,28 +168,57 @@ impl SessionTable {
             Origin::Selected => State::Confirmed,
         };
         let _ = out;
-        self.sessions.insert(
+        self.insert(
             key.clone(),
             Session {
                 info,
                 state,
                 started: false,
                 pending: HashMap::new(),
+                order: Default::default(),
                 last_ts_ns: ts_ns,
                 last_via: None,
             },
         );
     }
 
-    fn evict_oldest(&mut self, ts_ns: u64, out: &mut Vec<Output>) {
-        if let Some(key) = self
+    fn insert(&mut self, key: SessionKey, session: Session) {
+        if self.sessions.insert(key.clone(), session).is_none() {
+            *self.per_process.entry(key.tgid()).or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, key: &SessionKey) -> Option<Session> {
+        let session = self.sessions.remove(key)?;
+        if let Some(n) = self.per_process.get_mut(&key.tgid()) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_process.remove(&key.tgid());
+            }
+        }
+        Some(session)
+    }
+
+    /// Ends the least recently active sessions among those `which` picks,
+    /// an eighth of them at once (so that a table kept full costs one sort
+    /// per many sessions, not a scan per session): what they had in flight
+    /// ends as `evicted`, each counted (`Output::Evicted`).
+    fn evict(&mut self, ts_ns: u64, why: &'static str, which: impl Fn(&SessionKey) -> bool, out: &mut Vec<Output>) {
+        let mut candidates: Vec<(u64, SessionKey)> = self
             .sessions
             .iter()
-            .min_by_key(|(_, s)| s.last_ts_ns)
-            .map(|(k, _)| k.clone())
-        {
-            tracing::warn!("session table full: ending the least recently active session");
-            self.close(&key, ts_ns, Status::Timeout, out);
+            .filter(|(k, _)| which(k))
+            .map(|(k, s)| (s.last_ts_ns, k.clone()))
+            .collect();
+        candidates.sort();
+        let n = (candidates.len() / 8).max(1);
+        for (_, key) in candidates.into_iter().take(n) {
+            out.push(Output::Evicted {
+                what: "session",
+                why,
+                tgid: key.tgid(),
+            });
+            self.close(&key, ts_ns, Status::Evicted, out);
         }
     }
 
@@ -181,7 +229,7 @@ impl SessionTable {
             return;
         };
         if matches!(session.state, State::Undecided { .. }) && direction == Direction::ClientToServer {
-            self.sessions.remove(key);
+            self.remove(key);
             out.push(Output::Discovery {
                 tgid: key.tgid(),
                 found: Discovered::NotMcp,
@@ -215,7 +263,7 @@ impl SessionTable {
                 return;
             }
             if !looks_like_mcp(&msg) {
-                self.sessions.remove(key);
+                self.remove(key);
                 out.push(Output::Discovery {
                     tgid: key.tgid(),
                     found: Discovered::NotMcp,
@@ -268,21 +316,29 @@ impl SessionTable {
             direction,
             bytes: msg.size,
             notification,
+            cuts: msg.cuts.clone(),
         });
         learn_identity(&mut session.info, &msg);
 
         match msg.body {
             Body::Request { id, method } => {
                 if session.pending.len() >= max_pending {
-                    // Drop the oldest: a peer that never answers must not
-                    // grow memory without bound.
-                    if let Some(oldest) = session
-                        .pending
-                        .iter()
-                        .min_by_key(|(_, p)| p.ts_ns)
-                        .map(|(k, _)| k.clone())
-                    {
-                        session.pending.remove(&oldest);
+                    // The oldest ends as `evicted`: a peer that never
+                    // answers must not grow memory without bound, and a
+                    // request pushed out is still recorded.
+                    while let Some((serial, k)) = session.order.pop_front() {
+                        if session.pending.get(&k).is_some_and(|p| p.serial == serial)
+                            && let Some(p) = session.pending.remove(&k)
+                        {
+                            let op = finish(key, session, k.0, k.1, p, None, Status::Evicted);
+                            out.push(Output::Evicted {
+                                what: "request",
+                                why: "max_pending",
+                                tgid: key.tgid(),
+                            });
+                            out.push(Output::Operation(Box::new(op)));
+                            break;
+                        }
                     }
                 }
                 self.next_serial += 1;
@@ -305,6 +361,13 @@ impl SessionTable {
                     payload: msg.payload,
                     via,
                 };
+                session.order.push_back((serial, (direction, id.clone())));
+                if session.order.len() > 2 * session.pending.len() + 64 {
+                    let pending = &session.pending;
+                    session
+                        .order
+                        .retain(|(serial, k)| pending.get(k).is_some_and(|p| p.serial == *serial));
+                }
                 if session.pending.insert((direction, id), pending).is_some() {
                     out.push(Output::DuplicateId);
                 }
@@ -412,12 +475,13 @@ impl SessionTable {
         if from == to {
             return;
         }
-        let Some(old) = self.sessions.remove(from) else {
+        let Some(old) = self.remove(from) else {
             return;
         };
         match self.sessions.get_mut(to) {
             Some(existing) => {
                 existing.pending.extend(old.pending);
+                existing.order.extend(old.order);
                 if existing.info.client.is_none() {
                     existing.info.client = old.info.client;
                 }
@@ -441,7 +505,7 @@ impl SessionTable {
                 let mut moved = old;
                 moved.info.id = to.event_id();
                 let _ = out;
-                self.sessions.insert(to.clone(), moved);
+                self.insert(to.clone(), moved);
             }
         }
     }
@@ -482,7 +546,7 @@ impl SessionTable {
 
     /// The session is over: what was in flight ends with `status`.
     pub fn close(&mut self, key: &SessionKey, ts_ns: u64, status: Status, out: &mut Vec<Output>) {
-        let Some(session) = self.sessions.remove(key) else {
+        let Some(session) = self.remove(key) else {
             return;
         };
         if matches!(session.state, State::Undecided { .. }) || !session.started {
@@ -524,6 +588,7 @@ impl SessionTable {
     pub fn abandon_all(&mut self) -> usize {
         let n = self.sessions.values().map(|s| s.pending.len()).sum();
         self.sessions.clear();
+        self.per_process.clear();
         n
     }
 }

@@ -297,8 +297,57 @@ fn duplicate_ids_and_bounded_pending() {
     t.on_message(&S1, C2S, 2, call(1, "b"), None, &mut out);
     assert!(out.iter().any(|o| matches!(o, Output::DuplicateId)));
     t.on_message(&S1, C2S, 3, call(2, "c"), None, &mut out);
+    out.clear();
     t.on_message(&S1, C2S, 4, call(3, "d"), None, &mut out);
+    // The oldest still pending ("b", which replaced "a") ends as evicted:
+    // an event and a count, never silence.
+    let evicted = ops(&out);
+    assert_eq!(evicted.len(), 1);
+    assert_eq!(
+        (evicted[0].name.as_deref(), evicted[0].status),
+        (Some("b"), Status::Evicted)
+    );
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Evicted {
+            what: "request",
+            why: "max_pending",
+            tgid: 100
+        }
+    )));
     out.clear();
     t.close(&S1, 5, Status::ServerExited, &mut out);
-    assert_eq!(ops(&out).len(), 2, "the oldest request was dropped at the bound");
+    assert_eq!(ops(&out).len(), 2, "c and d were still in flight");
+}
+
+#[test]
+fn one_process_cannot_push_out_anothers_sessions() {
+    let mut t = SessionTable::new(SessionConfig {
+        max_sessions: 64,
+        max_sessions_per_process: 8,
+        ..SessionConfig::default()
+    });
+    let mut out = Vec::new();
+    // Another process's session, active long ago.
+    t.open(&S2, Origin::Selected, 0, &mut out);
+    t.on_message(&S2, C2S, 1, call(1, "keep"), None, &mut out);
+    // A client naming a new HTTP session in every request.
+    let http = |n: u64| SessionKey::Http {
+        tgid: 100,
+        observer: Observer::Server,
+        scope: HttpScope::Session(format!("s{n}").into()),
+    };
+    for n in 0..100 {
+        t.on_message(&http(n), C2S, 10 + n, call(1, "junk"), None, &mut out);
+    }
+    assert!(t.contains(&S2), "the other process's session stays");
+    let sizes = t.sizes();
+    assert!(sizes[0] <= 9, "{sizes:?}");
+    let evicted = out
+        .iter()
+        .filter(|o| matches!(o, Output::Evicted { what: "session", .. }))
+        .count();
+    assert!(evicted >= 90, "{evicted}");
+    assert!(ops(&out).iter().all(|o| o.name.as_deref() == Some("junk")));
+    assert!(ops(&out).iter().all(|o| o.status == Status::Evicted));
 }

@@ -188,6 +188,13 @@ pub enum Status {
     ServerExited,
     ClientExited,
     ConnectionClosed,
+    /// Ended to make room: its session held [`SessionConfig::max_pending`]
+    /// requests in flight, or its session was ended for room
+    /// (`max_sessions`, `max_sessions_per_process`). Counted in
+    /// `mcptap_evicted_total` too.
+    ///
+    /// [`SessionConfig::max_pending`]: super::SessionConfig::max_pending
+    Evicted,
 }
 
 impl Status {
@@ -201,6 +208,7 @@ impl Status {
             Status::ServerExited => "server_exited",
             Status::ClientExited => "client_exited",
             Status::ConnectionClosed => "connection_closed",
+            Status::Evicted => "evicted",
         }
     }
 }
@@ -354,9 +362,21 @@ pub enum Output {
         direction: Direction,
         bytes: usize,
         notification: Option<String>,
+        /// Fields of it cut to their bound.
+        cuts: crate::protocol::bound::Cuts,
     },
     SessionStarted {
         key: SessionKey,
+    },
+    /// A request in flight or a session was ended to make room (counted,
+    /// logged; the request's event says `evicted`).
+    Evicted {
+        /// `request` or `session`.
+        what: &'static str,
+        /// The bound: `max_pending`, `max_sessions`,
+        /// `max_sessions_per_process`.
+        why: &'static str,
+        tgid: u32,
     },
     /// A started session was merged into another (re-keyed onto a name
     /// that already had one).

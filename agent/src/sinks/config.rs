@@ -150,6 +150,10 @@ pub const DEFAULT_QUEUE: usize = 65536;
 struct File {
     #[serde(default, rename = "sink")]
     sinks: Vec<Spanned<toml::Table>>,
+    /// Who calls are for (`crate::enrich::identity::JwtConfig`), read by
+    /// [`load_identity`].
+    #[serde(default)]
+    identity: Option<Spanned<toml::Table>>,
 }
 
 /// Keys every sink takes.
@@ -265,6 +269,30 @@ fn opt_duration(key: &str, s: &Option<String>) -> Result<Option<Duration>, Strin
 /// Loads the sinks of a configuration file.
 pub fn load(path: &Path) -> Result<Vec<SinkConfig>, crate::tomlfile::FileError> {
     crate::tomlfile::load(path, "configuration", parse)
+}
+
+/// The `[identity]` section of the configuration file: the keys JWTs are
+/// checked against.
+pub fn load_identity(path: &Path) -> Result<Option<crate::enrich::identity::JwtConfig>, crate::tomlfile::FileError> {
+    crate::tomlfile::load(path, "configuration", parse_identity)
+}
+
+pub fn parse_identity(
+    text: &str,
+) -> Result<Option<crate::enrich::identity::JwtConfig>, (std::ops::Range<usize>, String)> {
+    let file: File = toml::from_str(text).map_err(|e| (e.span().unwrap_or(0..0), e.message().to_string()))?;
+    let Some(table) = file.identity else {
+        return Ok(None);
+    };
+    let span = table.span();
+    let config: crate::enrich::identity::JwtConfig = table
+        .into_inner()
+        .try_into()
+        .map_err(|e: toml::de::Error| (span.clone(), format!("identity: {}", e.message())))?;
+    if config.jwks_file.is_some() && config.jwks_url.is_some() {
+        return Err((span, "identity: give jwks_file or jwks_url, not both".into()));
+    }
+    Ok(Some(config))
 }
 
 /// Parses and checks the sinks; errors carry the byte range at fault.

@@ -82,6 +82,10 @@ pub struct Metrics {
     pub sink_up: IntGaugeVec,
     pub sink_spool_bytes: IntGaugeVec,
     label_overflow: IntCounterVec,
+    /// Names and ids cut to their bound, by field.
+    fields_cut: IntCounterVec,
+    /// Requests and sessions ended to make room (`what`, `why`).
+    pub evicted: IntCounterVec,
     pub tracked_processes: IntGauge,
     pub http_unsupported: IntCounterVec,
     pub tls_hooked_files: IntGaugeVec,
@@ -342,6 +346,16 @@ impl Metrics {
                 "Label values folded into \"other\" by --max-label-values",
                 &["label"],
             ),
+            fields_cut: counter_vec(
+                "mcptap_fields_cut_total",
+                "Names, ids and messages a peer sent longer than their bound, cut (docs/events.md)",
+                &["field"],
+            ),
+            evicted: counter_vec(
+                "mcptap_evicted_total",
+                "Requests in flight and sessions ended to make room (status evicted), by what and why",
+                &["what", "why"],
+            ),
             tracked_processes: register(
                 &r,
                 IntGauge::new("mcptap_tracked_processes", "Processes the kernel tracks").expect("valid metric"),
@@ -492,7 +506,7 @@ impl Metrics {
             .with_label_values(&[t.as_str(), d.as_str()])
             .inc_by(bytes as u64);
         if let Some(method) = notification {
-            let method = labels.bound(self, "mcp_method_name", method);
+            let method = labels.bound(self, "mcp_method_name", method, None);
             self.notifications
                 .with_label_values(&[&method, t.as_str(), d.as_str()])
                 .inc();
@@ -500,12 +514,16 @@ impl Metrics {
     }
 
     pub fn alert(&self, kind: &str, rule: &str, labels: &mut LabelLimiter) {
-        let rule = labels.bound(self, "rule", rule);
+        let rule = labels.bound(self, "rule", rule, None);
         self.alerts.with_label_values(&[kind, &rule]).inc();
     }
 
     pub fn parse_error(&self, kind: &str) {
         self.parse_errors.with_label_values(&[kind]).inc();
+    }
+
+    pub fn field_cut(&self, field: &str) {
+        self.fields_cut.with_label_values(&[field]).inc();
     }
 
     pub fn truncated_message(&self) {
@@ -521,14 +539,26 @@ impl Metrics {
         let tool = record.tool.as_deref().unwrap_or("");
         let client = record.client_name.as_deref().unwrap_or("");
         let server = record.server_name.as_deref().unwrap_or("");
-        let values = [
-            labels.bound(self, "mcp_method_name", &op.method),
-            labels.bound(self, "gen_ai_tool_name", tool),
+        // Whose words these are: the watched process's user. Each user has
+        // label values of their own (see `LabelLimiter`).
+        let watched = match op.key.observer() {
+            Observer::Server => record.peers.server.as_ref(),
+            Observer::Client => record.peers.client.as_ref(),
+        };
+        let owner = watched.and_then(|p| p.uid);
+        let mut values = [
+            labels.bound(self, "mcp_method_name", &op.method, owner),
+            labels.bound(self, "gen_ai_tool_name", tool, owner),
             op.error_type().unwrap_or_default(),
             op.transport().as_str().to_string(),
-            labels.bound(self, "mcp_client_name", client),
-            labels.bound(self, "mcp_server_name", server),
+            labels.bound(self, "mcp_client_name", client, owner),
+            labels.bound(self, "mcp_server_name", server, owner),
         ];
+        if !labels.new_series(self, owner, &values) {
+            for i in [0, 1, 4, 5] {
+                values[i] = OVERFLOW_VALUE.to_string();
+            }
+        }
         let refs: Vec<&str> = values.iter().map(String::as_str).collect();
         let (duration, operations) = match op.key.observer() {
             Observer::Server => (&self.server_duration, &self.server_operations),
@@ -545,7 +575,7 @@ impl Metrics {
             None if record.user().is_some() => "process",
             None => "",
         };
-        let user = labels.bound(self, "user", record.user().unwrap_or(""));
+        let user = labels.bound(self, "user", record.user().unwrap_or(""), owner);
         self.user_operations
             .with_label_values(&[user.as_str(), source, values[5].as_str(), values[1].as_str()])
             .inc();
@@ -676,35 +706,68 @@ impl Default for Metrics {
     }
 }
 
-/// Keeps label cardinality bounded: past `max` distinct values a label's
-/// new values are reported as `other` (and counted).
+/// Keeps label cardinality bounded, fairly: each user (the owner of the
+/// process whose words a value is: `owner`) has `max` values of each label
+/// of their own, and [`SERIES_PER_VALUE`] times as many label sets; past
+/// that, their new values are reported as `other` (and counted). A user
+/// naming tools in a loop fills their own budget, never root's or another
+/// user's. Values are cut to [`MAX_LABEL_BYTES`] (as the protocol cuts
+/// names: a distinct suffix keeps long values distinct).
 #[derive(Debug)]
 pub struct LabelLimiter {
     max: usize,
-    seen: HashMap<&'static str, HashSet<String>>,
+    seen: HashMap<(&'static str, Option<u32>), HashSet<String>>,
+    series: HashMap<Option<u32>, HashSet<u64>>,
 }
 
 pub const OVERFLOW_VALUE: &str = "other";
+
+/// Longest label value kept.
+pub const MAX_LABEL_BYTES: usize = 128;
+
+/// Label sets of an operation's metrics per user: this many per value.
+pub const SERIES_PER_VALUE: usize = 10;
 
 impl LabelLimiter {
     pub fn new(max: usize) -> Self {
         LabelLimiter {
             max,
             seen: HashMap::new(),
+            series: HashMap::new(),
         }
     }
 
-    pub fn bound(&mut self, metrics: &Metrics, label: &'static str, value: &str) -> String {
-        let seen = self.seen.entry(label).or_default();
-        if seen.contains(value) {
-            return value.to_string();
+    pub fn bound(&mut self, metrics: &Metrics, label: &'static str, value: &str, owner: Option<u32>) -> String {
+        let value = crate::protocol::bound::cut_str(value, MAX_LABEL_BYTES);
+        let seen = self.seen.entry((label, owner)).or_default();
+        if seen.contains(&value) {
+            return value;
         }
         if seen.len() < self.max {
-            seen.insert(value.to_string());
-            return value.to_string();
+            seen.insert(value.clone());
+            return value;
         }
         metrics.label_overflow.with_label_values(&[label]).inc();
         OVERFLOW_VALUE.to_string()
+    }
+
+    /// Whether an operation's label set may be a series of its own (one
+    /// seen before, or room left in its owner's budget); counted when not.
+    pub fn new_series(&mut self, metrics: &Metrics, owner: Option<u32>, values: &[String]) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        values.hash(&mut h);
+        let key = h.finish();
+        let series = self.series.entry(owner).or_default();
+        if series.contains(&key) {
+            return true;
+        }
+        if series.len() < self.max.saturating_mul(SERIES_PER_VALUE) {
+            series.insert(key);
+            return true;
+        }
+        metrics.label_overflow.with_label_values(&["series"]).inc();
+        false
     }
 }
 
@@ -769,15 +832,40 @@ mod tests {
     fn labels_fold_into_other_past_the_bound() {
         let m = Metrics::new();
         let mut l = LabelLimiter::new(2);
-        assert_eq!(l.bound(&m, "gen_ai_tool_name", "a"), "a");
-        assert_eq!(l.bound(&m, "gen_ai_tool_name", "b"), "b");
-        assert_eq!(l.bound(&m, "gen_ai_tool_name", "c"), OVERFLOW_VALUE);
-        assert_eq!(l.bound(&m, "gen_ai_tool_name", "a"), "a");
-        assert_eq!(l.bound(&m, "mcp_client_name", "c"), "c");
+        let root = Some(0);
+        assert_eq!(l.bound(&m, "gen_ai_tool_name", "a", root), "a");
+        assert_eq!(l.bound(&m, "gen_ai_tool_name", "b", root), "b");
+        assert_eq!(l.bound(&m, "gen_ai_tool_name", "c", root), OVERFLOW_VALUE);
+        assert_eq!(l.bound(&m, "gen_ai_tool_name", "a", root), "a");
+        assert_eq!(l.bound(&m, "mcp_client_name", "c", root), "c");
         assert!(
             m.render()
                 .contains("mcptap_label_overflow_total{label=\"gen_ai_tool_name\"} 1")
         );
+    }
+
+    #[test]
+    fn a_user_cannot_take_another_users_label_values() {
+        let m = Metrics::new();
+        let mut l = LabelLimiter::new(3);
+        let mallory = Some(1001);
+        for i in 0..100 {
+            l.bound(&m, "gen_ai_tool_name", &format!("junk{i}"), mallory);
+        }
+        assert_eq!(l.bound(&m, "gen_ai_tool_name", "junk200", mallory), OVERFLOW_VALUE);
+        // Root's new tool still has its own name.
+        assert_eq!(l.bound(&m, "gen_ai_tool_name", "secret_exfil", Some(0)), "secret_exfil");
+        // Long values are cut, distinctly.
+        let long = l.bound(&m, "mcp_server_name", &"s".repeat(10_000), Some(0));
+        assert!(long.len() <= MAX_LABEL_BYTES + 11, "{}", long.len());
+        // Label sets, per user too.
+        let set = |n: usize| vec![format!("t{n}"), "c".to_string()];
+        for n in 0..3 * SERIES_PER_VALUE {
+            assert!(l.new_series(&m, mallory, &set(n)));
+        }
+        assert!(!l.new_series(&m, mallory, &set(1000)));
+        assert!(l.new_series(&m, mallory, &set(0)), "a set seen before stays");
+        assert!(l.new_series(&m, Some(0), &set(1000)));
     }
 
     #[test]

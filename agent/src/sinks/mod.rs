@@ -48,6 +48,15 @@ use crate::{
     store::{Row, Stored},
 };
 
+/// Bumped by [`reopen_files`] (SIGHUP): file sinks open their file again.
+static REOPEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Asks every file sink to open its file again (SIGHUP, after a log
+/// rotation that moved it away).
+pub fn reopen_files() {
+    REOPEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// The pipeline's end: offers each event to every sink.
 pub struct Sinks {
     outs: Vec<Out>,
@@ -313,6 +322,15 @@ impl LineOut {
             _ => Ok(()),
         }
     }
+
+    /// A file deleted or moved away is opened again (checked at most once
+    /// a second; at once when `force`d).
+    fn reopen_if_moved(&mut self, force: bool) -> std::io::Result<()> {
+        match self {
+            LineOut::File(f) => f.reopen_if_moved(force).map(|_| ()),
+            LineOut::Stdout(_) => Ok(()),
+        }
+    }
 }
 
 /// JSON Lines writer: flushes whenever it has caught up (batches under
@@ -337,7 +355,13 @@ fn spawn_writer(
                     warned = Some(Instant::now());
                 }
             };
+            let mut reopened = REOPEN.load(std::sync::atomic::Ordering::Relaxed);
             loop {
+                let asked = REOPEN.load(std::sync::atomic::Ordering::Relaxed);
+                if let Err(err) = out.reopen_if_moved(asked != reopened) {
+                    failed(err, 0);
+                }
+                reopened = asked;
                 match rx.recv_timeout(Duration::from_secs(1)) {
                     Ok(line) => {
                         if let Err(err) = out.write_line(&line) {

@@ -25,6 +25,23 @@ pub struct RotatingFile {
     /// The latest rotated name's stamp and number: rotations within one
     /// second count up, even when retention already deleted the previous.
     last_name: Option<(String, u64)>,
+    /// Device and inode of the live file: another file (or none) at its
+    /// path means it was deleted or moved away (logrotate), and it is
+    /// opened again.
+    id: (u64, u64),
+    /// When the path was last checked.
+    checked: std::time::Instant,
+}
+
+/// Opens the live file: appended to, the agent's only (0600).
+fn open_live(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new().create(true).append(true).mode(0o600).open(path)
+}
+
+fn file_id(meta: &fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
 }
 
 impl RotatingFile {
@@ -32,7 +49,7 @@ impl RotatingFile {
         if let Some(parent) = opts.path.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs::create_dir_all(parent)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(&opts.path)?;
+        let file = open_live(&opts.path)?;
         let meta = file.metadata()?;
         // An existing file started when it was created (or last written, if
         // the filesystem does not record creation), not when we reopened it.
@@ -47,7 +64,35 @@ impl RotatingFile {
             out: BufWriter::new(file),
             started,
             last_name: None,
+            id: file_id(&meta),
+            checked: std::time::Instant::now(),
         })
+    }
+
+    /// Opens the file at the path again when the live one was deleted or
+    /// moved away (or when `force`d: SIGHUP), so that events do not go on
+    /// into a file nobody can find. Checked at most once a second unless
+    /// forced. Returns whether it reopened.
+    pub fn reopen_if_moved(&mut self, force: bool) -> io::Result<bool> {
+        if !force && self.checked.elapsed() < std::time::Duration::from_secs(1) {
+            return Ok(false);
+        }
+        self.checked = std::time::Instant::now();
+        let same = fs::metadata(&self.opts.path).is_ok_and(|m| file_id(&m) == self.id);
+        if same && !force {
+            return Ok(false);
+        }
+        self.out.flush()?;
+        let file = open_live(&self.opts.path)?;
+        let meta = file.metadata()?;
+        self.id = file_id(&meta);
+        self.size = meta.len();
+        self.started = SystemTime::now();
+        self.out = BufWriter::new(file);
+        if !same {
+            tracing::warn!(file = %self.opts.path.display(), "the events file was deleted or moved away: opened again");
+        }
+        Ok(true)
     }
 
     /// Appends one line (without its newline), rotating first when the live
@@ -85,7 +130,8 @@ impl RotatingFile {
         self.out.flush()?;
         let target = self.free_name(now);
         fs::rename(&self.opts.path, &target)?;
-        let file = OpenOptions::new().create(true).append(true).open(&self.opts.path)?;
+        let file = open_live(&self.opts.path)?;
+        self.id = file_id(&file.metadata()?);
         self.out = BufWriter::new(file);
         self.size = 0;
         self.started = now;
@@ -186,6 +232,43 @@ fn stem_ext(path: &Path) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deleted_or_moved_events_file_is_opened_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let now = SystemTime::now();
+        let mut f = RotatingFile::open(
+            FileOptions {
+                path: path.clone(),
+                ..FileOptions::default()
+            },
+            now,
+        )
+        .unwrap();
+        f.write_line("one", now).unwrap();
+        f.flush().unwrap();
+        {
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        }
+        // Deleted by hand: the next line goes to a new file at the path.
+        fs::remove_file(&path).unwrap();
+        assert!(f.reopen_if_moved(true).unwrap());
+        f.write_line("two", now).unwrap();
+        f.flush().unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "two\n");
+        // Moved away (logrotate without copytruncate).
+        fs::rename(&path, dir.path().join("events.jsonl.1")).unwrap();
+        f.checked -= std::time::Duration::from_secs(2);
+        assert!(f.reopen_if_moved(false).unwrap());
+        f.write_line("three", now).unwrap();
+        f.flush().unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "three\n");
+        // Still there: nothing to do.
+        f.checked -= std::time::Duration::from_secs(2);
+        assert!(!f.reopen_if_moved(false).unwrap());
+    }
 
     fn opts(dir: &Path) -> FileOptions {
         FileOptions {

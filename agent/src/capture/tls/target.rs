@@ -2,7 +2,7 @@
 //! file, from its ELF contents only (never from its name alone, never at a
 //! guessed offset).
 
-use std::{fs, path::Path};
+use std::path::Path;
 
 use super::{boringssl, golang, openssl, rustls};
 
@@ -91,27 +91,47 @@ pub enum Finding {
     Unsupported(Unsupported),
 }
 
-/// Maps an ELF file read-only and runs `f` on it; `None` when it cannot be
-/// read or is not ELF.
+/// Runs `f` on a file read whole (tests, on files of this machine); `None`
+/// when it cannot be read or is not ELF. The agent reads files it does not
+/// own only through [`super::inspect`].
+#[cfg(test)]
 pub fn with_elf<T>(path: &Path, f: impl FnOnce(&object::File<'_>) -> T) -> Option<T> {
     with_elf_data(path, |elf, _| f(elf))
 }
 
 /// As [`with_elf`], with the file's bytes.
+#[cfg(test)]
 pub fn with_elf_data<T>(path: &Path, f: impl FnOnce(&object::File<'_>, &[u8]) -> T) -> Option<T> {
-    let file = fs::File::open(path).ok()?;
-    // SAFETY: a read-only mapping of a file we only read, briefly; a
-    // concurrent truncation could fault, which is why only headers,
-    // tables and a few functions' code are looked at (and, for stripped
-    // executables, one pass over the code for BoringSSL's sites).
-    let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
-    let elf = object::File::parse(&*map).ok()?;
-    Some(f(&elf, &map))
+    let data = std::fs::read(path).ok()?;
+    let elf = object::File::parse(&*data).ok()?;
+    Some(f(&elf, &data))
 }
 
-/// Looks at a file a process maps as `kind`.
+/// Looks at a file's bytes, used by a process as `kind`: anything, never a
+/// panic (fuzzed: `fuzz/fuzz_targets/elf.rs`).
+pub fn identify_bytes(data: &[u8], kind: FileKind) -> Finding {
+    match object::File::parse(data) {
+        Ok(elf) => identify_elf(&elf, data, kind),
+        Err(_) => Finding::Nothing,
+    }
+}
+
+/// Looks at a file by its path, through the same checks as the agent
+/// (`mcptap tls-info`, tests).
 pub fn identify(path: &Path, kind: FileKind) -> Finding {
-    with_elf_data(path, |elf, data| identify_elf(elf, data, kind)).unwrap_or(Finding::Nothing)
+    let job = super::inspect::Job {
+        source: super::inspect::Source::Path {
+            path: path.to_path_buf(),
+            only: None,
+        },
+        kind,
+        unless: None,
+    };
+    let deadline = std::time::Instant::now() + super::inspect::BUDGET;
+    match super::inspect::inspect(&job, Path::new("/proc"), deadline) {
+        Ok((_, super::inspect::Outcome::Read(finding))) => finding,
+        Ok((_, super::inspect::Outcome::Unchanged)) | Err(_) => Finding::Nothing,
+    }
 }
 
 fn identify_elf(elf: &object::File<'_>, data: &[u8], kind: FileKind) -> Finding {

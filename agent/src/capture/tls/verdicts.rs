@@ -45,11 +45,11 @@ pub const FILE_NAME: &str = "tls_programs.json";
 /// A program: its executable, and the SHA-256 of its command line.
 pub type ProgramKey = (PathBuf, [u8; 32]);
 
-/// The program a process runs (`None` once it is gone from /proc).
-pub fn program_key(pid: u32) -> Option<ProgramKey> {
-    let dir = Path::new("/proc").join(pid.to_string());
-    let exe = fs::read_link(dir.join("exe")).ok()?;
-    let cmdline = fs::read(dir.join("cmdline")).ok()?;
+/// The program a process runs (`None` once it is gone from /proc, or when
+/// its command line cannot be read in time: see `procmem`).
+pub fn program_key(proc_root: &Path, pid: u32) -> Option<ProgramKey> {
+    let exe = fs::read_link(proc_root.join(pid.to_string()).join("exe")).ok()?;
+    let cmdline = crate::procmem::cmdline(proc_root, pid)?;
     Some((exe, cmdline_digest(&cmdline)))
 }
 
@@ -73,13 +73,23 @@ pub enum Verdict {
     Unsure { misses: u8 },
 }
 
-/// A program's verdict, when, and the TLS files it used (paths as it sees
-/// them, with their kind), probed at its next exec before it maps them.
+/// A TLS file a program used: its path as the program sees it, its kind,
+/// and which file it was (device and inode): at the program's next exec
+/// only that very file is probed before it is mapped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsedFile {
+    pub path: String,
+    pub kind: FileKind,
+    pub id: Option<(u64, u64)>,
+}
+
+/// A program's verdict, when, and the TLS files it used, probed at its
+/// next exec before it maps them.
 #[derive(Debug, Clone)]
 pub struct Known {
     pub verdict: Verdict,
     pub at: Instant,
-    pub files: Vec<(String, FileKind)>,
+    pub files: Vec<UsedFile>,
 }
 
 impl Known {
@@ -135,6 +145,12 @@ struct EntryFile {
     path: String,
     /// `shared_library` or `executable`.
     kind: String,
+    /// Device and inode (absent in files of earlier releases: such a file
+    /// is not probed before it is mapped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dev: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ino: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -203,7 +219,11 @@ impl Verdicts {
                 .into_iter()
                 .filter_map(|f| {
                     let kind = FileKind::ALL.into_iter().find(|k| k.as_str() == f.kind)?;
-                    Some((f.path, kind))
+                    Some(UsedFile {
+                        path: f.path,
+                        kind,
+                        id: f.dev.zip(f.ino),
+                    })
                 })
                 .collect();
             let known = Known { verdict, at, files };
@@ -230,7 +250,7 @@ impl Verdicts {
             .any(|((e, _), k)| e == exe && k.verdict != Verdict::NotMcp)
     }
 
-    pub fn remember(&mut self, key: ProgramKey, verdict: Verdict, files: Vec<(String, FileKind)>) {
+    pub fn remember(&mut self, key: ProgramKey, verdict: Verdict, files: Vec<UsedFile>) {
         if self.programs.len() >= MAX_PROGRAMS
             && !self.programs.contains_key(&key)
             && let Some(oldest) = self.programs.iter().min_by_key(|(_, v)| v.at).map(|(k, _)| k.clone())
@@ -290,9 +310,11 @@ impl Verdicts {
                     files: k
                         .files
                         .iter()
-                        .map(|(path, kind)| EntryFile {
-                            path: path.clone(),
-                            kind: kind.as_str().into(),
+                        .map(|f| EntryFile {
+                            path: f.path.clone(),
+                            kind: f.kind.as_str().into(),
+                            dev: f.id.map(|i| i.0),
+                            ino: f.id.map(|i| i.1),
                         })
                         .collect(),
                 }
@@ -326,7 +348,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
         let mut v = Verdicts::load(Some(path.clone()));
-        let files = vec![("/usr/lib/libssl.so.3".to_string(), FileKind::SharedLibrary)];
+        let files = vec![UsedFile {
+            path: "/usr/lib/libssl.so.3".to_string(),
+            kind: FileKind::SharedLibrary,
+            id: Some((2049, 77)),
+        }];
         let server = key("/usr/bin/python3", b"python3\0server.py\0--token\0s3cret\0");
         v.remember(server.clone(), Verdict::Mcp, files.clone());
         v.remember(key("/usr/bin/curl", b"curl\0https://x\0"), Verdict::NotMcp, Vec::new());

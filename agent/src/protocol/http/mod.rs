@@ -17,6 +17,7 @@ use std::{collections::VecDeque, io::Read};
 
 use super::{
     body::{BodyBuf, ChunkError, Chunked},
+    bound,
     sse::{SseEvent, SseParser},
 };
 use crate::capture::Io;
@@ -79,10 +80,12 @@ impl Headers {
                 "content-length" => h.content_length = value.parse().ok(),
                 "transfer-encoding" => h.chunked = value.to_ascii_lowercase().contains("chunked"),
                 "content-encoding" => h.content_encoding = Some(value.to_ascii_lowercase()),
-                "mcp-session-id" => h.mcp_session_id = Some(value.clone()),
-                "mcp-protocol-version" => h.mcp_protocol_version = Some(value.clone()),
-                "mcp-method" => h.mcp_method = Some(value.clone()),
-                "mcp-name" => h.mcp_name = Some(value.clone()),
+                // Kept as session names and compared with the body: cut to
+                // their bounds (the head itself may be 64 KiB).
+                "mcp-session-id" => h.mcp_session_id = Some(bound::cut_str(&value, bound::ID)),
+                "mcp-protocol-version" => h.mcp_protocol_version = Some(bound::cut_str(&value, bound::NAME)),
+                "mcp-method" => h.mcp_method = Some(bound::cut_str(&value, bound::NAME)),
+                "mcp-name" => h.mcp_name = Some(bound::cut_str(&value, bound::NAME)),
                 "accept" => h.accept = Some(value.clone()),
                 "upgrade" => h.upgrade = Some(value.clone()),
                 "user-agent" => h.user_agent = Some(value.clone()),
@@ -462,7 +465,8 @@ impl HttpConn {
                     }
                 }
                 let method = req.method.unwrap_or_default().to_string();
-                let target = req.path.unwrap_or_default().to_string();
+                // Kept as a legacy session's name and a path in events.
+                let target = bound::cut_str(req.path.unwrap_or_default(), bound::URI);
                 let headers = Headers::from(req.headers);
                 if headers.upgrade.is_some() {
                     // WebSocket or h2c: the server may accept it; either way
