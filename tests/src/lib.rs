@@ -367,7 +367,12 @@ impl Agent {
         let dir = env.artifacts.join(test);
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("artifacts dir");
-        let events_path = dir.join("events.jsonl");
+        // The test's own events file when it names one.
+        let events_path = extra
+            .iter()
+            .position(|a| *a == "--events")
+            .and_then(|i| extra.get(i + 1))
+            .map_or_else(|| dir.join("events.jsonl"), PathBuf::from);
         let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let log = fs::File::create(dir.join("agent.log")).expect("agent log");
         let mut command = match wrapper.split_first() {
@@ -398,9 +403,10 @@ impl Agent {
         {
             command.arg("--hooks").arg(hooks);
         }
+        if !extra.contains(&"--events") {
+            command.arg("--events").arg(&events_path);
+        }
         let child = command
-            .arg("--events")
-            .arg(&events_path)
             .arg("--metrics-addr")
             .arg(metrics_addr.to_string())
             .args(extra)
@@ -417,6 +423,13 @@ impl Agent {
         };
         agent.wait_running();
         agent
+    }
+
+    /// Whether the agent is still running (not exited, not killed).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     /// The agent's process id while it runs.

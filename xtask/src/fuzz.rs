@@ -4,7 +4,8 @@
 //! Targets: `records` (ring buffer records through every stage of a
 //! pipeline that talks to no kernel), `ndjson` (newline framing), `http`
 //! (HTTP/1.1 both ways), `sse` (event streams), `jsonrpc` (classification
-//! and the truncated-frame scanner), `mask` (secret masking).
+//! and the truncated-frame scanner), `mask` (secret masking), `naming`
+//! (the bytes that name a host), `elf` (what TLS library a file carries).
 //!
 //! Seeds are committed in fuzz/corpus/<target>/, cut from end-to-end
 //! recordings (`--seed DIR` cuts new ones from the `capture.bin` files that
@@ -25,7 +26,7 @@ use mcptap_common::{CHUNK_HEADER_LEN, channel, record};
 
 use crate::{cmd, repo_root, setup};
 
-pub const TARGETS: &[&str] = &["records", "ndjson", "http", "sse", "jsonrpc", "mask", "naming"];
+pub const TARGETS: &[&str] = &["records", "ndjson", "http", "sse", "jsonrpc", "mask", "naming", "elf"];
 
 #[derive(clap::Args)]
 pub struct FuzzArgs {

@@ -37,6 +37,8 @@ pub struct ProcessInfo {
 const MAX_ARGS: usize = 64;
 /// Bytes of one argument kept, at most.
 const MAX_ARG: usize = 1024;
+/// Bytes of a command line kept, at most.
+const MAX_CMDLINE: usize = 4096;
 
 /// Reads a process's facts; `None` when it is gone.
 pub fn read(proc_root: &std::path::Path, pid: u32) -> Option<ProcessInfo> {
@@ -47,13 +49,19 @@ pub fn read(proc_root: &std::path::Path, pid: u32) -> Option<ProcessInfo> {
     let ppid = fields.get(1)?.parse().ok()?;
     let start_ticks: Option<u64> = fields.get(19).and_then(|f| f.parse().ok());
     // Read from the process's own memory: within a time budget, and cut
-    // (its first MAX_ARGS arguments, each at most MAX_ARG bytes).
+    // (its first MAX_ARGS arguments, each at most MAX_ARG bytes, at most
+    // MAX_CMDLINE in all).
     let cmdline = crate::procmem::cmdline(proc_root, pid)
         .map(|raw| {
+            let mut total = 0;
             raw.split(|b| *b == 0)
                 .filter(|a| !a.is_empty())
                 .take(MAX_ARGS)
                 .map(|a| crate::protocol::bound::cut_str(&String::from_utf8_lossy(a), MAX_ARG))
+                .take_while(|a| {
+                    total += a.len();
+                    total <= MAX_CMDLINE
+                })
                 .collect::<Vec<_>>()
         })
         .unwrap_or_default();

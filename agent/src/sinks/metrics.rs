@@ -723,10 +723,10 @@ pub struct LabelLimiter {
 pub const OVERFLOW_VALUE: &str = "other";
 
 /// Longest label value kept.
-pub const MAX_LABEL_BYTES: usize = 128;
+pub const MAX_LABEL_BYTES: usize = 96;
 
 /// Label sets of an operation's metrics per user: this many per value.
-pub const SERIES_PER_VALUE: usize = 10;
+pub const SERIES_PER_VALUE: usize = 2;
 
 impl LabelLimiter {
     pub fn new(max: usize) -> Self {

@@ -19,8 +19,10 @@
 //!   mapping kills the reader with SIGBUS): a file is mapped only when root
 //!   owns it, nobody else may write it, and it lives on a local disk
 //!   filesystem; otherwise its bytes are copied with bounded `pread`s.
-//!   Either way a file larger than [`MAX_FILE_BYTES`] is refused unread,
-//!   and one that changes while it is read is refused.
+//!   Either way a file larger than [`MAX_FILE_BYTES`] is refused unread
+//!   (one to be copied, larger than [`COPY_BUDGET`]), and one that changes
+//!   while it is read is refused. Copies held at once by all workers
+//!   together stay within [`COPY_BUDGET`].
 //! - **Off the capture thread, with a time budget.** [`Inspector`] runs
 //!   jobs on worker threads. A job that outlives [`BUDGET`] is given up
 //!   (`inspection_timeout`) and its worker, stuck in the kernel on a
@@ -69,6 +71,44 @@ const QUEUE: usize = 1024;
 
 /// Bytes copied per `pread`.
 const CHUNK: usize = 4 << 20;
+
+/// Bytes of copies held at once by all workers together: a file that
+/// cannot be mapped waits for room (within its budget), so that users
+/// handing the agent big files of theirs cost it this much memory at most.
+pub const COPY_BUDGET: u64 = 256 << 20;
+
+/// Room left in [`COPY_BUDGET`].
+static COPY_ROOM: (Mutex<u64>, std::sync::Condvar) = (Mutex::new(COPY_BUDGET), std::sync::Condvar::new());
+
+/// A share of [`COPY_BUDGET`], given back on drop.
+struct CopyShare(u64);
+
+impl CopyShare {
+    /// Waits (until `deadline`) for `bytes` of room.
+    fn take(bytes: u64, deadline: Instant) -> Result<CopyShare, Refused> {
+        let (lock, freed) = &COPY_ROOM;
+        let mut room = lock.lock().map_err(|_| Refused::TimedOut)?;
+        while *room < bytes {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Refused::TimedOut);
+            }
+            room = freed.wait_timeout(room, left).map_err(|_| Refused::TimedOut)?.0;
+        }
+        *room -= bytes;
+        Ok(CopyShare(bytes))
+    }
+}
+
+impl Drop for CopyShare {
+    fn drop(&mut self) {
+        let (lock, freed) = &COPY_ROOM;
+        if let Ok(mut room) = lock.lock() {
+            *room += self.0;
+        }
+        freed.notify_all();
+    }
+}
 
 /// A file identity: device and inode.
 pub type FileId = (u64, u64);
@@ -201,7 +241,7 @@ pub enum Refused {
     NotRegular(&'static str),
     #[error("it is not the file the process maps (another inode at that path)")]
     Identity,
-    #[error("{0} bytes: larger than the {max} MiB mcptap reads", max = MAX_FILE_BYTES >> 20)]
+    #[error("{0} bytes: larger than mcptap reads ({max} MiB; {copy} MiB for a file another user could truncate, which is copied)", max = MAX_FILE_BYTES >> 20, copy = COPY_BUDGET >> 20)]
     TooLarge(u64),
     #[error("reading it failed: {0}")]
     Read(#[source] io::Error),
@@ -314,10 +354,12 @@ fn safe_to_map(st: &libc::stat, fs: Option<i64>) -> bool {
     st.st_uid == 0 && st.st_mode & 0o022 == 0 && fs.is_some_and(|f| LOCAL_FILESYSTEMS.contains(&f))
 }
 
-/// A file's bytes: mapped when nobody else can truncate it, else copied.
+/// A file's bytes: mapped when nobody else can truncate it, else copied
+/// (within the workers' shared [`COPY_BUDGET`]).
 pub enum Image {
     Mapped(memmap2::Mmap),
-    Copied(Vec<u8>),
+    #[allow(private_interfaces)]
+    Copied(Vec<u8>, CopyShare),
 }
 
 impl std::ops::Deref for Image {
@@ -325,7 +367,7 @@ impl std::ops::Deref for Image {
     fn deref(&self) -> &[u8] {
         match self {
             Image::Mapped(m) => m,
-            Image::Copied(v) => v,
+            Image::Copied(v, _) => v,
         }
     }
 }
@@ -343,6 +385,11 @@ fn image(file: &File, st: &libc::stat, deadline: Instant) -> Result<Image, Refus
             return Ok(Image::Mapped(map));
         }
     }
+    // Larger than all copies may take together: it would wait for ever.
+    if len > COPY_BUDGET {
+        return Err(Refused::TooLarge(len));
+    }
+    let share = CopyShare::take(len, deadline)?;
     let mut bytes = Vec::new();
     bytes
         .try_reserve_exact(len as usize)
@@ -361,7 +408,7 @@ fn image(file: &File, st: &libc::stat, deadline: Instant) -> Result<Image, Refus
             Err(e) => return Err(Refused::Read(e)),
         }
     }
-    Ok(Image::Copied(bytes))
+    Ok(Image::Copied(bytes, share))
 }
 
 /// Runs one job here and now (the workers, and `mcptap tls-info`).
@@ -667,7 +714,7 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
         let st = fstat(&OwnedFd::from(File::open(&path).unwrap())).unwrap();
         let img = image(&file, &st, Instant::now() + BUDGET).unwrap();
-        assert!(matches!(img, Image::Copied(_)));
+        assert!(matches!(img, Image::Copied(..)));
         assert_eq!(img.len(), 10_000);
     }
 

@@ -1,0 +1,18 @@
+//! What a file carries, for TLS capture: any bytes, as a shared library and
+//! as an executable. A file is the choice of the process that maps it (and
+//! of its user): crafted section tables, symbol tables claiming gigabytes,
+//! truncated code. Never a panic, never a probe outside the file.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use mcptap::capture::tls::target::{FileKind, Finding, identify_bytes};
+
+fuzz_target!(|data: &[u8]| {
+    for kind in FileKind::ALL {
+        if let Finding::Tls(t) = identify_bytes(data, kind) {
+            for p in &t.probes {
+                assert!(p.offset < data.len() as u64, "a probe outside the file: {p:?}");
+            }
+        }
+    }
+});
