@@ -147,8 +147,10 @@ fn healthy(agent: &Agent) -> bool {
 /// call recorded whole.
 fn canary(env: &Env, agent: &Agent, calls: usize) {
     // drive.py calls `whoami` first (the server's pid).
-    let report = env.drive(&json!({"sessions": [{"server": env.test_server(), "client_name": "canary",
-        "steps": [{"call": "add", "args": {"a": 1, "b": 2}, "repeat": calls}]}]}));
+    let report = env.drive(
+        &json!({"sessions": [{"server": env.test_server(), "client_name": "canary",
+        "steps": [{"call": "add", "args": {"a": 1, "b": 2}, "repeat": calls}]}]}),
+    );
     let pid = report["sessions"][0]["server_pid"].as_u64().expect("canary server pid");
     let events = agent.wait_events("the canary's calls", WAIT, |ev| {
         count(&operations_of(ev, pid), "tools/call", Some("add"), "ok") == calls
@@ -201,7 +203,11 @@ fn a_crafted_library_truncated_while_read_neither_crashes_nor_stalls_the_agent()
         count(&operations_of(ev, server), "tools/call", Some("add"), "ok") == 4
     });
     agent.wait_metric("mcptap_tls_unsupported_binaries", &[("reason", "too_large")], 1.0, WAIT);
-    assert!(started.elapsed() < Duration::from_secs(30), "the attack took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the attack took {:?}",
+        started.elapsed()
+    );
     still_fine(&env, &mut agent, baseline, "crafted library");
 }
 
@@ -217,10 +223,13 @@ fn a_fifo_over_a_mapped_librarys_path_is_never_opened() {
     let a = attacker(&env, "fifo");
     let mut agent = Agent::start(&env, "hostile_fifo", &[]);
     let baseline = rss_mib(&agent);
-    let libssl = ["/usr/lib/x86_64-linux-gnu/libssl.so.3", "/lib/x86_64-linux-gnu/libssl.so.3"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("libssl.so.3");
+    let libssl = [
+        "/usr/lib/x86_64-linux-gnu/libssl.so.3",
+        "/lib/x86_64-linux-gnu/libssl.so.3",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("libssl.so.3");
     let copy = a.dir.join("libssl.so.3");
     std::fs::copy(libssl, &copy).unwrap();
     std::os::unix::fs::chown(&copy, Some(a.uid), Some(a.gid)).unwrap();
@@ -271,12 +280,20 @@ fn what_a_peer_names_and_leaves_unanswered_is_bounded_and_recorded() {
     // are kept in flight per session: secret_exfil, the first 104 junk
     // requests and one more for the last add were pushed out.
     let events = agent.wait_events("the evicted requests", WAIT, |ev| {
-        operations_of(ev, server).iter().filter(|e| e["status"] == "evicted").count() == 106
+        operations_of(ev, server)
+            .iter()
+            .filter(|e| e["status"] == "evicted")
+            .count()
+            == 106
     });
     let ops = operations_of(&events, server);
     let exfil: Vec<&Value> = ops
         .iter()
-        .filter(|e| e["gen_ai.tool.name"].as_str().is_some_and(|t| t.starts_with("secret_exfil")))
+        .filter(|e| {
+            e["gen_ai.tool.name"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("secret_exfil"))
+        })
         .collect();
     assert_eq!(exfil.len(), 1, "{}", summary(&ops));
     assert_eq!(exfil[0]["status"], "evicted");
@@ -284,7 +301,10 @@ fn what_a_peer_names_and_leaves_unanswered_is_bounded_and_recorded() {
         let line = e.to_string();
         assert!(line.len() < 8 * 1024, "an event of {} bytes", line.len());
     }
-    let long_tool = ops.iter().find(|e| e["gen_ai.tool.name"].as_str().is_some_and(|t| t.starts_with("t0T"))).unwrap();
+    let long_tool = ops
+        .iter()
+        .find(|e| e["gen_ai.tool.name"].as_str().is_some_and(|t| t.starts_with("t0T")))
+        .unwrap();
     assert!(long_tool["gen_ai.tool.name"].as_str().unwrap().len() <= 256 + 11);
     assert!(long_tool["server"]["name"].as_str().unwrap().len() <= 256 + 11);
     let m = agent.metrics();
@@ -313,7 +333,11 @@ fn what_a_peer_names_and_leaves_unanswered_is_bounded_and_recorded() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert!(out.stdout.len() < 2 << 20, "/api/calls answered {} bytes", out.stdout.len());
+    assert!(
+        out.stdout.len() < 2 << 20,
+        "/api/calls answered {} bytes",
+        out.stdout.len()
+    );
     still_fine(&env, &mut agent, baseline, "long names and unanswered requests");
 }
 
@@ -349,15 +373,22 @@ fn what_the_agent_records_is_read_only_as_the_operator_allows() {
     );
     // SAFETY: as above.
     unsafe { libc::umask(old) };
-    let report = env.drive(&json!({"sessions": [{"server": env.test_server(), "client_name": "root-client",
-        "steps": [{"call": "echo", "args": {"text": "root's secret payload"}}]}]}));
+    let report = env.drive(
+        &json!({"sessions": [{"server": env.test_server(), "client_name": "root-client",
+        "steps": [{"call": "echo", "args": {"text": "root's secret payload"}}]}]}),
+    );
     let pid = report["sessions"][0]["server_pid"].as_u64().unwrap();
     wait_until("root's call in the events file", WAIT, || {
         std::fs::read_to_string(&events)
             .is_ok_and(|t| t.contains("root's secret payload") && t.contains(&format!("\"pid\":{pid}")))
     });
     wait_until("the store", WAIT, || state.join("events.db").exists());
-    for file in [&events, &state.join("events.db"), &state.join("ui.token"), &state.join("ui.url")] {
+    for file in [
+        &events,
+        &state.join("events.db"),
+        &state.join("ui.token"),
+        &state.join("ui.url"),
+    ] {
         let mode = std::fs::metadata(file).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o600, "{} is {mode:o}", file.display());
         assert!(!a.can_read(file), "the attacker read {}", file.display());
@@ -372,7 +403,11 @@ fn what_the_agent_records_is_read_only_as_the_operator_allows() {
         .output()
         .unwrap();
     let url = String::from_utf8_lossy(&url.stdout).trim().to_string();
-    let token = url.split_once("#token=").expect("ui-url prints the token").1.to_string();
+    let token = url
+        .split_once("#token=")
+        .expect("ui-url prints the token")
+        .1
+        .to_string();
     assert!(url.starts_with(&format!("http://127.0.0.1:{port}/")), "{url}");
     let bearer = format!("Authorization: Bearer {token}");
     assert_eq!(a.http_status(&api, &[&bearer]), "200", "with the token");
@@ -432,7 +467,10 @@ fn tail_shows_what_peers_named_without_obeying_it() {
     let out = tail.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains('\u{1b}') && !text.contains('\u{9b}'), "{text:?}");
-    assert!(!text.lines().any(|l| l.starts_with("12:00:00.000")), "a forged line: {text}");
+    assert!(
+        !text.lines().any(|l| l.starts_with("12:00:00.000")),
+        "a forged line: {text}"
+    );
     assert!(text.contains("\\u{1b}[2J"), "{text}");
 }
 
@@ -466,7 +504,8 @@ fn a_client_is_what_it_runs_not_what_it_says() {
     let report = mcptap_tests::parse_report("hostile.py client", &c.output().unwrap());
     let server = report["server_pid"].as_u64().unwrap();
     let events = agent.wait_events("the violation", WAIT, |ev| {
-        ev.iter().any(|e| e["event.type"] == "mcp.alert" && e["server"]["process"]["pid"].as_u64() == Some(server))
+        ev.iter()
+            .any(|e| e["event.type"] == "mcp.alert" && e["server"]["process"]["pid"].as_u64() == Some(server))
     });
     let ops = operations_of(&events, server);
     assert!(!ops.is_empty());
@@ -480,7 +519,10 @@ fn a_client_is_what_it_runs_not_what_it_says() {
         .unwrap();
     assert_eq!(alert["alert"]["kind"], "policy_violation");
     assert!(
-        alert["alert"]["message"].as_str().unwrap().contains("\"python-agent\" (declares \"claude-code\")"),
+        alert["alert"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"python-agent\" (declares \"claude-code\")"),
         "{alert}"
     );
 }

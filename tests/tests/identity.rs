@@ -23,8 +23,15 @@ struct Issuer {
 fn issuer(dir: &Path) -> Issuer {
     let key = dir.join("idp-key.pem");
     let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl").args(args).output().expect("openssl");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out.stdout
     };
     run(&["genrsa", "-out", key.to_str().unwrap(), "2048"]);
@@ -35,7 +42,8 @@ fn issuer(dir: &Path) -> Issuer {
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect();
     let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let jwks = json!({"keys": [{"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig", "n": e.encode(n), "e": "AQAB"}]});
+    let jwks =
+        json!({"keys": [{"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig", "n": e.encode(n), "e": "AQAB"}]});
     Issuer { key, jwks }
 }
 
@@ -116,7 +124,12 @@ fn http_calls_carry_who_they_were_for_and_never_the_credential() {
     let agent = Agent::start(
         &env,
         "identity",
-        &["--policy", policy.to_str().unwrap(), "--config", config.to_str().unwrap()],
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
     );
     let srv = env.http_server("e2e-identity", &[]);
     let url = format!("http://127.0.0.1:{}/mcp", srv.port);
@@ -127,8 +140,10 @@ fn http_calls_carry_who_they_were_for_and_never_the_credential() {
         "exp": 1_900_000_000
     }));
     // Anyone can write a JWT naming alice@example.com.
-    let forged = unsigned(&json!({"sub": "u-1", "email": "alice@example.com", "iss": "https://idp.example.com",
-        "exp": 1_900_000_000}));
+    let forged = unsigned(
+        &json!({"sub": "u-1", "email": "alice@example.com", "iss": "https://idp.example.com",
+        "exp": 1_900_000_000}),
+    );
     let (opaque, other_opaque) = ("opq-7f3a9c1e5b2d8f4a6c0e", "opq-0b1c2d3e4f5a6b7c8d9e");
     let basic = base64::engine::general_purpose::STANDARD.encode("alice:hunter2-pass");
     let session = |client: &str, authorization: String| {

@@ -101,11 +101,17 @@ pub fn symbol_offsets(elf: &object::File<'_>) -> Vec<(&'static str, u64)> {
     out
 }
 
-/// A symbol's file offset (what the kernel wants, not a virtual address).
+/// A symbol's file offset (what the kernel wants, not a virtual address):
+/// only when the symbol lies inside its section's bytes in the file (a
+/// crafted symbol table may point anywhere; fuzzed: fuzz/fuzz_targets/elf.rs).
 pub fn file_offset<'d>(elf: &object::File<'d>, sym: &impl ObjectSymbol<'d>) -> Option<u64> {
     let section = elf.section_by_index(sym.section_index()?).ok()?;
     let (file_offset, _) = section.file_range()?;
-    Some(sym.address() - section.address() + file_offset)
+    // Its bytes as the file holds them (a header may claim more than the
+    // file has: `data` checks the range against the file).
+    let bytes = section.data().ok()?;
+    let within = sym.address().checked_sub(section.address())?;
+    (within < bytes.len() as u64).then(|| file_offset + within)
 }
 
 #[cfg(test)]

@@ -203,6 +203,24 @@ fn identify_elf(elf: &object::File<'_>, data: &[u8], kind: FileKind) -> Finding 
 mod tests {
     use super::*;
 
+    /// Found by fuzz/fuzz_targets/elf.rs: a symbol table whose `SSL_read`
+    /// points past its section's bytes, and a section header claiming
+    /// bytes past the end of the file, made probe offsets outside the
+    /// file. Every probe lies inside the file, or there is none.
+    #[test]
+    fn crafted_symbols_never_make_a_probe_outside_the_file() {
+        for data in [
+            &include_bytes!("testdata/symbol-outside-its-section.elf")[..],
+            &include_bytes!("testdata/section-beyond-the-file.elf")[..],
+        ] {
+            for kind in FileKind::ALL {
+                if let Finding::Tls(t) = identify_bytes(data, kind) {
+                    assert!(t.probes.iter().all(|p| p.offset < data.len() as u64), "{t:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn ordinary_files_carry_nothing() {
         assert_eq!(identify(Path::new("/bin/sh"), FileKind::Executable), Finding::Nothing);
