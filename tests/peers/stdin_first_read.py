@@ -4,7 +4,7 @@ get "hello" (not JSON) on their stdin first, then MCP:
   - `stays`: keeps reading the same stdin (a JSON-RPC `initialize` line
     follows); the agent must not track it (its stdin was ruled out), so no
     event names it, although it exits with that request unanswered;
-  - `execs`: execs the tests' FastMCP stdio server on the same stdin, which
+  - `execs`: execs the given stdio server on the same stdin, which
     then speaks MCP: a new program is looked at again, so its calls become
     events.
 

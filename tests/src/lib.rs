@@ -59,6 +59,16 @@ impl Env {
         ]
     }
 
+    /// The standard-library stdio MCP server (tests/peers/lean_server.py):
+    /// the smoke suite's, which runs under software emulation too, where
+    /// the SDKs' imports alone take 15-25 s.
+    pub fn lean_server(&self) -> Vec<String> {
+        vec![
+            self.python.display().to_string(),
+            self.peers.join("lean_server.py").display().to_string(),
+        ]
+    }
+
     /// `@modelcontextprotocol/server-everything` over stdio.
     pub fn server_everything(&self) -> Vec<String> {
         vec![
@@ -204,6 +214,17 @@ impl Env {
     /// (`server`, `server-stripped`, `server-pie`) over HTTPS.
     pub fn go_server(&self, build: &str, name: &str, cert: &Cert) -> Server {
         self.go_server_from(&self.go_peers.join(build), name, cert)
+    }
+
+    /// The Go MCP server over plain HTTP.
+    pub fn go_server_plain(&self, name: &str) -> Server {
+        let port = free_port();
+        let binary = self.go_peers.join("server");
+        self.server_command(
+            name,
+            &format!("exec {} -port {port} -name {name}", binary.display()),
+            port,
+        )
     }
 
     /// The Go MCP server from the executable `binary` (a copy, altered or

@@ -4,6 +4,12 @@
 //! booted under QEMU) twice: with the hook family the kernel allows (fexit)
 //! and forced onto the fallback (the raw `sys_exit` tracepoint). Real agent,
 //! real eBPF programs, real peers; exact counts and statuses.
+//!
+//! Its client is the official Python SDK's (drive.py); its servers are
+//! light (the standard-library stdio server tests/peers/lean_server.py,
+//! the Go server of tests/peers/go): under software emulation the SDK's
+//! import alone takes 15-25 s, and what the matrix tests is the kernel
+//! side. The SDKs' servers are exercised on this host by the other suites.
 
 use std::{path::Path, process::Command, time::Duration};
 
@@ -83,28 +89,21 @@ fn assert_outcomes(ops: &[Value], what: &str) {
 
 /// Every transport at once, one agent (each agent start is the slowest
 /// step under software emulation: the verifier): two stdio servers side
-/// by side, Streamable HTTP on loopback, and the same over OpenSSL TLS,
-/// each driven by the official Python SDK client; both ends of the HTTP
-/// ones.
+/// by side, Streamable HTTP on loopback, and the same over TLS (the
+/// client's OpenSSL, the Go server's crypto/tls), each driven by the
+/// official Python SDK client; both ends of the HTTP ones.
 #[test]
 fn stdio_http_and_tls_with_the_python_sdk() {
     let env = env();
     let agent = Agent::start(&env, "smoke_transports", &["--tls-discovery"]);
     assert_hook_family(&agent);
     let cert = env.cert("smoke-https");
-    let tls_args = [
-        "--tls-cert",
-        cert.cert.to_str().unwrap(),
-        "--tls-key",
-        cert.key.to_str().unwrap(),
-        "--json-response",
-    ];
-    let http = env.http_server("smoke-http", &["--json-response"]);
-    let https = env.http_server("smoke-https", &tls_args);
+    let http = env.go_server_plain("smoke-http");
+    let https = env.go_server("server", "smoke-https", &cert);
     let plan = json!({"sessions": [
-        {"server": env.test_server(), "env": {"MCPTAP_TEST_SERVER_NAME": "smoke-stdio-a"},
+        {"server": env.lean_server(), "env": {"MCPTAP_TEST_SERVER_NAME": "smoke-stdio-a"},
          "client_name": "smoke-client-a", "steps": steps()},
-        {"server": env.test_server(), "env": {"MCPTAP_TEST_SERVER_NAME": "smoke-stdio-b"},
+        {"server": env.lean_server(), "env": {"MCPTAP_TEST_SERVER_NAME": "smoke-stdio-b"},
          "client_name": "smoke-client-b", "steps": steps()},
         {"url": format!("http://127.0.0.1:{}/mcp", http.port),
          "client_name": "client-of-smoke-http", "steps": steps()},
@@ -191,7 +190,7 @@ fn a_calls_file_and_program_are_its_own() {
     let web = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let web_port = web.local_addr().unwrap().port();
     serve(web, b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
-    let plan = json!({"sessions": [{"server": env.test_server(), "env": {"MCPTAP_TEST_EFFECTS": "1"},
+    let plan = json!({"sessions": [{"server": env.lean_server(),
     "steps": [
         {"call": "read_file", "args": {"path": input}},
         {"call": "run", "args": {"argv": [python, "-c", "pass"]}},
@@ -279,7 +278,7 @@ fn a_calls_file_and_program_are_its_own() {
 fn stdin_is_looked_at_once_per_program() {
     let env = env();
     let agent = Agent::start(&env, "smoke_first_read", &[]);
-    let server_script = env.peers.join("stdio_server.py");
+    let server_script = env.peers.join("lean_server.py");
     let report = env.run_peer(
         "stdin_first_read.py",
         &[env.python.to_str().unwrap(), server_script.to_str().unwrap()],
@@ -313,7 +312,7 @@ fn ring_buffer_losses_are_counted_and_survived() {
     let dir = agent.dir.clone();
     let (go, blob_done, resume) = (dir.join("go"), dir.join("blob-done"), dir.join("resume"));
     let plan = json!({"sessions": [{
-    "server": env.test_server(), "env": {"MCPTAP_TEST_SERVER_NAME": "smoke-loss"},
+    "server": env.lean_server(), "env": {"MCPTAP_TEST_SERVER_NAME": "smoke-loss"},
     "client_name": "smoke-loss-client",
     "steps": [
         {"wait_for_file": go},

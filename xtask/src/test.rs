@@ -53,9 +53,14 @@ pub struct TestArgs {
     /// Skip the bounded fuzzing runs.
     #[arg(long)]
     no_fuzz: bool,
-    /// Seconds each fuzz target runs.
-    #[arg(long, default_value_t = 45)]
+    /// Seconds each fuzz target runs (`cargo xtask fuzz` runs them longer,
+    /// with the address sanitizer).
+    #[arg(long, default_value_t = 20)]
     fuzz_seconds: u64,
+    /// How many kernels of the matrix boot at once (each machine uses about
+    /// 1.2 cores under emulation, and 2 GiB).
+    #[arg(long, default_value_t = 3)]
+    vm_jobs: usize,
     /// Only end-to-end tests whose name contains this.
     filter: Option<String>,
 }
@@ -66,33 +71,91 @@ const SMOKE_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 /// Longest the whole suite may take under one kernel (`--kernel`).
 const SUITE_TIMEOUT: Duration = Duration::from_secs(90 * 60);
 
+/// How long each part of the run took, printed as a table at the end
+/// (also when a part failed).
+#[derive(Default)]
+pub struct Timings {
+    parts: Vec<(String, Duration, &'static str)>,
+    started: Option<std::time::Instant>,
+}
+
+impl Timings {
+    /// Runs `f` as part `name`, timing it.
+    pub fn part<T>(&mut self, name: impl Into<String>, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.started.get_or_insert_with(std::time::Instant::now);
+        let t = std::time::Instant::now();
+        let r = f();
+        self.parts
+            .push((name.into(), t.elapsed(), if r.is_ok() { "ok" } else { "FAILED" }));
+        r
+    }
+
+    /// A part timed elsewhere (machines run side by side).
+    pub fn record(&mut self, name: impl Into<String>, took: Duration, outcome: &'static str) {
+        self.parts.push((name.into(), took, outcome));
+    }
+
+    pub fn print(&self) {
+        if self.parts.is_empty() {
+            return;
+        }
+        eprintln!("\n== time per part");
+        let width = self.parts.iter().map(|p| p.0.len()).max().unwrap_or(0);
+        for (name, took, outcome) in &self.parts {
+            eprintln!("{name:<width$}  {:>7.1} s  {outcome}", took.as_secs_f64());
+        }
+        if let Some(t) = self.started {
+            eprintln!("{:<width$}  {:>7.1} s", "total", t.elapsed().as_secs_f64());
+        }
+    }
+}
+
 pub fn test(args: TestArgs) -> Result<()> {
+    let mut timings = Timings::default();
+    let result = run_all(args, &mut timings);
+    timings.print();
+    result
+}
+
+fn run_all(args: TestArgs, timings: &mut Timings) -> Result<()> {
     let e2e = !args.unit_only;
     let vms = e2e && (args.kernel.is_some() || !args.no_matrix);
-    setup::setup(Needs {
-        toolchain: true,
-        peers: e2e,
-        vms,
+    timings.part("setup (install what is missing)", || {
+        setup::setup(Needs {
+            toolchain: true,
+            peers: e2e,
+            vms,
+        })
     })?;
-    let agent = build_agent()?;
+    let agent = timings.part("build the agent (release)", build_agent)?;
 
     eprintln!("\n== unit tests");
-    cmd::run(
-        Command::new("cargo")
-            .args([
-                "test",
-                "--workspace",
-                "--exclude",
-                "mcptap-tests",
-                "--exclude",
-                "mcptap-ebpf",
-            ])
-            .current_dir(repo_root()),
-    )?;
+    // In the release profile: its dependencies are the agent's, built just
+    // now (a debug build would compile every one of them again).
+    timings.part("unit tests", || {
+        cmd::run(
+            Command::new("cargo")
+                .args([
+                    "test",
+                    "--release",
+                    "--workspace",
+                    "--exclude",
+                    "mcptap-tests",
+                    "--exclude",
+                    "mcptap-ebpf",
+                ])
+                .current_dir(repo_root()),
+        )
+    })?;
     if !args.no_fuzz && !args.matrix_only && args.kernel.is_none() {
         eprintln!("\n== fuzz targets ({} s each, fuzz/)", args.fuzz_seconds);
-        setup::ensure_cargo_fuzz()?;
-        crate::fuzz::run(crate::fuzz::TARGETS, args.fuzz_seconds, crate::fuzz::Sanitizer::None)?;
+        timings.part(
+            format!("fuzz ({} targets × {} s)", crate::fuzz::TARGETS.len(), args.fuzz_seconds),
+            || {
+                setup::ensure_cargo_fuzz()?;
+                crate::fuzz::run(crate::fuzz::TARGETS, args.fuzz_seconds, crate::fuzz::Sanitizer::None)
+            },
+        )?;
     }
     if args.unit_only {
         eprintln!("\nend-to-end tests NOT run (--unit-only)");
@@ -123,18 +186,30 @@ pub fn test(args: TestArgs) -> Result<()> {
     }
     if !args.matrix_only {
         eprintln!("\n== end-to-end tests (this host's kernel)");
-        let mut c = Command::new("cargo");
-        c.args(["test", "-p", "mcptap-tests", "--", "--nocapture"])
-            .arg(format!("--test-threads={}", args.jobs.max(1)))
-            .current_dir(repo_root())
-            .envs(e2e_env(&agent, &artifacts));
-        if let Some(filter) = &args.filter {
-            c.arg(filter);
+        let binaries = timings.part("build the end-to-end tests", e2e_binaries)?;
+        // Every suite runs, whatever an earlier one did: one run shows
+        // every failure.
+        let mut failed = Vec::new();
+        for (name, exe) in &binaries {
+            eprintln!("\n== {name}");
+            let mut c = Command::new(exe);
+            c.args(["--nocapture"])
+                .arg(format!("--test-threads={}", args.jobs.max(1)))
+                .current_dir(repo_root().join("tests"))
+                .envs(e2e_env(&agent, &artifacts));
+            if let Some(filter) = &args.filter {
+                c.arg(filter);
+            }
+            if timings.part(format!("e2e {name}"), || cmd::run(&mut c)).is_err() {
+                failed.push(name.clone());
+            }
         }
-        cmd::run(&mut c)?;
+        if !failed.is_empty() {
+            bail!("end-to-end suites failed: {}", failed.join(", "));
+        }
     }
     if !args.no_matrix {
-        matrix(&agent, &artifacts)?;
+        matrix(&agent, &artifacts, timings, args.vm_jobs)?;
     }
     eprintln!(
         "\nall tests passed (agent logs and events of each end-to-end test: {})",
@@ -159,7 +234,7 @@ fn e2e_env(agent: &Path, artifacts: &Path) -> Vec<(&'static str, PathBuf)> {
 fn e2e_binaries() -> Result<Vec<(String, PathBuf)>> {
     let out = cmd::output(
         Command::new("cargo")
-            .args(["test", "-p", "mcptap-tests", "--no-run", "--message-format=json"])
+            .args(["test", "--release", "-p", "mcptap-tests", "--no-run", "--message-format=json"])
             .current_dir(repo_root()),
     )?;
     let mut found = Vec::new();
@@ -255,7 +330,7 @@ fn run_in(kernel: &vm::kernels::KernelImage, script: String, artifacts: &Path, t
 
 /// The smoke suite inside every kernel of the matrix, through both hook
 /// families.
-fn matrix(agent: &Path, artifacts: &Path) -> Result<()> {
+fn matrix(agent: &Path, artifacts: &Path, timings: &mut Timings, jobs: usize) -> Result<()> {
     eprintln!("\n== kernel matrix: the smoke suite under each stock kernel (QEMU, software emulation)");
     let kernels = vm::kernels::fetch(vm::MATRIX)?;
     let smoke: Vec<(String, PathBuf)> = e2e_binaries()?
@@ -265,40 +340,71 @@ fn matrix(agent: &Path, artifacts: &Path) -> Result<()> {
     if smoke.is_empty() {
         bail!("the smoke test binary (tests/tests/smoke.rs) was not built");
     }
+    // Every kernel of the matrix allows tracing programs: `auto` must pick
+    // fexit there; `tracepoint` proves the fallback on the same kernel, in
+    // the same boot. The BTF test fails before any hook is chosen: once is
+    // enough.
+    let families = [
+        FamilyRun {
+            hooks: "auto",
+            expect: "fexit",
+            skip: &[],
+        },
+        FamilyRun {
+            hooks: "tracepoint",
+            expect: "tracepoint",
+            skip: &["a_kernel_without_btf_is_one_clear_line"],
+        },
+    ];
+    // The machines run `jobs` at a time: one machine keeps about 1.2 of
+    // this host's cores busy (emulation, with the guest mostly waiting on
+    // one process at a time), so two or three side by side finish sooner
+    // than one after another (measured: docs/benchmarks.md, CI).
+    let started = std::time::Instant::now();
+    let results: Vec<(String, Result<Duration>)> = std::thread::scope(|scope| {
+        let mut results = Vec::new();
+        for batch in kernels.chunks(jobs.max(1)) {
+            let handles: Vec<_> = batch
+                .iter()
+                .map(|kernel| {
+                    let dir = artifacts.join(format!("linux-{}", kernel.spec.name));
+                    let _ = std::fs::remove_dir_all(&dir);
+                    let script = guest_script(agent, &dir, &smoke, &families, None);
+                    eprintln!(
+                        "== Linux {} ({}, Debian {}): booting",
+                        kernel.spec.name, kernel.version, kernel.spec.debian
+                    );
+                    let name = kernel.spec.name.to_string();
+                    (name, scope.spawn(move || run_in(kernel, script, &dir, SMOKE_TIMEOUT)))
+                })
+                .collect();
+            for (name, handle) in handles {
+                let result = handle
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the machine's thread panicked")));
+                results.push((name, result));
+            }
+        }
+        results
+    });
     let mut failures = Vec::new();
-    let mut times = Vec::new();
-    for kernel in &kernels {
-        eprintln!(
-            "\n== Linux {} ({}, Debian {})",
-            kernel.spec.name, kernel.version, kernel.spec.debian
-        );
-        let dir = artifacts.join(format!("linux-{}", kernel.spec.name));
-        let _ = std::fs::remove_dir_all(&dir);
-        // Every kernel of the matrix allows tracing programs: `auto` must
-        // pick fexit there; `tracepoint` proves the fallback on the same
-        // kernel. The BTF test fails before any hook is chosen: once is
-        // enough.
-        let families = [
-            FamilyRun {
-                hooks: "auto",
-                expect: "fexit",
-                skip: &[],
-            },
-            FamilyRun {
-                hooks: "tracepoint",
-                expect: "tracepoint",
-                skip: &["a_kernel_without_btf_is_one_clear_line"],
-            },
-        ];
-        let script = guest_script(agent, &dir, &smoke, &families, None);
-        match run_in(kernel, script, &dir, SMOKE_TIMEOUT) {
-            Ok(took) => times.push(format!("Linux {} passed in {} s", kernel.spec.name, took.as_secs())),
-            Err(err) => failures.push(format!("{err:#}")),
+    for (name, result) in results {
+        match result {
+            Ok(took) => {
+                eprintln!("Linux {name} passed in {} s", took.as_secs());
+                timings.record(format!("kernel matrix: Linux {name}"), took, "ok");
+            }
+            Err(err) => {
+                timings.record(format!("kernel matrix: Linux {name}"), Duration::ZERO, "FAILED");
+                failures.push(format!("{err:#}"));
+            }
         }
     }
-    for t in &times {
-        eprintln!("{t}");
-    }
+    timings.record(
+        format!("kernel matrix, {} machines {} at a time", kernels.len(), jobs.max(1)),
+        started.elapsed(),
+        if failures.is_empty() { "ok" } else { "FAILED" },
+    );
     if !failures.is_empty() {
         bail!("kernel matrix failed:\n{}", failures.join("\n"));
     }

@@ -896,6 +896,10 @@ impl TlsHooks {
     /// Looks at the files a process maps; hooks the TLS ones for this
     /// process (`scoped`) or for every process (host-wide mode).
     fn scan_process(&mut self, ebpf: &mut Ebpf, pid: u32, scoped: bool) {
+        // The agent itself: its own code quotes the markers it looks for.
+        if pid == std::process::id() {
+            return;
+        }
         let proc_dir = self.proc_root.join(pid.to_string());
         let Ok(maps) = fs::read_to_string(proc_dir.join("maps")) else {
             return;

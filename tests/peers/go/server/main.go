@@ -1,7 +1,8 @@
 // A minimal MCP server over Streamable HTTP with TLS (JSON responses),
 // standard library only: the tests' Go peer for crypto/tls capture.
 //
-// Usage: server -port N -cert C -key K -name NAME
+// Usage: server -port N [-cert C -key K] -name NAME (plain HTTP without a
+// certificate)
 package main
 
 import (
@@ -15,6 +16,7 @@ import (
 	"log"
 	"net/http"
 	"os"
+	"strings"
 )
 
 type request struct {
@@ -85,6 +87,7 @@ func main() {
 				{"name": "add", "inputSchema": map[string]any{"type": "object"}},
 				{"name": "refuse", "inputSchema": map[string]any{"type": "object"}},
 				{"name": "whoami", "inputSchema": map[string]any{"type": "object"}},
+				{"name": "blob", "inputSchema": map[string]any{"type": "object"}},
 			}}
 		case "tools/call":
 			var p callParams
@@ -97,6 +100,10 @@ func main() {
 				result = text(fmt.Sprint(a+b), false)
 			case "refuse":
 				result = text("refused", true)
+			case "blob":
+				var mib float64
+				_ = json.Unmarshal(p.Arguments["mib"], &mib)
+				result = text(strings.Repeat("x", int(mib)<<20), false)
 			case "whoami":
 				result = map[string]any{
 					"content":           []map[string]any{{"type": "text", "text": fmt.Sprint(os.Getpid())}},
@@ -124,6 +131,10 @@ func main() {
 		// HTTP/1.1 only, like most MCP deployments behind a proxy (and
 		// what mcptap parses; HTTP/2 is counted and left alone).
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+	}
+	if *cert == "" {
+		// Plain HTTP (no certificate given).
+		log.Fatal(srv.ListenAndServe())
 	}
 	log.Fatal(srv.ListenAndServeTLS(*cert, *key))
 }
