@@ -130,14 +130,11 @@ fn run_all(args: TestArgs, timings: &mut Timings) -> Result<()> {
     let agent = timings.part("build the agent (release)", build_agent)?;
 
     eprintln!("\n== unit tests");
-    // In the release profile: its dependencies are the agent's, built just
-    // now (a debug build would compile every one of them again).
     timings.part("unit tests", || {
         cmd::run(
             Command::new("cargo")
                 .args([
                     "test",
-                    "--release",
                     "--workspace",
                     "--exclude",
                     "mcptap-tests",
@@ -234,7 +231,7 @@ fn e2e_env(agent: &Path, artifacts: &Path) -> Vec<(&'static str, PathBuf)> {
 fn e2e_binaries() -> Result<Vec<(String, PathBuf)>> {
     let out = cmd::output(
         Command::new("cargo")
-            .args(["test", "--release", "-p", "mcptap-tests", "--no-run", "--message-format=json"])
+            .args(["test", "-p", "mcptap-tests", "--no-run", "--message-format=json"])
             .current_dir(repo_root()),
     )?;
     let mut found = Vec::new();
