@@ -136,6 +136,60 @@ pub struct Event {
     /// CPU time the server spent on the call.
     #[serde(rename = "mcp.server.cpu", skip_serializing_if = "Option::is_none")]
     pub cpu: Option<crate::effects::CpuUse>,
+    /// The logical call, task and trace it belongs to.
+    #[serde(flatten)]
+    pub links: EventLinks,
+}
+
+/// What ties an operation to others and to the application's trace
+/// (docs/events.md): the rounds of one logical call (2026-07-28 multi
+/// round-trip requests), the task it created or concerns, the W3C trace
+/// context its request carried, and whether its HTTP routing headers said
+/// what its body did.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct EventLinks {
+    /// Shared by the rounds of one call, and by a task's requests with the
+    /// call that created it.
+    #[serde(rename = "mcp.call.id", skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+    #[serde(rename = "mcp.call.round", skip_serializing_if = "Option::is_none")]
+    pub round: Option<u32>,
+    /// The last round: the logical call's duration, first request to this
+    /// answer.
+    #[serde(rename = "mcp.call.duration_s", skip_serializing_if = "Option::is_none")]
+    pub call_duration_s: Option<f64>,
+    /// The last round: the time the call waited for input between rounds.
+    #[serde(rename = "mcp.call.input_wait_s", skip_serializing_if = "Option::is_none")]
+    pub input_wait_s: Option<f64>,
+    #[serde(rename = "mcp.task.id", skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    /// W3C trace context of the request (`_meta.traceparent`).
+    #[serde(rename = "trace.id", skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    #[serde(rename = "trace.parent_span_id", skip_serializing_if = "Option::is_none")]
+    pub parent_span_id: Option<String>,
+    /// HTTP: `Mcp-Method`/`Mcp-Name` disagreed with the body.
+    #[serde(rename = "mcp.header_mismatch", skip_serializing_if = "Option::is_none")]
+    pub header_mismatch: Option<String>,
+}
+
+impl EventLinks {
+    pub fn of(links: &crate::session::CallLinks) -> EventLinks {
+        let call = links.call.as_ref();
+        let task = links.task.as_ref();
+        EventLinks {
+            call_id: call
+                .map(|c| c.call_id.clone())
+                .or_else(|| task.map(|t| t.call_id.clone()).filter(|c| !c.is_empty())),
+            round: call.map(|c| c.round),
+            call_duration_s: call.and_then(|c| c.duration_ns).map(|ns| ns as f64 / 1e9),
+            input_wait_s: call.and_then(|c| c.input_wait_ns).map(|ns| ns as f64 / 1e9),
+            task_id: task.map(|t| t.task_id.clone()),
+            trace_id: links.trace.as_ref().map(|t| t.trace_id.clone()),
+            parent_span_id: links.trace.as_ref().map(|t| t.parent_span_id.clone()),
+            header_mismatch: links.header_mismatch.clone(),
+        }
+    }
 }
 
 impl Event {
@@ -351,6 +405,7 @@ fn blank(
         audit: None,
         effects: None,
         cpu: None,
+        links: EventLinks::default(),
     }
 }
 
@@ -406,6 +461,7 @@ pub fn from_operation(ctx: &EventContext<'_>, record: &OperationRecord) -> Event
     e.error_code = op.error_code;
     e.result_type = op.result_type.clone();
     e.duration_s = op.duration_s();
+    e.links = EventLinks::of(&op.links);
     e.request = Some(MessageFacts {
         time: ctx.clock.rfc3339(op.request_ts_ns),
         bytes: op.request_bytes,
@@ -561,6 +617,11 @@ pub const FIELDS: &[&str] = &[
     "user.scope",
     "user.issuer",
     "user.fingerprint",
+    "mcp.call.id",
+    "mcp.call.round",
+    "mcp.task.id",
+    "trace.id",
+    "mcp.header_mismatch",
 ];
 
 impl Event {
@@ -632,6 +693,11 @@ impl Event {
             "user.scope" => borrowed(self.user.as_ref().and_then(|u| u.scope.as_deref())),
             "user.issuer" => borrowed(self.user.as_ref().and_then(|u| u.issuer.as_deref())),
             "user.fingerprint" => borrowed(self.user.as_ref().and_then(|u| u.fingerprint.as_deref())),
+            "mcp.call.id" => borrowed(self.links.call_id.as_deref()),
+            "mcp.call.round" => text(self.links.round),
+            "mcp.task.id" => borrowed(self.links.task_id.as_deref()),
+            "trace.id" => borrowed(self.links.trace_id.as_deref()),
+            "mcp.header_mismatch" => borrowed(self.links.header_mismatch.as_deref()),
             _ => None,
         }
     }
@@ -817,6 +883,16 @@ pub mod testing {
             audit: None,
             effects: None,
             cpu: None,
+            links: EventLinks {
+                call_id: Some("c-1".into()),
+                round: Some(2),
+                call_duration_s: Some(3.5),
+                input_wait_s: Some(3.0),
+                task_id: Some("t-1".into()),
+                trace_id: Some("0af7651916cd43dd8448eb211c80319c".into()),
+                parent_span_id: Some("b7ad6b7169203331".into()),
+                header_mismatch: Some("Mcp-Method \"tools/list\", body \"tools/call\"".into()),
+            },
         }
     }
 }

@@ -18,10 +18,13 @@ Plan:
         "mode": "legacy" | "auto" | "2026-07-28",
         "client_name": "e2e-client",
         "sampling": true,                      # answer sampling/createMessage
+        "elicit": {"action": "accept", "content": {...}, "delay": 0.5},
+                                               # answer elicitations (after `delay` s)
         "roots": true,                         # answer roots/list
         "steps": [
           {"call": "trigger-long-running-operation", "args": {}, "progress": true},
           {"call": "add", "args": {"a": 1, "b": 2}, "repeat": 3},
+          {"call": "add", "args": {...}, "meta": {"traceparent": "00-..."}},  # request _meta
           {"call": "sleep", "args": {"seconds": 5}, "cancel_after": 0.3},
           {"call": "sleep", "args": {"seconds": 30}, "kill_server_after": 0.5},
           {"list_tools": true}, {"list_prompts": true}, {"list_resources": true},
@@ -59,11 +62,19 @@ from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp.types import CreateMessageResult, Implementation, ListRootsResult, Root, TextContent
+from mcp.types import CreateMessageResult, ElicitResult, Implementation, ListRootsResult, Root, TextContent
 
 
 async def answer_sampling(context, params):
     return CreateMessageResult(role="assistant", content=TextContent(type="text", text="sampled"), model="e2e-model")
+
+
+def answer_elicitation(spec):
+    async def answer(context, params):
+        await anyio.sleep(spec.get("delay", 0))
+        return ElicitResult(action=spec.get("action", "accept"), content=spec.get("content"))
+
+    return answer
 
 
 async def answer_roots(context):
@@ -109,6 +120,8 @@ async def run_step(client, step, state, log):
                 progress.append(value)
 
             kwargs = {"progress_callback": on_progress} if step.get("progress") else {}
+            if "meta" in step:
+                kwargs["meta"] = step["meta"]
             call = client.call_tool(step["call"], step.get("args", {}), **kwargs)
             if "cancel_after" in step:
                 start = time.monotonic()
@@ -204,6 +217,8 @@ async def run_session(spec) -> dict:
             callbacks["sampling_callback"] = answer_sampling
         if spec.get("roots"):
             callbacks["list_roots_callback"] = answer_roots
+        if spec.get("elicit"):
+            callbacks["elicitation_callback"] = answer_elicitation(spec["elicit"])
         async with Client(params, mode=mode, client_info=info, read_timeout_seconds=120, **callbacks) as client:
             report["protocol_version"] = client.protocol_version
             state["pid"] = await server_pid(client)

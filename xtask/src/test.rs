@@ -147,7 +147,11 @@ fn run_all(args: TestArgs, timings: &mut Timings) -> Result<()> {
     if !args.no_fuzz && !args.matrix_only && args.kernel.is_none() {
         eprintln!("\n== fuzz targets ({} s each, fuzz/)", args.fuzz_seconds);
         timings.part(
-            format!("fuzz ({} targets × {} s)", crate::fuzz::TARGETS.len(), args.fuzz_seconds),
+            format!(
+                "fuzz ({} targets × {} s)",
+                crate::fuzz::TARGETS.len(),
+                args.fuzz_seconds
+            ),
             || {
                 setup::ensure_cargo_fuzz()?;
                 crate::fuzz::run(crate::fuzz::TARGETS, args.fuzz_seconds, crate::fuzz::Sanitizer::None)

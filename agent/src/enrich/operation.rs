@@ -109,7 +109,11 @@ impl OperationRecord {
         policy: &Arc<Policy>,
         identifier: &Identifier,
     ) -> OperationRecord {
-        let tool = (op.method == "tools/call").then(|| op.name.clone()).flatten();
+        // A task's requests are the tool's that created it.
+        let tool = (op.method == "tools/call")
+            .then(|| op.name.clone())
+            .flatten()
+            .or_else(|| op.links.task.as_ref().and_then(|t| t.tool.clone()));
         let client = op.request_client.as_ref().or(op.session.client.as_ref());
         let client_name = client.map(|c| c.name.clone());
         let client_version = client.and_then(|c| c.version.clone());

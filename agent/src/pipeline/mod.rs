@@ -506,10 +506,12 @@ impl Pipeline {
     /// The size of every table the pipeline keeps, named
     /// (`mcptap_table_entries{table}`): none may grow without bound.
     pub fn tables(&self) -> Vec<(&'static str, usize)> {
-        let [sessions, pending] = self.sessions.sizes();
+        let [sessions, pending, calls, tasks] = self.sessions.sizes();
         let mut t = vec![
             ("sessions", sessions),
             ("requests_in_flight", pending),
+            ("calls_awaiting_input", calls),
+            ("tasks", tasks),
             ("confirmed", self.confirmed.len()),
             ("effects_in_flight", self.effects.in_flight()),
             ("serving", self.serving.len()),

@@ -56,6 +56,8 @@ pub struct Facts<'a> {
     pub ts_ns: u64,
     /// What the server did during the call (server view).
     pub effects: Option<&'a [crate::effects::AttributedEffect]>,
+    /// HTTP: the request's routing headers disagreed with its body.
+    pub header_mismatch: Option<&'a str>,
 }
 
 impl<'a> From<&'a OperationRecord> for Facts<'a> {
@@ -69,6 +71,7 @@ impl<'a> From<&'a OperationRecord> for Facts<'a> {
             client_app: r.peers.client_app,
             user: r.user(),
             user_is_evidence: r.user_is_evidence(),
+            header_mismatch: r.op.links.header_mismatch.as_deref(),
             method: &r.op.method,
             offered_tools: r.op.offered_tools.as_deref(),
             tool: r.tool.as_deref(),
@@ -233,6 +236,20 @@ impl Evaluator {
                     effect: None,
                 });
             }
+        }
+        if let Some(m) = f.header_mismatch
+            && policy.alerts.header_body_mismatch
+        {
+            alerts.push(Alert {
+                kind: "header_body_mismatch",
+                rule: "alerts.header_body_mismatch".into(),
+                message: format!(
+                    "{} to server {server:?}: its Mcp-Method/Mcp-Name headers disagree with its body ({m}): what a gateway routed and checked is not what the server was asked",
+                    f.method
+                ),
+                owner: rule.and_then(|r| r.owner.clone()),
+                effect: None,
+            });
         }
         if let Some(offered) = f.offered_tools {
             for t in offered {

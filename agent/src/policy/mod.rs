@@ -86,6 +86,8 @@ struct AlertsFile {
     unknown_server: bool,
     /// On unless set to false.
     tool_definition_changed: Option<bool>,
+    /// On unless set to false.
+    header_body_mismatch: Option<bool>,
 }
 
 /// Too many failures among a server's (or tool's) recent calls.
@@ -185,6 +187,10 @@ pub struct Alerts {
     /// A tool an already-seen server offers changed its definition (the
     /// "rug pull"): on by default, with or without a policy file.
     pub tool_definition_changed: bool,
+    /// An HTTP request's `Mcp-Method`/`Mcp-Name` headers disagree with its
+    /// body (a proxy routing on the header, a server acting on the body):
+    /// on by default.
+    pub header_body_mismatch: bool,
 }
 
 impl Default for Alerts {
@@ -196,6 +202,7 @@ impl Default for Alerts {
             new_server: false,
             unknown_server: false,
             tool_definition_changed: true,
+            header_body_mismatch: true,
         }
     }
 }
@@ -302,6 +309,7 @@ impl Policy {
                 new_server: file.alerts.new_server,
                 unknown_server: file.alerts.unknown_server,
                 tool_definition_changed: file.alerts.tool_definition_changed.unwrap_or(true),
+                header_body_mismatch: file.alerts.header_body_mismatch.unwrap_or(true),
             },
         })
     }

@@ -118,6 +118,80 @@ pub struct Facts {
     /// A `tools/list` result: the tools offered, each with a digest of
     /// its definition.
     pub tools: Option<Vec<ToolDef>>,
+    /// What ties this message to others (2026-07-28 rounds, tasks) and to
+    /// the application's trace.
+    pub links: LinkFacts,
+    /// HTTP: the request's `Mcp-Method`/`Mcp-Name` disagreed with this
+    /// message (set by the sessions stage, which sees both).
+    pub header_mismatch: Option<String>,
+}
+
+/// What ties a message to others and to the application's trace.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LinkFacts {
+    /// 2026-07-28 multi round-trip requests: the opaque `requestState` a
+    /// round hands out (`result`) or a retry carries back (`params`), as a
+    /// digest (`sha256:` and 16 hex digits: the state itself may be large
+    /// and is the server's secret).
+    pub request_state: Option<String>,
+    /// The keys of a round's `inputRequests` (`result`), or of a retry's
+    /// `inputResponses` (`params`).
+    pub input_keys: Option<Vec<String>>,
+    /// Whether the result asks for input (`resultType: "input_required"`).
+    pub input_required: bool,
+    /// Tasks: the task a request concerns (`params.taskId`), or the task a
+    /// result created (`result.task.taskId`).
+    pub task_id: Option<String>,
+    /// W3C trace context from `params._meta.traceparent`.
+    pub trace: Option<TraceContext>,
+}
+
+/// A W3C `traceparent`: the application's trace and the span the request
+/// was sent from (checked: 32 and 16 lowercase hex digits, not all zero).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TraceContext {
+    pub trace_id: String,
+    pub parent_span_id: String,
+}
+
+impl TraceContext {
+    /// `00-<trace id>-<parent id>-<flags>`; `None` when malformed.
+    pub fn parse(header: &str) -> Option<TraceContext> {
+        let mut parts = header.trim().split('-');
+        let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let hex =
+            |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !hex(version, 2) || version == "ff" || !hex(trace, 32) || !hex(parent, 16) || !hex(flags, 2) {
+            return None;
+        }
+        if trace.bytes().all(|b| b == b'0') || parent.bytes().all(|b| b == b'0') {
+            return None;
+        }
+        Some(TraceContext {
+            trace_id: trace.to_string(),
+            parent_span_id: parent.to_string(),
+        })
+    }
+}
+
+/// Keys of a small JSON object (at most 16, each cut to its bound).
+fn keys_of(v: Option<&Value>) -> Option<Vec<String>> {
+    let map = v?.as_object()?;
+    Some(map.keys().take(16).map(|k| bound::cut_str(k, bound::NAME)).collect())
+}
+
+/// `sha256:` and 16 hex digits of a value's text.
+fn digest_of(v: Option<&Value>) -> Option<String> {
+    let text = match v? {
+        Value::String(s) => s.clone(),
+        Value::Null => return None,
+        other => other.to_string(),
+    };
+    let d = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    Some(format!(
+        "sha256:{}",
+        d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ))
 }
 
 /// One tool a server offers: its name and a digest of its whole
@@ -500,6 +574,12 @@ struct ParamsSkim {
     progress: Option<Value>,
     #[serde(default)]
     total: Option<Value>,
+    #[serde(default, rename = "requestState")]
+    request_state: Option<Value>,
+    #[serde(default, rename = "inputResponses")]
+    input_responses: Option<Value>,
+    #[serde(default, rename = "taskId")]
+    task_id: Option<Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -516,6 +596,12 @@ struct ResultSkim {
     result_type: Option<Value>,
     #[serde(default)]
     tools: Option<Value>,
+    #[serde(default, rename = "requestState")]
+    request_state: Option<Value>,
+    #[serde(default, rename = "inputRequests")]
+    input_requests: Option<Value>,
+    #[serde(default)]
+    task: Option<Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -563,6 +649,21 @@ fn facts_of_params(params: &RawValue) -> Facts {
             .and_then(Value::as_object)
             .is_some_and(|m| m.keys().any(|k| k.starts_with("io.modelcontextprotocol/"))),
         tools: None,
+        links: LinkFacts {
+            request_state: digest_of(skim.request_state.as_ref()),
+            input_keys: keys_of(skim.input_responses.as_ref()),
+            input_required: false,
+            task_id: skim
+                .task_id
+                .as_ref()
+                .and_then(Value::as_str)
+                .map(|t| bound::cut_str(t, bound::ID)),
+            trace: meta
+                .and_then(|m| m.get("traceparent"))
+                .and_then(Value::as_str)
+                .and_then(TraceContext::parse),
+        },
+        header_mismatch: None,
     }
 }
 
@@ -583,6 +684,15 @@ fn facts_of_result(skim: &ResultSkim, facts: &mut Facts) {
         .and_then(Value::as_str)
         .map(str::to_string);
     facts.tools = skim.tools.as_ref().and_then(tool_defs);
+    facts.links.input_required = skim.result_type.as_ref().and_then(Value::as_str) == Some("input_required");
+    facts.links.request_state = digest_of(skim.request_state.as_ref());
+    facts.links.input_keys = keys_of(skim.input_requests.as_ref());
+    facts.links.task_id = skim
+        .task
+        .as_ref()
+        .and_then(|t| t.get("taskId"))
+        .and_then(Value::as_str)
+        .map(|t| bound::cut_str(t, bound::ID));
 }
 
 fn json_error(bytes: &[u8], err: &serde_json::Error) -> ParseError {
@@ -610,6 +720,44 @@ mod tests {
         assert!(p.errors.is_empty(), "{:?}", p.errors);
         assert_eq!(p.messages.len(), 1);
         p.messages.remove(0)
+    }
+
+    #[test]
+    fn rounds_tasks_and_trace_context_are_read() {
+        let first = one(
+            r#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required","inputRequests":{"confirm":{"method":"elicitation/create"}},"requestState":"opaque-state-1"}}"#,
+        );
+        assert!(first.facts.links.input_required);
+        assert_eq!(
+            first.facts.links.input_keys.as_deref(),
+            Some(&["confirm".to_string()][..])
+        );
+        let state = first.facts.links.request_state.clone().unwrap();
+        assert!(state.starts_with("sha256:") && !state.contains("opaque"), "{state}");
+        let retry = one(
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"deploy","arguments":{},"inputResponses":{"confirm":{"action":"accept"}},"requestState":"opaque-state-1","_meta":{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}}"#,
+        );
+        assert_eq!(retry.facts.links.request_state.as_deref(), Some(state.as_str()));
+        assert_eq!(
+            retry.facts.links.input_keys.as_deref(),
+            Some(&["confirm".to_string()][..])
+        );
+        let trace = retry.facts.links.trace.unwrap();
+        assert_eq!(trace.trace_id, "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(trace.parent_span_id, "b7ad6b7169203331");
+        let created = one(r#"{"jsonrpc":"2.0","id":3,"result":{"task":{"taskId":"t-77","status":"working"}}}"#);
+        assert_eq!(created.facts.links.task_id.as_deref(), Some("t-77"));
+        let get = one(r#"{"jsonrpc":"2.0","id":4,"method":"tasks/get","params":{"taskId":"t-77"}}"#);
+        assert_eq!(get.facts.links.task_id.as_deref(), Some("t-77"));
+        for bad in [
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+            "garbage",
+        ] {
+            assert_eq!(TraceContext::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

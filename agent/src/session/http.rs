@@ -136,11 +136,14 @@ impl HttpMcp {
                 } else {
                     http_key(tgid, observer, HttpScope::Connection(conn.facts.serial))
                 };
-                let messages = if r.method == "POST" {
+                let mut messages = if r.method == "POST" {
                     self.messages(&r.body, problems)
                 } else {
                     Vec::new()
                 };
+                if let [only] = messages.as_mut_slice() {
+                    only.facts.header_mismatch = header_mismatch(&r.headers, only);
+                }
                 let stream = r.method == "GET"
                     && r.headers
                         .accept
@@ -400,6 +403,30 @@ fn http_key(tgid: u32, observer: Observer, scope: HttpScope) -> SessionKey {
 
 fn first_non_space(b: &[u8]) -> Option<u8> {
     b.iter().copied().find(|c| !c.is_ascii_whitespace())
+}
+
+/// Whether a request's `Mcp-Method` and `Mcp-Name` headers (2026-07-28:
+/// what proxies and gateways route and authorize on) say what its body
+/// does: `Mcp-Method` the method, `Mcp-Name` the tool or prompt name, or
+/// the resource URI. A disagreement is what a request crafted to pass a
+/// gateway's check on the header and act otherwise on the server looks
+/// like: what each said.
+fn header_mismatch(headers: &crate::protocol::http::Headers, msg: &Message) -> Option<String> {
+    let method = match &msg.body {
+        jsonrpc::Body::Request { method, .. } | jsonrpc::Body::Notification { method } => method.as_str(),
+        jsonrpc::Body::Response { .. } => return None,
+    };
+    if let Some(h) = &headers.mcp_method
+        && h != method
+    {
+        return Some(format!("Mcp-Method {h:?}, body {method:?}"));
+    }
+    let body_name = msg.facts.name.as_deref().or(msg.facts.uri.as_deref());
+    match (&headers.mcp_name, body_name) {
+        (Some(h), Some(b)) if h != b => Some(format!("Mcp-Name {h:?}, body {b:?}")),
+        (Some(h), None) => Some(format!("Mcp-Name {h:?}, body names nothing")),
+        _ => None,
+    }
 }
 
 /// `http://host:port/messages/?session_id=x` → `/messages/?session_id=x`,

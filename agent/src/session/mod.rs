@@ -21,6 +21,7 @@
 pub mod conns;
 mod discovery;
 pub mod http;
+mod rounds;
 pub mod stdio;
 mod types;
 
@@ -74,6 +75,10 @@ struct Pending {
     truncated: bool,
     payload: Option<Payload>,
     via: Option<Via>,
+    /// What ties it to earlier operations, and its trace context.
+    links: rounds::RequestLinks,
+    trace: Option<crate::protocol::jsonrpc::TraceContext>,
+    header_mismatch: Option<String>,
 }
 
 #[derive(Debug)]
@@ -112,6 +117,9 @@ pub struct SessionTable {
     sessions: HashMap<SessionKey, Session>,
     /// Sessions per process.
     per_process: HashMap<u32, usize>,
+    /// Rounds of logical calls and tasks (they outlive sessions: 2026-07-28
+    /// has none).
+    rounds: rounds::Rounds,
 }
 
 impl SessionTable {
@@ -121,6 +129,7 @@ impl SessionTable {
             next_serial: 0,
             sessions: HashMap::new(),
             per_process: HashMap::new(),
+            rounds: rounds::Rounds::default(),
         }
     }
 
@@ -129,10 +138,13 @@ impl SessionTable {
     }
 
     /// Sessions and requests in flight held (the soak test watches them).
-    pub fn sizes(&self) -> [usize; 2] {
+    pub fn sizes(&self) -> [usize; 4] {
+        let [calls, tasks] = self.rounds.sizes();
         [
             self.sessions.len(),
             self.sessions.values().map(|s| s.pending.len()).sum(),
+            calls,
+            tasks,
         ]
     }
 
@@ -349,6 +361,7 @@ impl SessionTable {
                         serial,
                     });
                 }
+                let links = &msg.facts.links;
                 let pending = Pending {
                     serial,
                     method,
@@ -360,6 +373,13 @@ impl SessionTable {
                     truncated: msg.truncated,
                     payload: msg.payload,
                     via,
+                    links: rounds::RequestLinks {
+                        request_state: links.request_state.clone(),
+                        input_keys: links.input_keys.clone(),
+                        task_id: links.task_id.clone(),
+                    },
+                    trace: msg.facts.links.trace.clone(),
+                    header_mismatch: msg.facts.header_mismatch.clone(),
                 };
                 session.order.push_back((serial, (direction, id.clone())));
                 if session.order.len() > 2 * session.pending.len() + 64 {
@@ -413,6 +433,7 @@ impl SessionTable {
                         result_type,
                     } => (Status::Ok, None, None, result_type),
                 };
+                let request_links = p.links.clone();
                 let mut op = finish(key, session, request_direction, id, p, Some(ts_ns), status);
                 op.error_code = code;
                 op.error_message = message;
@@ -424,6 +445,14 @@ impl SessionTable {
                 op.response_truncated = msg.truncated;
                 op.response_payload = msg.payload;
                 op.response_via = via;
+                let l = msg.facts.links;
+                let answer = rounds::AnswerLinks {
+                    input_required: l.input_required,
+                    request_state: l.request_state,
+                    input_keys: l.input_keys,
+                    task_id: l.task_id,
+                };
+                self.rounds.link(&mut op, &request_links, &answer);
                 out.push(Output::Operation(Box::new(op)));
             }
         }
@@ -514,6 +543,7 @@ impl SessionTable {
     /// idle for longer than the idle timeout.
     pub fn expire(&mut self, now_ns: u64, out: &mut Vec<Output>) {
         let timeout = self.config.request_timeout_ns;
+        self.rounds.expire(now_ns, timeout);
         for (key, session) in &mut self.sessions {
             let expired: Vec<_> = session
                 .pending
@@ -572,6 +602,7 @@ impl SessionTable {
     /// The process ended: its sessions end; what was in flight ends as
     /// `server_exited` or `client_exited`, by the side it was.
     pub fn close_process(&mut self, tgid: u32, ts_ns: u64, out: &mut Vec<Output>) {
+        self.rounds.forget(tgid);
         let mut keys: Vec<_> = self.sessions.keys().filter(|k| k.tgid() == tgid).cloned().collect();
         keys.sort();
         for key in keys {
@@ -641,6 +672,11 @@ fn finish(
         response_payload: None,
         request_via: p.via,
         response_via: None,
+        links: CallLinks {
+            trace: p.trace,
+            header_mismatch: p.header_mismatch,
+            ..CallLinks::default()
+        },
     }
 }
 

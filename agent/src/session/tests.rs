@@ -351,3 +351,114 @@ fn one_process_cannot_push_out_anothers_sessions() {
     assert!(ops(&out).iter().all(|o| o.name.as_deref() == Some("junk")));
     assert!(ops(&out).iter().all(|o| o.status == Status::Evicted));
 }
+
+/// 2026-07-28 multi round-trip requests: the rounds of one call share its
+/// id, the first is `input_required` (not ok), the last carries the call's
+/// duration and the time spent waiting for input.
+#[test]
+fn rounds_of_one_call_are_one_call() {
+    for with_state in [true, false] {
+        let mut t = table();
+        let mut out = Vec::new();
+        let state = if with_state { r#","requestState":"s-1""# } else { "" };
+        t.on_message(
+            &S1,
+            C2S,
+            1_000,
+            msg(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"deploy","arguments":{}}}"#),
+            None,
+            &mut out,
+        );
+        t.on_message(&S1, S2C, 2_000, msg(&format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"resultType":"input_required","inputRequests":{{"env":{{"method":"elicitation/create"}}}}{state}}}}}"#)), None, &mut out);
+        // Another call of another tool in between: not a round of it.
+        t.on_message(&S1, C2S, 3_000, call(7, "add"), None, &mut out);
+        t.on_message(&S1, S2C, 3_500, result(7, false), None, &mut out);
+        // The user answers; the client retries under a new id.
+        t.on_message(&S1, C2S, 10_000, msg(&format!(r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"deploy","arguments":{{}},"inputResponses":{{"env":{{"action":"accept"}}}}{state}}}}}"#)), None, &mut out);
+        t.on_message(
+            &S1,
+            S2C,
+            12_000,
+            msg(r#"{"jsonrpc":"2.0","id":2,"result":{"resultType":"complete","content":[]}}"#),
+            None,
+            &mut out,
+        );
+        let ops = ops(&out);
+        assert_eq!(ops.len(), 3);
+        let (first, add, last) = (ops[0], ops[1], ops[2]);
+        assert_eq!(first.status, Status::InputRequired);
+        assert_eq!(first.error_type(), None);
+        assert_eq!(add.links.call, None, "another call");
+        let (a, b) = (first.links.call.clone().unwrap(), last.links.call.clone().unwrap());
+        assert_eq!(a.call_id, b.call_id, "state {with_state}");
+        assert_eq!((a.round, b.round), (1, 2));
+        assert_eq!(a.duration_ns, None);
+        assert_eq!(last.status, Status::Ok);
+        assert_eq!(b.duration_ns, Some(11_000), "first request to last answer");
+        assert_eq!(b.input_wait_ns, Some(8_000), "input_required answer to the retry");
+        // A later call of the same tool, with nothing carried back: new.
+        t.on_message(&S1, C2S, 20_000, call(3, "deploy"), None, &mut out);
+        t.on_message(&S1, S2C, 21_000, result(3, false), None, &mut out);
+        assert_eq!(ops_last(&out).links.call, None);
+    }
+}
+
+/// Tasks: the requests about a task are tied to the call that created it.
+#[test]
+fn a_tasks_requests_are_tied_to_the_call_that_created_it() {
+    let mut t = table();
+    let mut out = Vec::new();
+    t.on_message(&S1, C2S, 1_000, msg(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"build","arguments":{},"task":{"ttl":60000}}}"#), None, &mut out);
+    t.on_message(
+        &S1,
+        S2C,
+        2_000,
+        msg(r#"{"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"t-9","status":"working"}}}"#),
+        None,
+        &mut out,
+    );
+    t.on_message(
+        &S1,
+        C2S,
+        3_000,
+        msg(r#"{"jsonrpc":"2.0","id":2,"method":"tasks/get","params":{"taskId":"t-9"}}"#),
+        None,
+        &mut out,
+    );
+    t.on_message(
+        &S1,
+        S2C,
+        4_000,
+        msg(r#"{"jsonrpc":"2.0","id":2,"result":{"taskId":"t-9","status":"completed"}}"#),
+        None,
+        &mut out,
+    );
+    t.on_message(
+        &S1,
+        C2S,
+        5_000,
+        msg(r#"{"jsonrpc":"2.0","id":3,"method":"tasks/get","params":{"taskId":"t-unknown"}}"#),
+        None,
+        &mut out,
+    );
+    t.on_message(
+        &S1,
+        S2C,
+        6_000,
+        msg(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#),
+        None,
+        &mut out,
+    );
+    let ops = ops(&out);
+    let created = ops[0].links.task.clone().unwrap();
+    let get = ops[1].links.task.clone().unwrap();
+    assert_eq!(created.task_id, "t-9");
+    assert_eq!(get, created, "the same task, call and tool");
+    assert_eq!(get.tool.as_deref(), Some("build"));
+    let unknown = ops[2].links.task.clone().unwrap();
+    assert_eq!((unknown.task_id.as_str(), unknown.call_id.as_str()), ("t-unknown", ""));
+}
+
+fn ops_last(out: &[Output]) -> &Operation {
+    ops(out).pop().expect("an operation")
+}

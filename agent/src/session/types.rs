@@ -188,6 +188,10 @@ pub enum Status {
     ServerExited,
     ClientExited,
     ConnectionClosed,
+    /// A round of a multi round-trip request (2026-07-28) answered
+    /// `resultType: "input_required"`: not the call's end (see
+    /// `CallLinks::call`).
+    InputRequired,
     /// Ended to make room: its session held [`SessionConfig::max_pending`]
     /// requests in flight, or its session was ended for room
     /// (`max_sessions`, `max_sessions_per_process`). Counted in
@@ -209,6 +213,7 @@ impl Status {
             Status::ClientExited => "client_exited",
             Status::ConnectionClosed => "connection_closed",
             Status::Evicted => "evicted",
+            Status::InputRequired => "input_required",
         }
     }
 }
@@ -250,6 +255,46 @@ pub struct Operation {
     pub response_payload: Option<Payload>,
     pub request_via: Option<Via>,
     pub response_via: Option<Via>,
+    /// What ties it to other operations and to the application's trace.
+    pub links: CallLinks,
+}
+
+/// How an operation relates to others and to the application's trace.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallLinks {
+    /// One round of a logical call (2026-07-28 multi round-trip requests).
+    pub call: Option<LogicalCall>,
+    /// The task it created or concerns.
+    pub task: Option<TaskLink>,
+    /// The W3C trace context its request carried (`_meta.traceparent`).
+    pub trace: Option<crate::protocol::jsonrpc::TraceContext>,
+    /// Its HTTP request's `Mcp-Method`/`Mcp-Name` disagreed with its body:
+    /// what each said.
+    pub header_mismatch: Option<String>,
+}
+
+/// A round of a logical call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogicalCall {
+    /// Shared by every round of the call.
+    pub call_id: String,
+    /// 1 for the first.
+    pub round: u32,
+    /// The last round: from the first round's request to this answer.
+    pub duration_ns: Option<u64>,
+    /// The last round: time between each `input_required` answer and the
+    /// next round's request (the user answering).
+    pub input_wait_ns: Option<u64>,
+}
+
+/// The task an operation created or concerns, and the call that created it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskLink {
+    pub task_id: String,
+    /// The creating call's id (empty: created before the agent looked).
+    pub call_id: String,
+    /// The creating call's tool.
+    pub tool: Option<String>,
 }
 
 impl Operation {
@@ -263,7 +308,7 @@ impl Operation {
     /// status, or the kind of failure; `None` on success.
     pub fn error_type(&self) -> Option<String> {
         match self.status {
-            Status::Ok => None,
+            Status::Ok | Status::InputRequired => None,
             Status::Error => Some(match (self.error_code, self.http_error) {
                 (Some(c), _) => c.to_string(),
                 (None, Some(h)) => h.to_string(),

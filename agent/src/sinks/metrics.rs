@@ -84,6 +84,8 @@ pub struct Metrics {
     label_overflow: IntCounterVec,
     /// Names and ids cut to their bound, by field.
     fields_cut: IntCounterVec,
+    /// HTTP requests whose `Mcp-Method`/`Mcp-Name` disagreed with the body.
+    header_mismatches: IntCounter,
     /// Requests and sessions ended to make room (`what`, `why`).
     pub evicted: IntCounterVec,
     pub tracked_processes: IntGauge,
@@ -346,6 +348,14 @@ impl Metrics {
                 "Label values folded into \"other\" by --max-label-values",
                 &["label"],
             ),
+            header_mismatches: register(
+                &r,
+                IntCounter::new(
+                    "mcptap_header_body_mismatch_total",
+                    "HTTP requests whose Mcp-Method or Mcp-Name header disagreed with their body (alert header_body_mismatch)",
+                )
+                .expect("valid metric"),
+            ),
             fields_cut: counter_vec(
                 "mcptap_fields_cut_total",
                 "Names, ids and messages a peer sent longer than their bound, cut (docs/events.md)",
@@ -536,6 +546,9 @@ impl Metrics {
 
     pub fn operation(&self, record: &OperationRecord, labels: &mut LabelLimiter) {
         let op = &record.op;
+        if op.links.header_mismatch.is_some() {
+            self.header_mismatches.inc();
+        }
         let tool = record.tool.as_deref().unwrap_or("");
         let client = record.client_name.as_deref().unwrap_or("");
         let server = record.server_name.as_deref().unwrap_or("");

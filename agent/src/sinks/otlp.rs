@@ -156,9 +156,18 @@ fn span(e: &Value) -> Span {
         Some("client") => SpanKind::Client,
         _ => SpanKind::Server,
     };
+    // The application's trace when the request carried one
+    // (`_meta.traceparent`): mcptap's span joins it, as a child of the span
+    // the request was sent from. Else a trace of its own, from the event id.
+    let hex = |f: &str| text(f).and_then(|h| decode_hex(h));
+    let (trace_id, parent_span_id) = match (hex("trace.id"), hex("trace.parent_span_id")) {
+        (Some(t), Some(p)) if t.len() == 16 && p.len() == 8 => (t, p),
+        _ => (id.to_vec(), Vec::new()),
+    };
     Span {
-        trace_id: id.to_vec(),
+        trace_id,
         span_id: id[8..].to_vec(),
+        parent_span_id,
         name,
         kind: kind as i32,
         start_time_unix_nano: start,
@@ -192,6 +201,17 @@ fn log_record(e: &Value) -> LogRecord {
         span_id: Vec::new(),
         ..Default::default()
     }
+}
+
+/// Bytes of a hex string (`None` when not hex).
+fn decode_hex(h: &str) -> Option<Vec<u8>> {
+    if h.len() % 2 != 0 {
+        return None;
+    }
+    (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// The event's 16-byte id (a UUID): the trace id of its span.
@@ -323,6 +343,16 @@ mod tests {
         assert_eq!(span.kind, SpanKind::Server as i32);
         assert_eq!(span.trace_id.len(), 16);
         assert_eq!(span.span_id.len(), 8);
+        assert!(span.parent_span_id.is_empty(), "a trace of its own");
+        // A request that carried the application's trace context: the span
+        // joins that trace, under the span the request came from.
+        let mut joined = events[0].clone();
+        joined["trace.id"] = serde_json::json!("0af7651916cd43dd8448eb211c80319c");
+        joined["trace.parent_span_id"] = serde_json::json!("b7ad6b7169203331");
+        let child = super::span(&joined);
+        assert_eq!(child.trace_id, decode_hex("0af7651916cd43dd8448eb211c80319c").unwrap());
+        assert_eq!(child.parent_span_id, decode_hex("b7ad6b7169203331").unwrap());
+        assert_eq!(child.span_id, span.span_id);
         assert_eq!(span.end_time_unix_nano - span.start_time_unix_nano, 500_000_000);
         assert_eq!(span.start_time_unix_nano % 1_000_000_000, 250_000_000);
         let status = span.status.as_ref().unwrap();
