@@ -145,5 +145,16 @@ fn routing_headers_that_disagree_with_the_body_are_an_alert() {
         .find(|e| e["alert"]["kind"] == "header_body_mismatch")
         .unwrap();
     assert_eq!(alert["server"]["process"]["pid"].as_u64(), Some(srv.pid()));
-    assert_eq!(agent.metrics().value("mcptap_header_body_mismatch_total", &[]), 1.0);
+    // One per operation seen: the server's, and the client's when the
+    // sending process (this test) is watched too.
+    let seen = agent
+        .events()
+        .iter()
+        .filter(|e| e["event.type"] == "mcp.operation" && e.get("mcp.header_mismatch").is_some())
+        .count();
+    assert!(seen >= 1);
+    assert_eq!(
+        agent.metrics().value("mcptap_header_body_mismatch_total", &[]),
+        seen as f64
+    );
 }

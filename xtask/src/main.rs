@@ -11,6 +11,7 @@
 mod bench;
 mod cmd;
 mod fuzz;
+mod image;
 mod lint;
 mod setup;
 mod test;
@@ -38,6 +39,10 @@ enum Task {
     },
     /// Build the release agent.
     Build,
+    /// Build the container image (deploy/container/Containerfile), tagged
+    /// mcptap:latest and mcptap:<version>: `--base debootstrap` where no
+    /// registry is reachable.
+    Image(image::ImageArgs),
     /// Build, then run the agent: `cargo xtask run -- --events events.jsonl`.
     Run {
         /// Arguments for `mcptap run`.
@@ -174,6 +179,16 @@ fn main() -> Result<()> {
             peers: !toolchain_only,
             vms: !toolchain_only,
         }),
+        Task::Image(args) => {
+            setup::setup(setup::Needs {
+                toolchain: true,
+                peers: false,
+                vms: false,
+            })?;
+            setup::ensure_image_packages()?;
+            let agent = build_agent()?;
+            image::build(&agent, &args.base).map(|_| ())
+        }
         Task::Build => {
             setup::setup(setup::Needs {
                 toolchain: true,

@@ -142,6 +142,12 @@ const TEST_PACKAGES: &[&str] = &[
     "golang-go",
     // Stripped copies of the Rust MCP peers (tests/peers/rust).
     "binutils",
+    // The container image and the DaemonSet's test (deploy/container;
+    // runc: crun refuses these machines' cgroups), its base and the
+    // systemd test's root made from Debian's archive.
+    "podman",
+    "runc",
+    "debootstrap",
 ];
 
 fn deb_installed(package: &str) -> bool {
@@ -161,6 +167,13 @@ const VM_PACKAGES: &[&str] = &[
     "xz-utils",
     "bpftool",
 ];
+
+/// What `cargo xtask image` needs.
+pub const IMAGE_PACKAGES: &[&str] = &["podman", "runc", "debootstrap"];
+
+pub fn ensure_image_packages() -> Result<Option<String>> {
+    ensure_debs(IMAGE_PACKAGES)
+}
 
 fn ensure_test_packages() -> Result<Option<String>> {
     ensure_debs(TEST_PACKAGES)
