@@ -22,6 +22,10 @@ official SDKs give (text content, `isError` for a tool's failure).
   http_get(port, host)           GET / from a loopback port, naming `host`
 
 Its name is MCPTAP_TEST_SERVER_NAME (default "mcptap-lean-server").
+
+With `--https PORT CERT KEY` it serves the same over Streamable HTTP with TLS
+instead (http.server and ssl: the system's libssl), JSON responses, no
+session: what the DaemonSet's test runs inside a container of its own.
 """
 
 import json
@@ -127,7 +131,59 @@ def answer(msg):
     return None, {"code": -32601, "message": f"method not found: {method}"}
 
 
+def serve_https(port, cert, key):
+    import http.server
+    import ssl
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            try:
+                msg = json.loads(body)
+            except ValueError:
+                msg = None
+            if not isinstance(msg, dict) or "id" not in msg:
+                self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            result, error = answer(msg)
+            reply = {"jsonrpc": "2.0", "id": msg["id"]}
+            reply.update({"error": error} if error is not None else {"result": result})
+            data = json.dumps(reply).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            self.send_response(405)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_DELETE(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    print(f"{NAME} serving HTTPS on {port} (pid {os.getpid()})", file=sys.stderr, flush=True)
+    server.serve_forever()
+
+
 def main():
+    if len(sys.argv) == 5 and sys.argv[1] == "--https":
+        serve_https(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+        return
     out = sys.stdout
     for line in sys.stdin:
         try:

@@ -51,7 +51,12 @@ impl Engine {
         };
         let program = if has("podman") {
             "podman"
-        } else if has("docker") && Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success()) {
+        } else if has("docker")
+            && Command::new("docker")
+                .arg("info")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        {
             "docker"
         } else {
             bail!("no container engine: install podman (`apt-get install podman runc`), or run a docker daemon");
@@ -80,6 +85,19 @@ impl Engine {
             runtime,
             ulimits,
         })
+    }
+
+    /// What the tests add to their own podman commands: the runtime (before
+    /// the verb) and the limits (`--ulimit`, after `run`).
+    pub fn test_args(&self) -> String {
+        let mut out = Vec::new();
+        if let Some(r) = &self.runtime {
+            out.push(format!("--runtime {}", r.display()));
+        }
+        for u in &self.ulimits {
+            out.push(format!("--ulimit={u}"));
+        }
+        out.join(" ")
     }
 
     /// `podman`/`docker` with the machine's runtime and limits, then `verb`.
@@ -113,7 +131,9 @@ pub fn debootstrap_image(engine: &Engine, name: &str, extra: &[&str]) -> Result<
     if engine.has_image(name) {
         return Ok(());
     }
-    let dir = repo_root().join("target/debootstrap").join(name.replace(['/', ':'], "_"));
+    let dir = repo_root()
+        .join("target/debootstrap")
+        .join(name.replace(['/', ':'], "_"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     eprintln!("image: making {name} from Debian's archive (debootstrap)");
@@ -124,6 +144,17 @@ pub fn debootstrap_image(engine: &Engine, name: &str, extra: &[&str]) -> Result<
     }
     cmd::run(c.args(["bookworm"]).arg(&dir).arg("http://deb.debian.org/debian"))
         .context("debootstrap failed (apt-get install debootstrap; Debian's archive reachable?)")?;
+    // What a slim image leaves out: package caches and lists, docs, locales.
+    for sub in [
+        "var/cache/apt",
+        "var/lib/apt/lists",
+        "usr/share/doc",
+        "usr/share/man",
+        "usr/share/locale",
+        "usr/share/info",
+    ] {
+        let _ = std::fs::remove_dir_all(dir.join(sub));
+    }
     let tar = Command::new("tar")
         .arg("-C")
         .arg(&dir)
@@ -132,10 +163,29 @@ pub fn debootstrap_image(engine: &Engine, name: &str, extra: &[&str]) -> Result<
         .spawn()
         .context("tar")?;
     let mut import = Command::new(engine.program);
-    import.args(["import", "-", name]).stdin(tar.stdout.context("tar's output")?);
+    import
+        .args(["import", "-", name])
+        .stdin(tar.stdout.context("tar's output")?);
     cmd::run(&mut import)?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// The peer image of the DaemonSet's test: Debian with python3 (and so its
+/// own libssl).
+pub const PEER_IMAGE: &str = "localhost/mcptap-peer:bookworm";
+
+/// What the DaemonSet's test needs: the agent's image (on a base made from
+/// Debian's archive), the peer image; the variables that name them.
+pub fn for_tests(agent: &Path) -> Result<Vec<(&'static str, String)>> {
+    let engine = Engine::find()?;
+    let tags = build(agent, "debootstrap")?;
+    debootstrap_image(&engine, PEER_IMAGE, &["python3"])?;
+    Ok(vec![
+        ("MCPTAP_IMAGE", tags[0].clone()),
+        ("MCPTAP_PEER_IMAGE", PEER_IMAGE.to_string()),
+        ("MCPTAP_PODMAN_ARGS", engine.test_args()),
+    ])
 }
 
 /// Builds the image from `agent` (a release binary); returns its tags.
@@ -161,7 +211,11 @@ pub fn build(agent: &Path, base: &str) -> Result<Vec<String>> {
         c.args(["-t", t]);
     }
     cmd::run(c.arg(&context))?;
-    let size = cmd::output(engine.command("image").args(["inspect", "--format", "{{.Size}}", &tags[0]]))?;
+    let size = cmd::output(
+        engine
+            .command("image")
+            .args(["inspect", "--format", "{{.Size}}", &tags[0]]),
+    )?;
     let mib = size.trim().parse::<f64>().unwrap_or(0.0) / (1 << 20) as f64;
     eprintln!("image: {} ({mib:.1} MiB, on {base})", tags.join(", "));
     Ok(tags)

@@ -188,6 +188,12 @@ fn run_all(args: TestArgs, timings: &mut Timings) -> Result<()> {
     if !args.matrix_only {
         eprintln!("\n== end-to-end tests (this host's kernel)");
         let binaries = timings.part("build the end-to-end tests", e2e_binaries)?;
+        // The DaemonSet's test runs the image: built here (podman), with its
+        // base and a peer image made from Debian's archive.
+        let images = timings.part("container images (cargo xtask image)", || {
+            setup::ensure_image_packages()?;
+            crate::image::for_tests(&agent)
+        })?;
         // Every suite runs, whatever an earlier one did: one run shows
         // every failure.
         let mut failed = Vec::new();
@@ -197,7 +203,8 @@ fn run_all(args: TestArgs, timings: &mut Timings) -> Result<()> {
             c.args(["--nocapture"])
                 .arg(format!("--test-threads={}", args.jobs.max(1)))
                 .current_dir(repo_root().join("tests"))
-                .envs(e2e_env(&agent, &artifacts));
+                .envs(e2e_env(&agent, &artifacts))
+                .envs(images.iter().map(|(k, v)| (k, v)));
             if let Some(filter) = &args.filter {
                 c.arg(filter);
             }
