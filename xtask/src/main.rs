@@ -60,6 +60,9 @@ enum Task {
     /// Boot a stock kernel of the test matrix under QEMU and run a command in
     /// it (this host's root, read-only): `cargo xtask vm --kernel 5.10 -- mcptap check`.
     Vm(VmArgs),
+    /// The systemd test alone (part of `cargo xtask test`).
+    #[command(hide = true)]
+    SystemdTest,
     /// Processes the benchmark runs (not for direct use).
     #[command(hide = true, subcommand)]
     BenchPeer(bench::Peer),
@@ -188,6 +191,19 @@ fn main() -> Result<()> {
             setup::ensure_image_packages()?;
             let agent = build_agent()?;
             image::build(&agent, &args.base).map(|_| ())
+        }
+        Task::SystemdTest => {
+            setup::setup(setup::Needs {
+                toolchain: true,
+                peers: false,
+                vms: true,
+            })?;
+            setup::ensure_image_packages()?;
+            let agent = build_agent()?;
+            let kernel = vm::kernels::fetch(&[vm::spec("6.1")?])?
+                .pop()
+                .ok_or_else(|| anyhow::anyhow!("no kernel fetched"))?;
+            vm::systemd::run(&kernel, &agent).map(|_| ())
         }
         Task::Build => {
             setup::setup(setup::Needs {

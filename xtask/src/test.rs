@@ -68,6 +68,9 @@ pub struct TestArgs {
 /// Longest a kernel of the matrix may take for its smoke suite (both hook
 /// families) under software emulation; the machine is stopped after it.
 const SMOKE_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+/// The kernel the systemd test boots: Debian 12's, as its root is.
+const SYSTEMD_KERNEL: &str = "6.1";
+
 /// Longest the whole suite may take under one kernel (`--kernel`).
 const SUITE_TIMEOUT: Duration = Duration::from_secs(90 * 60);
 
@@ -218,6 +221,16 @@ fn run_all(args: TestArgs, timings: &mut Timings) -> Result<()> {
     }
     if !args.no_matrix {
         matrix(&agent, &artifacts, timings, args.vm_jobs)?;
+        eprintln!(
+            "\n== the systemd unit under systemd (Debian root, Linux {})",
+            SYSTEMD_KERNEL
+        );
+        timings.part(format!("systemd unit (Linux {SYSTEMD_KERNEL})"), || {
+            let kernel = vm::kernels::fetch(&[vm::spec(SYSTEMD_KERNEL)?])?
+                .pop()
+                .context("no kernel fetched")?;
+            vm::systemd::run(&kernel, &agent)
+        })?;
     }
     eprintln!(
         "\nall tests passed (agent logs and events of each end-to-end test: {})",

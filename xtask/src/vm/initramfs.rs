@@ -63,6 +63,44 @@ $B sync
 $B poweroff -f
 "#;
 
+const INIT_SYSTEMD: &str = r#"#!/bin/busybox sh
+# mcptap systemd test VM init (xtask/src/vm/initramfs.rs): the shared
+# folder is a Debian root; systemd takes over as PID 1.
+B=/bin/busybox
+fail() { echo "init: $*"; $B poweroff -f; }
+$B mount -t proc proc /proc
+$B mount -t sysfs sys /sys
+$B mount -t devtmpfs dev /dev
+for m in $($B cat /modules/order); do $B insmod /modules/$m || echo "init: insmod $m failed"; done
+$B mount -t virtiofs hostroot /mnt || fail "cannot mount the root (virtiofs)"
+$B umount /proc /sys
+$B mount --move /dev /mnt/dev
+exec $B switch_root /mnt /lib/systemd/systemd
+"#;
+
+/// The initramfs that hands a shared Debian root to systemd.
+pub fn build_systemd(kernel: &KernelImage, dest: &Path) -> Result<()> {
+    let stage = dest.with_extension("d");
+    let _ = fs::remove_dir_all(&stage);
+    for d in ["bin", "proc", "sys", "dev", "mnt", "modules"] {
+        fs::create_dir_all(stage.join(d))?;
+    }
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .context("busybox is missing (Debian package busybox-static)")?;
+    fs::copy(busybox, stage.join("bin/busybox"))?;
+    let order = modules(kernel, &stage.join("modules"))?;
+    fs::write(stage.join("modules/order"), order.join("\n"))?;
+    let init = stage.join("init");
+    fs::write(&init, INIT_SYSTEMD)?;
+    cmd::run(Command::new("chmod").arg("755").arg(&init))?;
+    cpio(&stage, dest)?;
+    fs::remove_dir_all(&stage)?;
+    Ok(())
+}
+
 /// Builds the initramfs for `kernel` and `run` at `dest` (an uncompressed
 /// newc cpio archive, which every kernel accepts).
 pub fn build(kernel: &KernelImage, run: &Run, dest: &Path) -> Result<()> {

@@ -17,6 +17,7 @@
 pub mod initramfs;
 pub mod kernels;
 pub mod qemu;
+pub mod systemd;
 
 /// A kernel of the test matrix: Debian's `cloud` flavour (small, virtio
 /// drivers, no 9p: the host's root is shared with virtio-fs).

@@ -29,6 +29,7 @@ pub struct Outcome {
     pub console: PathBuf,
     pub output: PathBuf,
     pub elapsed: Duration,
+    pub timed_out: bool,
 }
 
 /// Where virtiofsd lives on Debian 12 (the C one, shipped with QEMU).
@@ -70,7 +71,50 @@ pub fn run(
         },
         &initrd,
     )?;
+    let mut outcome = boot(kernel, label, &initrd, Path::new("/"), &run_dir, "quiet", timeout)?;
+    if outcome.exit.is_none() && !outcome.timed_out {
+        outcome.exit = fs::read_to_string(run_dir.join("exit"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+    }
+    Ok(outcome)
+}
 
+/// Boots `kernel` with systemd as PID 1 on `root` (a Debian root
+/// filesystem, shared read-write over virtio-fs): its units run what the
+/// test put there, and one powers the machine off. Its console goes to
+/// `<run dir>/console.log`.
+pub fn boot_systemd(kernel: &KernelImage, label: &str, root: &Path, timeout: Duration) -> Result<Outcome> {
+    let run_dir = repo_root()
+        .join("target/vm")
+        .join(format!("{}-systemd", kernel.spec.name));
+    let _ = fs::remove_dir_all(&run_dir);
+    fs::create_dir_all(&run_dir)?;
+    let initrd = run_dir.join("initramfs.cpio");
+    initramfs::build_systemd(kernel, &initrd)?;
+    boot(
+        kernel,
+        label,
+        &initrd,
+        root,
+        &run_dir,
+        "systemd.show_status=1 systemd.log_color=0",
+        timeout,
+    )
+}
+
+/// Boots `kernel` with `initrd`, the virtio-fs share of `source` (tag
+/// `hostroot`), and `append` on the command line, until it powers off or
+/// `timeout`.
+fn boot(
+    kernel: &KernelImage,
+    label: &str,
+    initrd: &Path,
+    source: &Path,
+    run_dir: &Path,
+    append: &str,
+    timeout: Duration,
+) -> Result<Outcome> {
     let socket = run_dir.join("virtiofs.sock");
     let virtiofsd = VIRTIOFSD
         .iter()
@@ -82,7 +126,14 @@ pub fn run(
     let _virtiofsd = Guard(
         Command::new(virtiofsd)
             .arg(format!("--socket-path={}", socket.display()))
-            .args(["-o", "source=/", "-o", "cache=auto", "-o", "sandbox=chroot"])
+            .args([
+                "-o",
+                &format!("source={}", source.display()),
+                "-o",
+                "cache=auto",
+                "-o",
+                "sandbox=chroot",
+            ])
             .stdout(Stdio::null())
             .stderr(fs_log)
             .spawn()
@@ -117,7 +168,7 @@ pub fn run(
         .arg(&initrd)
         .args(["-serial", &format!("file:{}", console.display())])
         .args(["-serial", &format!("file:{}", output.display())])
-        .args(["-append", "console=ttyS0 panic=-1 rdinit=/init quiet"])
+        .args(["-append", &format!("console=ttyS0 panic=-1 rdinit=/init {append}")])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(fs::File::create(run_dir.join("qemu.log"))?)
@@ -145,15 +196,9 @@ pub fn run(
             timeout.as_secs()
         );
     }
-    let exit = if timed_out {
-        None
-    } else {
-        fs::read_to_string(run_dir.join("exit"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-    };
     Ok(Outcome {
-        exit,
+        exit: None,
+        timed_out,
         console,
         output,
         elapsed,
