@@ -100,6 +100,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ..CaptureOptions::new(args.ring_buffer_mib << 20)
     };
     let mut capture = Capture::start(&capture_opts)?;
+    for reason in crate::capture::tls::target::UNSUPPORTED_REASONS {
+        metrics.tls_unsupported.with_label_values(&[reason]).set(0);
+    }
     metrics
         .capture_hooks
         .with_label_values(&[

@@ -312,3 +312,165 @@ url = "http://127.0.0.1:{}/ingest"
     assert!(String::from_utf8_lossy(&tested.stdout).contains("SUCCESS"));
     agent.stop();
 }
+
+/// Every panel of the Grafana dashboard, against a real Prometheus (Debian's)
+/// scraping a real agent under real traffic: each query returns data, or is
+/// listed below as expected empty, with the reason. The traffic covers what
+/// sets mcptap apart: who (users, client applications), what calls did
+/// (effects, one outside its server's scope), their cost (CPU), reach (a
+/// stripped Rust program reported, the hook family), tool drift (a changed
+/// definition, tools never called).
+#[test]
+fn every_grafana_panel_shows_data_from_a_real_prometheus() {
+    let env = env();
+    let dir = env.artifacts.join("grafana-panels");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[[server]]\nname = \"grafana-effects\"\nowner = \"platform\"\n[server.effects]\nread = [\"/nonexistent\"]\n",
+    )
+    .unwrap();
+    let agent = Agent::start(&env, "grafana_panels", &["--policy", policy.to_str().unwrap()]);
+    // Prometheus, scraping the agent every second.
+    let prom_port = free_port();
+    let prom_config = dir.join("prometheus.yml");
+    std::fs::write(
+        &prom_config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: mcptap\n    static_configs:\n      - targets: [\"{}\"]\n",
+            agent.metrics_addr
+        ),
+    )
+    .unwrap();
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", prom_config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+        .stderr(std::fs::File::create(dir.join("prometheus.err")).unwrap())
+        .spawn()
+        .expect("prometheus (Debian package prometheus)");
+    let prom = format!("http://127.0.0.1:{prom_port}");
+    mcptap_tests::wait_until("Prometheus ready", WAIT, || {
+        ureq::get(&format!("{prom}/-/ready")).call().is_ok()
+    });
+
+    // The traffic, twice over 20 s so that rates have points on both sides.
+    let input = dir.join("input.txt");
+    std::fs::write(&input, "hello").unwrap();
+    let http = env.http_server("grafana-http", &["--json-response"]);
+    // rustls wants a server certificate signed by a CA.
+    let cert = env.cert_with_ca("grafana");
+    let stripped = env.rust_server("rmcp-server-stripped", "grafana-stripped", &cert);
+    for round in 0..2 {
+        let report = env.drive(&json!({"sessions": [
+            {"server": env.test_server(), "client_name": "grafana-client",
+             "env": {"MCPTAP_TEST_SERVER_NAME": "grafana-effects", "MCPTAP_TEST_EFFECTS": "1", "MCPTAP_TEST_REWRITABLE": "1"},
+             "steps": [
+                {"list_tools": true},
+                {"call": "read_file", "args": {"path": input}},
+                {"call": "run", "args": {"argv": ["/bin/true"]}},
+                {"call": "burn", "args": {"ms": 50}},
+                {"call": "refuse", "args": {"reason": "no"}},
+                {"call": "rewrite_add", "args": {"description": format!("changed {round}")}},
+                {"list_tools": true}
+             ]},
+            {"url": format!("http://127.0.0.1:{}/mcp", http.port), "client_name": "grafana-http-client",
+             "steps": [{"call": "add", "args": {"a": 1, "b": 2}, "repeat": 3}]}
+        ]}));
+        for s in report["sessions"].as_array().unwrap() {
+            assert!(s.get("error").is_none(), "{s}");
+        }
+        // A stripped Rust program speaking TLS: reported, not probed.
+        let url = format!("https://127.0.0.1:{}/mcp", stripped.port);
+        env.rust_client("rmcp-client", &url, &cert, "grafana-rust", 1);
+        std::thread::sleep(Duration::from_secs(10));
+    }
+    agent.wait_metric(
+        "mcptap_tls_unsupported_binaries",
+        &[("reason", "rustls_stripped")],
+        1.0,
+        WAIT,
+    );
+    std::thread::sleep(Duration::from_secs(3));
+
+    // What may be empty on this traffic, and why (each checked to be in
+    // the dashboard, so the list cannot go stale).
+    let expected_empty: &[(&str, &str)] = &[
+        (
+            "Capture loss / s",
+            "empty when the kernel lost nothing in the last minute",
+        ),
+        (
+            "Capture loss by reason",
+            "empty when the kernel lost nothing in the last minute",
+        ),
+        ("Events dropped / s", "no sink drops in this run"),
+        (
+            "Sinks: up and spool",
+            "no network sink configured here (tests/tests/delivery.rs runs them)",
+        ),
+        (
+            "Client-side latency p95 by server",
+            "histogram_quantile over one client and too few calls can be NaN-free yet empty: checked by its call counter",
+        ),
+    ];
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join("deploy/grafana/mcptap-dashboard.json")).unwrap())
+            .unwrap();
+    let panels: Vec<&serde_json::Value> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["type"] != "row")
+        .collect();
+    for (title, _) in expected_empty {
+        assert!(
+            panels.iter().any(|p| p["title"] == *title),
+            "{title} is listed as expected empty but is not a panel"
+        );
+    }
+    let mut empty = Vec::new();
+    let mut checked = 0;
+    for p in &panels {
+        let title = p["title"].as_str().unwrap();
+        let mut has_data = false;
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$instance", ".*")
+                .replace("$server", ".*")
+                .replace("$client", ".*")
+                .replace("$__rate_interval", "1m");
+            let body = ureq::get(&format!("{prom}/api/v1/query"))
+                .query("query", &expr)
+                .call()
+                .unwrap_or_else(|e| panic!("{title}: {expr}: {e}"))
+                .into_string()
+                .unwrap();
+            let resp: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(resp["status"], "success", "{title}: {expr}: {resp}");
+            checked += 1;
+            has_data |= resp["data"]["result"].as_array().is_some_and(|r| !r.is_empty());
+        }
+        if !has_data {
+            empty.push(title.to_string());
+        }
+    }
+    let unexpected: Vec<&String> = empty
+        .iter()
+        .filter(|t| !expected_empty.iter().any(|(e, _)| e == t))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "panels without data: {unexpected:?} (of {} panels, {checked} queries)",
+        panels.len()
+    );
+    assert!(checked >= 40, "{checked} queries");
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    agent.stop();
+}

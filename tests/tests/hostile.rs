@@ -53,7 +53,7 @@ fn attacker(env: &Env, test: &str) -> Attacker {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(env.peers.join("hostile.py"), dir.join("hostile.py")).unwrap();
-    std::fs::set_permissions(&dir.join("hostile.py"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(dir.join("hostile.py"), std::fs::Permissions::from_mode(0o644)).unwrap();
     std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
     Attacker { uid, gid, dir }
 }

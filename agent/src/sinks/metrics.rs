@@ -44,6 +44,13 @@ pub struct Metrics {
     /// Operations per user (a token's identity, else the client process's
     /// owner), server and tool.
     user_operations: IntCounterVec,
+    /// CPU seconds spent for each user, per server.
+    user_cpu: prometheus::CounterVec,
+    /// The tools each server offers (its latest `tools/list` answer), 1 per
+    /// tool: with the calls, the tools never called.
+    tools_offered: IntGaugeVec,
+    /// What each server offered last (to retire what it no longer offers).
+    offered_last: std::sync::Mutex<HashMap<String, Vec<String>>>,
     /// CPU seconds servers spent on operations, per server and tool.
     server_cpu: HistogramVec,
     /// Side effects attributed to operations, per server, tool and kind.
@@ -175,9 +182,32 @@ impl Metrics {
             ),
             user_operations: counter_vec(
                 "mcp_user_operations_total",
-                "MCP requests by the user they were made for (an HTTP credential's identity, else the client process's owner), server and tool",
-                &["user", "user_source", "mcp_server_name", "gen_ai_tool_name"],
+                "MCP requests by the user they were made for (an HTTP credential's identity, else the client process's owner), the client application, server and tool",
+                &["user", "user_source", "client_app", "mcp_server_name", "gen_ai_tool_name"],
             ),
+            user_cpu: register(
+                &r,
+                prometheus::CounterVec::new(
+                    Opts::new(
+                        "mcp_user_cpu_seconds_total",
+                        "CPU seconds servers spent on calls, by the user they were made for and the server",
+                    ),
+                    &["user", "mcp_server_name"],
+                )
+                .expect("valid metric"),
+            ),
+            tools_offered: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "mcp_server_tool_offered",
+                        "1 for each tool a server offers (its latest tools/list answer)",
+                    ),
+                    &["mcp_server_name", "gen_ai_tool_name"],
+                )
+                .expect("valid metric"),
+            ),
+            offered_last: std::sync::Mutex::new(HashMap::new()),
             server_cpu: register(
                 &r,
                 HistogramVec::new(
@@ -589,14 +619,26 @@ impl Metrics {
             None => "",
         };
         let user = labels.bound(self, "user", record.user().unwrap_or(""), owner);
+        let app = record.peers.client_app.unwrap_or("");
         self.user_operations
-            .with_label_values(&[user.as_str(), source, values[5].as_str(), values[1].as_str()])
+            .with_label_values(&[user.as_str(), source, app, values[5].as_str(), values[1].as_str()])
             .inc();
+        if let Some(offered) = &op.offered_tools {
+            self.tools_offered_by(
+                &values[5],
+                offered
+                    .iter()
+                    .map(|t| labels.bound(self, "gen_ai_tool_name", &t.name, owner)),
+            );
+        }
         if let Some(fx) = &record.effects {
             if let Some(cpu) = fx.cpu {
                 self.server_cpu
                     .with_label_values(&[values[5].as_str(), values[1].as_str(), cpu.attribution.as_str()])
                     .observe(cpu.seconds);
+                self.user_cpu
+                    .with_label_values(&[user.as_str(), values[5].as_str()])
+                    .inc_by(cpu.seconds);
             }
             let omitted: u64 = fx.effects.omitted.values().sum();
             if omitted > 0 {
@@ -613,6 +655,22 @@ impl Metrics {
                     .inc_by(*n);
             }
         }
+    }
+
+    /// A server's tools, from its latest `tools/list`: those it no longer
+    /// offers leave the gauge.
+    fn tools_offered_by(&self, server: &str, tools: impl Iterator<Item = String>) {
+        let tools: Vec<String> = tools.collect();
+        let Ok(mut last) = self.offered_last.lock() else { return };
+        if let Some(before) = last.get(server) {
+            for gone in before.iter().filter(|t| !tools.contains(t)) {
+                let _ = self.tools_offered.remove_label_values(&[server, gone]);
+            }
+        }
+        for t in &tools {
+            self.tools_offered.with_label_values(&[server, t]).set(1);
+        }
+        last.insert(server.to_string(), tools);
     }
 
     /// Requests a server had in flight past `in_flight_per_server`: their

@@ -159,7 +159,7 @@ fn span(e: &Value) -> Span {
     // The application's trace when the request carried one
     // (`_meta.traceparent`): mcptap's span joins it, as a child of the span
     // the request was sent from. Else a trace of its own, from the event id.
-    let hex = |f: &str| text(f).and_then(|h| decode_hex(h));
+    let hex = |f: &str| text(f).and_then(decode_hex);
     let (trace_id, parent_span_id) = match (hex("trace.id"), hex("trace.parent_span_id")) {
         (Some(t), Some(p)) if t.len() == 16 && p.len() == 8 => (t, p),
         _ => (id.to_vec(), Vec::new()),
@@ -205,7 +205,7 @@ fn log_record(e: &Value) -> LogRecord {
 
 /// Bytes of a hex string (`None` when not hex).
 fn decode_hex(h: &str) -> Option<Vec<u8>> {
-    if h.len() % 2 != 0 {
+    if !h.len().is_multiple_of(2) {
         return None;
     }
     (0..h.len())

@@ -165,7 +165,7 @@ fn boot(
         .arg("-kernel")
         .arg(kernel.vmlinuz()?)
         .arg("-initrd")
-        .arg(&initrd)
+        .arg(initrd)
         .args(["-serial", &format!("file:{}", console.display())])
         .args(["-serial", &format!("file:{}", output.display())])
         .args(["-append", &format!("console=ttyS0 panic=-1 rdinit=/init {append}")])

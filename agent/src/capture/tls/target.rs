@@ -82,6 +82,27 @@ pub struct Unsupported {
     pub message: String,
 }
 
+/// Every reason a file is not probed
+/// (`mcptap_tls_unsupported_binaries{reason}`, at zero from the start): the
+/// libraries' own (`golang`, `boringssl`, `rustls`), the files not looked at
+/// (`inspect::Refused::reason`), and a kernel that refused the programs.
+pub const UNSUPPORTED_REASONS: &[&str] = &[
+    "go_stack_abi",
+    "go_pclntab",
+    "go_code_shape",
+    "boringssl_no_match",
+    "rustls_stripped",
+    "rustls_code_shape",
+    "architecture",
+    "not_a_regular_file",
+    "not_the_mapped_file",
+    "too_large",
+    "unreadable",
+    "inspection_timeout",
+    "inspection_queue_full",
+    "kernel_refused_programs",
+];
+
 /// What a file is, for TLS capture.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finding {
@@ -218,6 +239,36 @@ mod tests {
                     assert!(t.probes.iter().all(|p| p.offset < data.len() as u64), "{t:?}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn every_reason_is_listed() {
+        use super::super::{boringssl::BoringError, golang::GoError, inspect::Refused, rustls::RustlsError};
+        let reasons = [
+            GoError::StackAbi("x".into()).reason(),
+            GoError::Malformed("x").reason(),
+            GoError::NoReturn("x".into()).reason(),
+            GoError::Architecture.reason(),
+            BoringError::NoMatch("x").reason(),
+            RustlsError::Stripped.reason(),
+            RustlsError::Shape("x").reason(),
+        ]
+        .into_iter()
+        .chain(
+            [
+                Refused::NotRegular("x"),
+                Refused::Identity,
+                Refused::TooLarge(1),
+                Refused::Changed,
+                Refused::TimedOut,
+                Refused::QueueFull,
+            ]
+            .iter()
+            .filter_map(Refused::reason),
+        );
+        for r in reasons {
+            assert!(UNSUPPORTED_REASONS.contains(&r), "{r}");
         }
     }
 
