@@ -248,7 +248,7 @@ mod tests {
         let reasons = [
             GoError::StackAbi("x".into()).reason(),
             GoError::Malformed("x").reason(),
-            GoError::NoReturn("x".into()).reason(),
+            GoError::NoReturn("x").reason(),
             GoError::Architecture.reason(),
             BoringError::NoMatch("x").reason(),
             RustlsError::Stripped.reason(),
