@@ -168,6 +168,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub tls_discovery: bool,
 
+    /// Do not hold execs of files the agent has not read yet (the exec gate,
+    /// docs/tls.md). Without the gate, the first HTTPS requests of a program
+    /// new to this host may be missed.
+    #[arg(long)]
+    pub no_exec_gate: bool,
+
     /// Record tool arguments, results and error messages in events (secrets are
     /// still masked). Off by default: payloads can hold anything.
     #[arg(long)]

@@ -94,6 +94,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         exclude_exes: args.exclude_exes.clone(),
         hooks: args.hooks.hooks,
         effects: !args.no_effects,
+        exec_gate: !args.no_exec_gate,
         tls_verdicts_file: state_dir
             .as_deref()
             .map(|d| d.join(crate::capture::tls::verdicts::FILE_NAME)),
@@ -576,6 +577,9 @@ fn publish_capture_state(capture: &Capture, metrics: &Metrics) {
             metrics.tls_unsupported.with_label_values(&[reason]).set(*n as i64);
         }
         metrics.tls_discovery(&tls.discovery);
+        if let Some(stats) = tls.gate_stats() {
+            metrics.exec_gate(stats);
+        }
     }
     metrics
         .discovery_budget_exhausted
@@ -603,6 +607,7 @@ pub async fn floor(hooks: crate::capture::HookChoice) -> anyhow::Result<()> {
 pub async fn check(hooks: crate::capture::HookChoice) -> anyhow::Result<()> {
     let mut capture = Capture::start(&CaptureOptions {
         tls_discovery: true,
+        exec_gate: false,
         hooks,
         ..CaptureOptions::new(1 << 20)
     })?;

@@ -4,7 +4,9 @@
 
 use std::{io::Write, path::PathBuf};
 
+use anyhow::Context;
 use serde_json::Value;
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::api::client::{ApiClient, query_string};
 
@@ -53,32 +55,39 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let mut failed = None;
     let socket = args.socket.display().to_string();
-    client
-        .stream(
-            &path,
-            // On stderr, so that `--json` output stays pure JSON Lines.
-            || eprintln!("following live events from {socket} (Ctrl-C to stop)"),
-            |name, data| {
-                if failed.is_some() {
-                    return;
+    // Ctrl-C and SIGTERM stop it, also when started with SIGINT ignored
+    // (a background job of a shell without job control).
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let follow = client.stream(
+        &path,
+        // On stderr, so that `--json` output stays pure JSON Lines.
+        || eprintln!("following live events from {socket} (Ctrl-C to stop)"),
+        |name, data| {
+            if failed.is_some() {
+                return;
+            }
+            let line = if name == "lagged" {
+                format!("… {} events skipped: this terminal did not keep up", printable(data))
+            } else if args.json {
+                json_for_terminal(data).into_owned()
+            } else {
+                match serde_json::from_str::<Value>(data) {
+                    Ok(e) => pretty(&e, color),
+                    Err(_) => return,
                 }
-                let line = if name == "lagged" {
-                    format!("… {} events skipped: this terminal did not keep up", printable(data))
-                } else if args.json {
-                    json_for_terminal(data).into_owned()
-                } else {
-                    match serde_json::from_str::<Value>(data) {
-                        Ok(e) => pretty(&e, color),
-                        Err(_) => return,
-                    }
-                };
-                // A closed pipe (`| head`) ends the tail quietly.
-                if let Err(err) = writeln!(out, "{line}").and_then(|_| out.flush()) {
-                    failed = Some(err);
-                }
-            },
-        )
-        .await?;
+            };
+            // A closed pipe (`| head`) ends the tail quietly.
+            if let Err(err) = writeln!(out, "{line}").and_then(|_| out.flush()) {
+                failed = Some(err);
+            }
+        },
+    );
+    tokio::select! {
+        r = follow => r?,
+        _ = sigint.recv() => {}
+        _ = sigterm.recv() => {}
+    }
     match failed {
         Some(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(err.into()),
         _ => Ok(()),

@@ -36,6 +36,45 @@ pub mod record {
     /// started) opened, removed or renamed a file, ran a program,
     /// connected or listened.
     pub const EFFECT: u32 = 9;
+    /// An [`super::SdkOpenRecord`]: an interpreter the agent pointed out at
+    /// its exec ([`super::watch::byte::INTERPRETER`]) opened a file of an
+    /// MCP SDK (`site-packages/mcp/`, `@modelcontextprotocol/`): it is
+    /// about to speak MCP, before its first TLS byte. Once per program.
+    pub const SDK_OPEN: u32 = 10;
+}
+
+/// How the paths an MCP SDK's import opens end (the kernel's
+/// `interp::names_sdk` and the agent check the same list): the Python
+/// SDK's package directory (`site-packages/mcp`, listed when its
+/// submodules load; also `dist-packages`) and FastMCP's; the TypeScript
+/// SDK's package, its directory (which Bun lists) and its `package.json`
+/// (which Node reads), 1.x (`sdk`) and 2.x (`client`, `server`).
+pub const SDK_SUFFIXES: &[&[u8]] = &[
+    b"-packages/mcp",
+    b"-packages/fastmcp",
+    b"/@modelcontextprotocol/sdk",
+    b"/@modelcontextprotocol/sdk/package.json",
+    b"/@modelcontextprotocol/client",
+    b"/@modelcontextprotocol/client/package.json",
+    b"/@modelcontextprotocol/server",
+    b"/@modelcontextprotocol/server/package.json",
+];
+
+/// Longest path an [`SdkOpenRecord`] carries.
+pub const SDK_PATH_MAX: usize = 256;
+
+/// [`record::SDK_OPEN`]: the file an interpreter opened, as it passed it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SdkOpenRecord {
+    pub kind: u32,
+    pub tgid: u32,
+    /// NUL-terminated (unless cut).
+    pub path: [u8; SDK_PATH_MAX],
+    /// Room past the path: a suffix compared at a masked index stays
+    /// inside the record whatever the verifier assumes of the index (see
+    /// `ebpf/src/interp.rs`).
+    pub _tail: [u8; 64],
 }
 
 /// Kinds of [`EffectRecord`].
@@ -302,8 +341,12 @@ pub struct KernelConfig {
     /// Offset of the `filename` data location in the sched_process_exec
     /// record (read from its format at start).
     pub exec_filename_offset: u16,
+    /// 1 when the agent points interpreters out at their exec
+    /// ([`names::map::INTERP_PENDING`]): their file opens are looked at for
+    /// an MCP SDK.
+    pub sdk_opens: u8,
     /// Explicit, so the value has no uninitialised bytes.
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 5],
 }
 
 /// Names both sides use: the kernel declares maps and programs under these
@@ -326,6 +369,11 @@ pub mod names {
         pub const COUNTERS: &str = "COUNTERS";
         /// Processes started by MCP servers (key: tgid, value: the server).
         pub const OWNERS: &str = "OWNERS";
+        /// Processes about to run an interpreter (key: tgid), written by
+        /// the agent's exec gate before it lets the exec go on; the kernel
+        /// takes the entry at `sched_process_exec` and marks the process
+        /// [`super::super::watch::byte::INTERPRETER`].
+        pub const INTERP_PENDING: &str = "INTERP_PENDING";
         /// The compat object's wide chunk buffers, one per possible CPU (the
         /// agent sizes it; 1 entry in the main object, which does not use it).
         pub const SCRATCH_WIDE: &str = "SCRATCH_WIDE";
@@ -341,6 +389,7 @@ pub mod names {
             PORT_RULES,
             COUNTERS,
             OWNERS,
+            INTERP_PENDING,
         ];
     }
 
@@ -473,6 +522,11 @@ pub mod proc_state {
     /// at): its side effects are still that server's. Saves every other
     /// watched process the `OWNERS` lookup.
     pub const CHILD: u32 = 512;
+    /// Runs an interpreter the agent pointed out at its exec (see
+    /// [`super::watch::byte::INTERPRETER`]), watched since for another
+    /// reason (it moved its stdin, it connected): its opens are still
+    /// looked at for an MCP SDK.
+    pub const INTERPRETER: u32 = 1024;
     /// Any of these: the process's stdio, sockets and TLS are captured.
     pub const TRACKED: u32 = PROVISIONAL | CONFIRMED | SELECTED;
 }
@@ -560,6 +614,11 @@ pub mod watch {
         /// children): its side effects are recorded for that server (the
         /// server is in the `OWNERS` map). Discovery still applies.
         pub const CHILD: u8 = 3;
+        /// Runs an interpreter (Python, Node, Bun) the agent pointed out at
+        /// its exec: the files it opens are looked at for an MCP SDK
+        /// ([`super::super::record::SDK_OPEN`]), until one is found or its
+        /// stdin is ruled out. Discovery applies as for [`NONE`].
+        pub const INTERPRETER: u8 = 4;
     }
 
     /// Entries of the kernel's byte map for a pid_max.
@@ -772,6 +831,10 @@ mod tests {
         assert_eq!(offset_of!(TlsCloseRecord, tgid), 4);
         assert_eq!(offset_of!(TlsCloseRecord, ts_ns), 8);
         assert_eq!(offset_of!(TlsCloseRecord, ssl), 16);
+
+        assert_eq!(size_of::<SdkOpenRecord>(), 8 + SDK_PATH_MAX + 64);
+        assert_eq!(offset_of!(SdkOpenRecord, tgid), 4);
+        assert_eq!(offset_of!(SdkOpenRecord, path), 8);
     }
 
     #[test]
@@ -806,7 +869,8 @@ mod tests {
         assert_eq!(offset_of!(KernelConfig, effects), 29);
         assert_eq!(offset_of!(KernelConfig, fork_child_pid_offset), 30);
         assert_eq!(offset_of!(KernelConfig, exec_filename_offset), 32);
-        assert_eq!(offset_of!(KernelConfig, _pad), 34);
+        assert_eq!(offset_of!(KernelConfig, sdk_opens), 34);
+        assert_eq!(offset_of!(KernelConfig, _pad), 35);
     }
 
     #[test]

@@ -19,7 +19,8 @@ static CONFIG: KernelConfig = KernelConfig {
     effects: 0,
     fork_child_pid_offset: 0,
     exec_filename_offset: 0,
-    _pad: [0; 6],
+    sdk_opens: 0,
+    _pad: [0; 5],
 };
 
 /// One field of the configuration. Volatile: the compiler must not fold
@@ -89,4 +90,9 @@ pub fn fork_child_pid_offset() -> u16 {
 #[inline(always)]
 pub fn exec_filename_offset() -> u16 {
     field!(exec_filename_offset)
+}
+
+#[inline(always)]
+pub fn sdk_opens() -> bool {
+    field!(sdk_opens) != 0
 }

@@ -74,6 +74,9 @@ pub enum Glance {
     /// Started by an MCP server (its side effects are recorded, see
     /// `effects`); discovery may look at it.
     Child,
+    /// Runs an interpreter the agent pointed out (see `interp`): its opens
+    /// are looked at for an MCP SDK; discovery may look at it.
+    Interpreter,
 }
 
 #[inline(always)]
@@ -100,6 +103,8 @@ pub fn glance(tgid: u32) -> Glance {
         Glance::StdinRuledOut
     } else if k == watch::byte::CHILD {
         Glance::Child
+    } else if k == watch::byte::INTERPRETER {
+        Glance::Interpreter
     } else {
         Glance::Unknown
     }
@@ -140,7 +145,10 @@ pub fn forget(tgid: u32) {
 
 /// The process's stdin is not worth another look until it execs. A child
 /// of a server keeps its mark (its effects matter more; children of
-/// servers are few, and their stdin reads are sniffed on).
+/// servers are few, and their stdin reads are sniffed on). An interpreter
+/// loses its own (one byte holds one fact): its opens are no longer looked
+/// at for an MCP SDK; HTTPS discovery by its first TLS record still
+/// applies.
 #[inline(always)]
 pub fn rule_out_stdin(tgid: u32) {
     if kernel_byte_value(tgid) != Some(watch::byte::CHILD) {
@@ -164,11 +172,12 @@ pub fn forget_ruled_out(tgid: u32) {
 /// Returns its entry.
 #[inline(always)]
 pub fn watch_process(tgid: u32, state: u32) -> Option<*mut ProcState> {
-    // A child of an MCP server keeps that fact (see `effects`).
-    let state = if kernel_byte_value(tgid) == Some(watch::byte::CHILD) {
-        state | mcptap_common::proc_state::CHILD
-    } else {
-        state
+    // A child of an MCP server keeps that fact (see `effects`), and an
+    // interpreter the agent pointed out keeps its (see `interp`).
+    let state = match kernel_byte_value(tgid) {
+        Some(watch::byte::CHILD) => state | mcptap_common::proc_state::CHILD,
+        Some(watch::byte::INTERPRETER) => state | mcptap_common::proc_state::INTERPRETER,
+        _ => state,
     };
     if let Some(p) = PROCS.get_ptr_mut(tgid) {
         unsafe { (*p).state |= state };

@@ -21,6 +21,9 @@ pub fn sched_exec(ctx: TracePointContext) -> u32 {
     crate::effects::on_exec(&ctx, tgid);
     // A new program may speak MCP on the stdin the old one ruled out.
     forget_ruled_out(tgid);
+    // An interpreter the agent's exec gate pointed out: its opens are
+    // looked at for an MCP SDK (or an old program's mark goes).
+    crate::interp::on_exec(tgid);
     if config::send_execs() && tgid != config::agent_tgid() {
         // A new program may bring a TLS library the agent has not hooked,
         // and one known to speak MCP is probed before its first request:

@@ -12,6 +12,9 @@
 //   plaintext handling every TLS library shares;
 // - `gotls`: Go's crypto/tls (uprobes at entry and at each return);
 // - `rustls`: rustls in Rust programs with symbols;
+// - `interp`: interpreters the agent pointed out at their exec, whose
+//   first open of an MCP SDK file it hears of (before their first TLS
+//   byte);
 // - `effects`: side effects of MCP servers and the processes they start
 //   (files, programs, connections, listeners), and the fork tracepoint
 //   that marks those processes.
@@ -39,6 +42,7 @@ mod emit;
 mod fds;
 mod fexit;
 mod gotls;
+mod interp;
 mod maps;
 mod process;
 mod regs;

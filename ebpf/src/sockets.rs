@@ -156,7 +156,9 @@ fn opened(p: Option<*mut ProcState>, tgid: u32, fd: u32, role: u8, listen_fd: i3
         count(counter::SOCKS_FULL, 1);
         return;
     }
-    if tracked {
+    // A process probed for HTTPS discovery (before its first TLS byte:
+    // its first request is on this very connection) is told about too.
+    if tracked || state & proc_state::TLS_PROBED != 0 {
         // Wake the agent now: it reads the connection's addresses while
         // the connection surely exists (a short one is gone after the
         // usual drain interval). Connections are rare next to messages.
@@ -376,7 +378,7 @@ pub fn on_close(p: *mut ProcState, pid_tgid: u64, fd: u64) {
     };
     let flags = s.flags;
     let _ = SOCKS.remove(key);
-    let tracked = unsafe { (*p).state } & proc_state::TRACKED != 0;
+    let tracked = unsafe { (*p).state } & (proc_state::TRACKED | proc_state::TLS_PROBED) != 0;
     // The agent holds state for captured HTTP connections, and ties TLS
     // sessions to TLS sockets: both end here (some runtimes free the TLS
     // session much later, when their garbage collector gets to it).

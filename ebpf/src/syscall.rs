@@ -7,11 +7,11 @@
 //! (`maps::glance`).
 
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
-use mcptap_common::{ProcState, op, proc_state};
+use mcptap_common::{ProcState, op, proc_state, watch};
 
 use crate::{
-    config, effects, fds,
-    maps::{Glance, PROCS, glance},
+    config, effects, fds, interp,
+    maps::{Glance, PROCS, glance, kernel_byte_value},
     regs::Args,
     sockets, stdio, sysnr,
 };
@@ -38,6 +38,24 @@ pub fn on_exit<const EFFECTS: bool>(nr: u64, regs: &impl Args, ret: i64) -> bool
     let seen = glance(tgid);
     if EFFECTS && sysnr::is_effect(nr) && (seen == Glance::Watched || seen == Glance::Child) {
         effects::on_exit(nr, seen, tgid, regs, ret);
+    }
+    // An interpreter's open that may name an MCP SDK (not in the compat
+    // raw tracepoint: see above). A watched process's mark is in its entry
+    // (one hash lookup per open of a watched process).
+    if EFFECTS && ret >= 0 && sysnr::is_open(nr) && config::sdk_opens() {
+        if seen == Glance::Interpreter {
+            interp::on_open(nr, tgid, regs, None);
+        } else if seen == Glance::Watched {
+            // Watched through the agent's bitmap, its byte unchanged; or
+            // through the kernel's entry, which took the mark.
+            if kernel_byte_value(tgid) == Some(watch::byte::INTERPRETER) {
+                interp::on_open(nr, tgid, regs, None);
+            } else if let Some(p) = PROCS.get_ptr_mut(tgid)
+                && unsafe { (*p).state } & proc_state::INTERPRETER != 0
+            {
+                interp::on_open(nr, tgid, regs, Some(p));
+            }
+        }
     }
     if sysnr::is_effect(nr) && nr != sysnr::CONNECT {
         return false;
@@ -96,7 +114,11 @@ fn unwatched(seen: Glance, nr: u64, regs: &impl Args, ret: i64, pid_tgid: u64, t
         return false;
     }
     match nr {
-        sysnr::READ | sysnr::READV if ret > 0 && (seen == Glance::Unknown || seen == Glance::Child) && regs.arg0() == 0 => {
+        sysnr::READ | sysnr::READV
+            if ret > 0
+                && matches!(seen, Glance::Unknown | Glance::Child | Glance::Interpreter)
+                && regs.arg0() == 0 =>
+        {
             let iov_cnt = if nr == sysnr::READV { regs.arg2() } else { 0 };
             return stdio::sniff_unwatched(pid_tgid, regs.arg1(), iov_cnt, ret as u64);
         }

@@ -106,6 +106,12 @@ pub fn moves_bytes(nr: u64) -> bool {
     matches!(nr, READ | WRITE | READV | WRITEV | RECVFROM | SENDTO | RECVMSG | SENDMSG)
 }
 
+/// Whether syscall `nr` opens a file.
+#[inline(always)]
+pub fn is_open(nr: u64) -> bool {
+    matches!(nr, OPEN | OPENAT | OPENAT2)
+}
+
 /// Whether syscall `nr` is a side effect `effects::on_exit` records
 /// (connect is both: a socket to capture and an effect).
 #[inline(always)]

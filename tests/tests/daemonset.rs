@@ -297,6 +297,7 @@ fn the_daemonset_runs_as_its_manifest_says() {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
     let pod = pod(&work, "node-e2e");
+    let _agent = Removed("mcptap-daemonset");
     assert!(pod.args.contains(&"--pid=host".to_string()), "hostPID");
     let running = start(&pod, &image, &work, 1);
     wait_ready(&pod, &running);
@@ -316,6 +317,8 @@ fn the_daemonset_runs_as_its_manifest_says() {
     );
     let in_container_port = free_port();
     let container_id = peer_container(&env, &peer_image, &cert, in_container_port);
+    // Removed however the test ends (a failed assertion included).
+    let _peer = Removed("mcptap-peer");
     wait_until("the containerized server to listen", WAIT, || {
         std::net::TcpStream::connect(("127.0.0.1", in_container_port)).is_ok()
     });
@@ -413,5 +416,13 @@ fn the_daemonset_runs_as_its_manifest_says() {
     let log = std::fs::read_to_string(&running.log).unwrap_or_default();
     assert!(log.contains("HTTPS discovery verdicts restored"), "{log}");
     stop(running, &pod);
-    let _ = podman("rm").args(["-f", "mcptap-peer"]).output();
+}
+
+/// A container removed when this goes out of scope.
+struct Removed(&'static str);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = podman("rm").args(["-f", self.0]).output();
+    }
 }

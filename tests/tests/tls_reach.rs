@@ -1,11 +1,11 @@
-//! HTTPS reach with the agent run **without flags** (HTTPS discovery by
-//! default): each TLS stack, server side and client side, with real peers.
-//!
-//! Each pairing runs its client twice with the same command line. The
-//! first exchange of a program never seen before is how it is discovered
-//! (its first requests may pass before its probes land); from then on the
-//! program is known, and the second run must be seen whole, from both
-//! sides, exactly: every call, its status, its addresses.
+//! HTTPS reach from **first contact**, with the agent run without flags:
+//! each TLS stack, server side and client side, with real peers, every
+//! program started fresh (a new process, a port the agent never saw, an
+//! agent with a new state directory, no warm-up run). The very first run
+//! of each pairing must be seen whole, from both sides, exactly: every
+//! call, its status, its addresses. What makes it possible: the exec gate
+//! reads a compiled program before it first runs, and an interpreter's
+//! import of an MCP SDK is seen before its first TLS byte (docs/tls.md).
 
 use std::time::Duration;
 
@@ -15,27 +15,6 @@ use mcptap_tests::{Agent, Cert, Env, Server, assert_exactly, env, now_seconds, o
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Runs a client until HTTPS discovery knows both programs: the server is
-/// tracked, and the client's program has a verdict (it spoke MCP, or it
-/// ended before its probes landed: then it is probed from its exec next
-/// time). `run` returns the client's pid.
-fn warm_up(agent: &Agent, server_pid: u64, mut run: impl FnMut() -> u64) {
-    let discovered = format!("discovered an MCP peer pid={server_pid}");
-    for _ in 0..5 {
-        let pid = run();
-        // Each run ends with a verdict on its program (an exit is noticed
-        // within the agent's periodic scan).
-        agent.wait_log(&format!("HTTPS discovery verdict pid={pid} "), WAIT);
-        if agent.log_text().contains(&discovered) {
-            return;
-        }
-    }
-    panic!(
-        "the server was not discovered in 5 runs of its client:\n{}",
-        agent.log_text()
-    );
-}
 
 /// The client's pid in a driver's or the Go client's report.
 fn client_pid(report: &Value) -> u64 {
@@ -75,24 +54,15 @@ const GO_CLIENT_OPS: &[(&str, Option<&str>, &str, usize)] = &[
     ("ping", None, "ok", 1),
 ];
 
-/// Which of a client's operations are the ones checked.
-enum Measured {
-    /// Those of the run that started then (`now_seconds`).
-    Since(f64),
-    /// Those of the client's last MCP session (a later session of the same
-    /// process; events name sessions alike on both sides).
-    LastSession,
-}
-
 /// One client run seen from both sides: the client's operations (by its
-/// pid) and the server's (by its pid), those of the measured run or
-/// session, exactly `expected` on each side, with the same names and
+/// pid) and the server's (by its pid, those since `since`: the run's
+/// start), exactly `expected` on each side, with the same names and
 /// addresses.
 #[allow(clippy::too_many_arguments)]
 fn assert_both_sides(
     agent: &Agent,
     what: &str,
-    measured: Measured,
+    since: f64,
     client_pid: u64,
     server_pid: u64,
     port: u16,
@@ -101,22 +71,10 @@ fn assert_both_sides(
     expected: &[(&str, Option<&str>, &str, usize)],
 ) {
     let total: usize = expected.iter().map(|e| e.3).sum();
-    let last_session = |events: &[Value]| -> Option<String> {
-        observed(events, "client", client_pid)
-            .iter()
-            .filter_map(|e| e["mcp.session.id"].as_str().map(String::from))
-            .next_back()
-    };
     let in_session = |events: &[Value], side: &str, pid: u64| -> Vec<Value> {
-        let last = last_session(events);
         observed(events, side, pid)
             .into_iter()
-            .filter(|e| match &measured {
-                Measured::Since(since) => {
-                    side == "client" || e["time"].as_str().and_then(unix_seconds).is_some_and(|t| t >= *since)
-                }
-                Measured::LastSession => last.is_some() && e["mcp.session.id"].as_str() == last.as_deref(),
-            })
+            .filter(|e| side == "client" || e["time"].as_str().and_then(unix_seconds).is_some_and(|t| t >= since))
             .collect()
     };
     agent.wait_events(what, WAIT, |ev| {
@@ -165,7 +123,7 @@ fn python_run_seen_whole(env: &Env, agent: &Agent, plan: &Value, srv: &Server, n
     assert_both_sides(
         agent,
         what,
-        Measured::Since(since),
+        since,
         client_pid(&report),
         srv.pid(),
         srv.port,
@@ -185,7 +143,6 @@ fn go_https_server_plain_stripped_and_pie_seen_from_both_sides() {
         let srv = env.go_server(build, &name, &cert);
         let url = format!("https://127.0.0.1:{}/mcp", srv.port);
         let plan = python_plan(&url, &cert, &format!("py-to-{build}"));
-        warm_up(&agent, srv.pid(), || client_pid(&env.drive(&plan)));
         python_run_seen_whole(
             &env,
             &agent,
@@ -224,7 +181,6 @@ fn a_go_server_rewritten_in_place_is_read_again() {
 
 fn rewritten_in_place(env: &Env, label: &str, args: &[&str]) {
     use std::os::unix::fs::MetadataExt;
-    let host_wide = args.contains(&"--tls-discovery");
     let agent = Agent::start(env, label, args);
     let cert = env.cert(label);
     let exe = env.artifacts.join(format!("{label}-server"));
@@ -245,13 +201,6 @@ fn rewritten_in_place(env: &Env, label: &str, args: &[&str]) {
         let srv = env.go_server_from(&exe, &name, &cert);
         let url = format!("https://127.0.0.1:{}/mcp", srv.port);
         let plan = python_plan(&url, &cert, "py-to-rewritten");
-        if host_wide {
-            // Probed from the start; one run first all the same (the
-            // measured one must not be its first).
-            env.drive(&plan);
-        } else {
-            warm_up(&agent, srv.pid(), || client_pid(&env.drive(&plan)));
-        }
         python_run_seen_whole(
             env,
             &agent,
@@ -302,16 +251,13 @@ fn go_https_client_seen_from_both_sides() {
     let srv = env.http_server("e2e-py-for-go", &tls);
     let url = format!("https://127.0.0.1:{}/mcp", srv.port);
     for build in ["client", "client-stripped"] {
-        warm_up(&agent, srv.pid(), || {
-            client_pid(&env.go_client(build, &url, &cert, "go-client", 3))
-        });
         let since = now_seconds();
         let report = env.go_client(build, &url, &cert, "go-client", 3);
         assert_eq!(report["server_pid"].as_u64(), Some(srv.pid()), "{report}");
         assert_both_sides(
             &agent,
             &format!("Go {build} calling the Python SDK server"),
-            Measured::Since(since),
+            since,
             report["client_pid"].as_u64().expect("client pid"),
             srv.pid(),
             srv.port,
@@ -352,7 +298,6 @@ fn node_and_bun_https_servers_seen_from_both_sides() {
         let url = format!("https://127.0.0.1:{port}/mcp");
         let client = format!("py-to-{label}");
         let plan = python_plan(&url, &cert, &client);
-        warm_up(&agent, srv.pid(), || client_pid(&env.drive(&plan)));
         python_run_seen_whole(
             &env,
             &agent,
@@ -371,22 +316,21 @@ fn node_and_bun_https_servers_seen_from_both_sides() {
 /// HTTPS discovery's verdicts outlive the agent, and a known server that
 /// sits idle is still seen when its first client comes.
 ///
-/// 1. Agent A discovers the Python SDK's HTTPS server (warm-up runs).
+/// 1. Agent A sees the Python SDK's HTTPS server's first client run whole
+///    (the server was probed when it loaded the SDK).
 /// 2. A stops; its verdicts are in the state directory, without the
 ///    server's command line. Agent B starts on that state directory while
 ///    the server runs: it probes the server at once, so the very first
 ///    client run after the restart is seen whole, from both sides.
-/// 3. The server restarts (same command line) and waits longer than the
+/// 3. The server restarts on another port and waits longer than the
 ///    discovery window before its first client: that silence says nothing
-///    against it, so it is found again (and seen whole from then on),
-///    not left alone as a program that does not speak MCP.
+///    against it, and its first client run is seen whole.
 #[test]
 fn https_verdicts_survive_an_agent_restart_and_an_idle_server_is_still_seen() {
     let env = env();
     let cert = env.cert("tls_verdicts");
-    let port = mcptap_tests::free_port();
     let name = "e2e-py-verdicts";
-    let start_server = || {
+    let start_server = |port: u16| {
         env.server_command(
             name,
             &format!(
@@ -398,15 +342,15 @@ fn https_verdicts_survive_an_agent_restart_and_an_idle_server_is_still_seen() {
             port,
         )
     };
-    let url = format!("https://127.0.0.1:{port}/mcp");
-    let plan = python_plan(&url, &cert, "py-verdicts");
     let measured_run = |agent: &Agent, srv: &Server, what: &str| {
+        let url = format!("https://127.0.0.1:{}/mcp", srv.port);
+        let plan = python_plan(&url, &cert, "py-verdicts");
         python_run_seen_whole(&env, agent, &plan, srv, name, "py-verdicts", what);
     };
 
-    let mut srv = start_server();
     let a = Agent::start(&env, "tls_verdicts_a", &[]);
-    warm_up(&a, srv.pid(), || client_pid(&env.drive(&plan)));
+    let mut srv = start_server(mcptap_tests::free_port());
+    measured_run(&a, &srv, "the server's first client run");
     let state = a.dir.join("state");
     a.stop();
     let kept = std::fs::read_to_string(state.join("tls_programs.json")).expect("the verdicts file");
@@ -421,12 +365,14 @@ fn https_verdicts_survive_an_agent_restart_and_an_idle_server_is_still_seen() {
     measured_run(&b, &srv, "the first client run after the agent restarted");
 
     drop(srv);
-    srv = start_server();
+    srv = start_server(mcptap_tests::free_port());
     let idle = mcptap_tests::PROBE_WINDOW + Duration::from_secs(5);
     std::thread::sleep(idle);
-    let first = client_pid(&env.drive(&plan));
-    b.wait_log(&format!("HTTPS discovery verdict pid={first} "), WAIT);
-    measured_run(&b, &srv, "a known server's second client after sitting idle");
+    measured_run(
+        &b,
+        &srv,
+        "a known server's first client after sitting idle, on another port",
+    );
     let m = b.metrics();
     assert_eq!(m.value("mcptap_capture_lost_total", &[]), 0.0);
 }
@@ -504,12 +450,12 @@ fn altered_go_server(env: &Env) -> std::path::PathBuf {
 }
 
 /// What the TypeScript SDK client (tests/peers/ts_http_client.mjs) does
-/// with 3 calls, under Node or Bun.
-const TS_CLIENT_OPS: &[(&str, Option<&str>, &str, usize)] = &[
-    ("initialize", None, "ok", 1),
-    ("tools/call", Some("whoami"), "ok", 1),
-    ("tools/call", Some("add"), "ok", 3),
-    ("tools/call", Some("refuse"), "tool_error", 1),
+/// with 3 calls, under Node or Bun, two sessions in one process.
+const TS_CLIENT_OPS_TWICE: [(&str, Option<&str>, &str, usize); 4] = [
+    ("initialize", None, "ok", 2),
+    ("tools/call", Some("whoami"), "ok", 2),
+    ("tools/call", Some("add"), "ok", 6),
+    ("tools/call", Some("refuse"), "tool_error", 2),
 ];
 
 /// What `claude mcp list` does to check an HTTP server's health (Claude
@@ -521,10 +467,10 @@ const CLAUDE_LIST_OPS: &[(&str, Option<&str>, &str, usize)] =
 /// executable), `sessions` sessions in one process; returns its report.
 fn ts_client(env: &Env, runtime: &std::path::Path, url: &str, cert: &Cert, name: &str, sessions: u32) -> Value {
     let out = Command::new(runtime)
+        .env("NODE_EXTRA_CA_CERTS", &cert.ca)
         .arg("ts_http_client.mjs")
         .args([url, name, "3", &sessions.to_string()])
         .current_dir(&env.peers)
-        .env("NODE_EXTRA_CA_CERTS", &cert.ca)
         .output()
         .expect("start the TypeScript client");
     let report = parse_report("ts_http_client.mjs", &out);
@@ -534,8 +480,8 @@ fn ts_client(env: &Env, runtime: &std::path::Path, url: &str, cert: &Cert, name:
 
 /// `claude mcp list` with the server configured (HOME of its own); returns
 /// its pid.
-fn claude_list(env: &Env, home: &std::path::Path, cert: &Cert) -> u64 {
-    let child = Command::new(claude(env))
+fn claude_list(exe: &std::path::Path, home: &std::path::Path, cert: &Cert) -> u64 {
+    let child = Command::new(exe)
         .args(["mcp", "list"])
         .env("HOME", home)
         .env("NODE_EXTRA_CA_CERTS", &cert.ca)
@@ -552,6 +498,29 @@ fn claude_list(env: &Env, home: &std::path::Path, cert: &Cert) -> u64 {
         String::from_utf8_lossy(&out.stderr)
     );
     pid
+}
+
+/// `claude mcp add` of the server at `url`, in `home`.
+fn claude_add(exe: &std::path::Path, home: &std::path::Path, url: &str) {
+    let added = Command::new(exe)
+        .args([
+            "mcp",
+            "add",
+            "--transport",
+            "http",
+            "--scope",
+            "user",
+            "e2e-py-https",
+            url,
+        ])
+        .env("HOME", home)
+        .output()
+        .expect("claude mcp add");
+    assert!(
+        added.status.success(),
+        "claude mcp add: {}",
+        String::from_utf8_lossy(&added.stderr)
+    );
 }
 
 fn claude(env: &Env) -> std::path::PathBuf {
@@ -582,56 +551,34 @@ fn python_https_server_called_by_node_bun_claude_code_and_go() {
     let url = format!("https://127.0.0.1:{}/mcp", srv.port);
 
     // Runtimes (node, bun) run any program: their probes are attached per
-    // process, at its exec when its program is known, and a runtime that
-    // starts fast may be quicker. Each run here is two sessions in one
-    // process: the second must be seen whole.
+    // process, when it loads the MCP SDK. Each run is two sessions in one
+    // process: both seen whole.
     for (runtime, name) in [(std::path::PathBuf::from("node"), "ts-node"), (bun(&env), "ts-bun")] {
-        warm_up(&agent, srv.pid(), || {
-            client_pid(&ts_client(&env, &runtime, &url, &cert, name, 2))
-        });
+        let since = now_seconds();
         let report = ts_client(&env, &runtime, &url, &cert, name, 2);
         assert_both_sides(
             &agent,
-            &format!("TypeScript SDK under {runtime:?}, second session"),
-            Measured::LastSession,
+            &format!("TypeScript SDK under {runtime:?}, its first run (two sessions)"),
+            since,
             client_pid(&report),
             srv.pid(),
             srv.port,
             "e2e-py-https",
             name,
-            TS_CLIENT_OPS,
+            &TS_CLIENT_OPS_TWICE,
         );
     }
 
     let home = env.artifacts.join("tls_clients-claude-home");
     let _ = std::fs::remove_dir_all(&home);
     std::fs::create_dir_all(&home).unwrap();
-    let added = Command::new(claude(&env))
-        .args([
-            "mcp",
-            "add",
-            "--transport",
-            "http",
-            "--scope",
-            "user",
-            "e2e-py-https",
-            &url,
-        ])
-        .env("HOME", &home)
-        .output()
-        .expect("claude mcp add");
-    assert!(
-        added.status.success(),
-        "claude mcp add: {}",
-        String::from_utf8_lossy(&added.stderr)
-    );
-    warm_up(&agent, srv.pid(), || claude_list(&env, &home, &cert));
+    claude_add(&claude(&env), &home, &url);
     let since = now_seconds();
-    let pid = claude_list(&env, &home, &cert);
+    let pid = claude_list(&claude(&env), &home, &cert);
     assert_both_sides(
         &agent,
         "Claude Code (claude mcp list)",
-        Measured::Since(since),
+        since,
         pid,
         srv.pid(),
         srv.port,
@@ -640,16 +587,13 @@ fn python_https_server_called_by_node_bun_claude_code_and_go() {
         CLAUDE_LIST_OPS,
     );
 
-    warm_up(&agent, srv.pid(), || {
-        client_pid(&env.go_client("client", &url, &cert, "go-client", 3))
-    });
     let since = now_seconds();
     let report = env.go_client("client", &url, &cert, "go-client", 3);
     let pid = report["client_pid"].as_u64().expect("client pid");
     assert_both_sides(
         &agent,
         "Go client",
-        Measured::Since(since),
+        since,
         pid,
         srv.pid(),
         srv.port,
@@ -670,6 +614,102 @@ fn python_https_server_called_by_node_bun_claude_code_and_go() {
     }
     let m = agent.metrics();
     assert_eq!(m.value("mcptap_tls_hooked_files", &[("library", "boringssl")]), 1.0);
+    assert_eq!(m.value("mcptap_tls_unsupported_binaries", &[]), 0.0);
+}
+
+/// Released Bun-built executables nobody here built, pinned in
+/// tests/peers/package.json, each matched and seen from its first run:
+/// Claude Code 2.1.110 (BoringSSL's four-argument `ERR_put_error`),
+/// 2.1.157 (`SSL_write` right after a jump, no padding) and 2.1.218 (the
+/// last build before the five-argument form), Bun 1.2.0 and 1.3.8 (no
+/// `.bun` section: known as Bun by its symbols' version). The server side (the
+/// Python SDK over OpenSSL) is the reference: each client's run is seen on
+/// its side exactly as the server saw it.
+#[test]
+fn released_claude_code_and_bun_builds_seen_from_their_first_run() {
+    let env = env();
+    let agent = Agent::start(&env, "tls_releases", &[]);
+    let cert = env.cert_with_ca("tls_releases");
+    let tls = [
+        "--tls-cert",
+        cert.cert.to_str().unwrap(),
+        "--tls-key",
+        cert.key.to_str().unwrap(),
+    ];
+    let srv = env.http_server("e2e-py-https", &tls);
+    let url = format!("https://127.0.0.1:{}/mcp", srv.port);
+
+    for version in ["1.2.0", "1.3.8"] {
+        let runtime = env.peers.join(format!("node_modules/bun-{version}/bin/bun"));
+        let name = format!("ts-bun-{version}");
+        let since = now_seconds();
+        let report = ts_client(&env, &runtime, &url, &cert, &name, 2);
+        assert_both_sides(
+            &agent,
+            &format!("TypeScript SDK under Bun {version}, its first run"),
+            since,
+            client_pid(&report),
+            srv.pid(),
+            srv.port,
+            "e2e-py-https",
+            &name,
+            &TS_CLIENT_OPS_TWICE,
+        );
+    }
+
+    for version in ["2.1.110", "2.1.157", "2.1.218"] {
+        let exe = env.peers.join(format!("node_modules/claude-code-{version}/claude"));
+        let home = env.artifacts.join(format!("tls_releases-claude-{version}"));
+        let _ = std::fs::remove_dir_all(&home);
+        std::fs::create_dir_all(&home).unwrap();
+        claude_add(&exe, &home, &url);
+        let since = now_seconds();
+        let pid = claude_list(&exe, &home, &cert);
+        let what = format!("Claude Code {version} (claude mcp list), its first run");
+        let server_ops = |ev: &[Value]| -> Vec<Value> {
+            ev.iter()
+                .filter(|e| {
+                    e["event.type"] == "mcp.operation"
+                        && e["observer"] == "server"
+                        && e["server"]["process"]["pid"] == srv.pid()
+                        && e["time"].as_str().and_then(unix_seconds).is_some_and(|t| t >= since)
+                })
+                .cloned()
+                .collect()
+        };
+        agent.wait_events(&what, WAIT, |ev| {
+            let server = server_ops(ev).len();
+            server > 0 && observed(ev, "client", pid).len() >= server
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let events = agent.events();
+        let summary = |ops: &[Value]| {
+            let mut s: Vec<String> = ops
+                .iter()
+                .map(|e| format!("{} {} {}", e["mcp.method.name"], e["gen_ai.tool.name"], e["status"]))
+                .collect();
+            s.sort();
+            s
+        };
+        let client = observed(&events, "client", pid);
+        let server = server_ops(&events);
+        assert_eq!(summary(&client), summary(&server), "{what}: both sides");
+        // Its health check: initialize (2025 builds), or discovery and
+        // tools/list (2026 builds).
+        assert!(
+            server
+                .iter()
+                .any(|e| e["mcp.method.name"] == "initialize" || e["mcp.method.name"] == "server/discover"),
+            "{what}: the health check: {server:?}"
+        );
+        for e in &client {
+            assert_eq!(e["tls"], true, "{e}");
+            assert_eq!(e["server.port"], srv.port, "{e}");
+            assert_eq!(e["client"]["name"], "claude-code", "{e}");
+        }
+    }
+
+    let m = agent.metrics();
     assert_eq!(m.value("mcptap_tls_unsupported_binaries", &[]), 0.0);
 }
 
@@ -773,10 +813,7 @@ fn rust_sdk_https_server_and_client_seen_from_both_sides() {
     let cert = env.cert_with_ca("rust");
     let srv = env.rust_server("rmcp-server", "e2e-rmcp", &cert);
     let url = format!("https://127.0.0.1:{}/mcp", srv.port);
-    warm_up(&agent, srv.pid(), || {
-        client_pid(&env.rust_client("rmcp-client", &url, &cert, "rmcp-client", 3))
-    });
-    // Twice: a new connection to the same server reuses what the last one
+    // Twice (the first run is the client's first contact): a new connection to the same server reuses what the last one
     // left (addresses, descriptors).
     for _ in 0..2 {
         let since = now_seconds();
@@ -785,7 +822,7 @@ fn rust_sdk_https_server_and_client_seen_from_both_sides() {
         assert_both_sides(
             &agent,
             "the Rust SDK client calling the Rust SDK server",
-            Measured::Since(since),
+            since,
             client_pid(&report),
             srv.pid(),
             srv.port,

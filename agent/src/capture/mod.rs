@@ -65,6 +65,9 @@ pub struct CaptureOptions {
     /// Where HTTPS discovery keeps its verdicts across restarts (in the
     /// state directory; `None`: this run only).
     pub tls_verdicts_file: Option<std::path::PathBuf>,
+    /// Hold execs of files not read yet until they are (`tls::gate`): what
+    /// lets a program's first HTTPS request be seen.
+    pub exec_gate: bool,
 }
 
 impl CaptureOptions {
@@ -85,6 +88,7 @@ impl CaptureOptions {
             hooks: HookChoice::Auto,
             effects: true,
             tls_verdicts_file: None,
+            exec_gate: true,
         }
     }
 }
@@ -164,6 +168,8 @@ pub struct Capture {
     pub tls: Option<tls::TlsHooks>,
     /// Processes that said they speak TLS since the last drain.
     tls_seen: Vec<u32>,
+    /// Interpreters that opened an MCP SDK's files since the last drain.
+    sdk_opens: Vec<(u32, String)>,
     counters: PerCpuArray<MapData, u64>,
 }
 
@@ -216,6 +222,21 @@ impl Capture {
         let tracefs = preflight::ensure_tracefs()?;
         let layout = preflight::check_tracepoint_layout(&tracefs)?;
         let flag = |b: bool| u8::from(b);
+        // The exec gate first: whether the kernel programs point
+        // interpreters out depends on it.
+        let gate = if opts.exec_gate && opts.capture_tls && opts.discovery {
+            match tls::gate::Gate::open() {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    tracing::warn!(
+                        "exec gate off: {e}; the first HTTPS requests of a program new to this host may be missed"
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let config = KernelConfig {
             capture_cap: opts.capture_cap,
             // Wake the agent early when an eighth of the buffer is waiting.
@@ -230,7 +251,8 @@ impl Capture {
             effects: flag(opts.effects),
             fork_child_pid_offset: layout.fork_child_pid,
             exec_filename_offset: layout.exec_filename,
-            _pad: [0; 6],
+            sdk_opens: flag(gate.is_some()),
+            _pad: [0; 5],
         };
         let (kernel, mut ebpf, btf) = load(&config, opts.ring_buffer_bytes)?;
         if kernel.object == kernel::ObjectKind::Compat && opts.capture_cap > mcptap_common::COMPAT_MAX_CALL_BYTES {
@@ -258,7 +280,9 @@ impl Capture {
             prog.attach(category, name)
                 .map_err(attach_err(program, format!("{category}:{name}")))?;
         }
-        let hooks = hooks::attach(&mut ebpf, &btf, opts.hooks, false, opts.effects)?;
+        // The open syscalls are hooked for side effects, and for
+        // interpreters' opens of an MCP SDK (with the gate).
+        let hooks = hooks::attach(&mut ebpf, &btf, opts.hooks, false, opts.effects || gate.is_some())?;
         tracing::info!(
             family = hooks.family.name(),
             kernel_object = kernel.object.name(),
@@ -289,6 +313,23 @@ impl Capture {
                 }
             }
             let mut hooks = tls::TlsHooks::new(opts.tls_discovery, disabled, opts.tls_verdicts_file.clone());
+            if let Some(gate) = gate {
+                let pending = ebpf
+                    .take_map(map::INTERP_PENDING)
+                    .ok_or(CaptureError::Missing(map::INTERP_PENDING))?;
+                let pending =
+                    aya::maps::HashMap::try_from(pending).map_err(|e| CaptureError::Map(map::INTERP_PENDING, e))?;
+                match gate.start(pending, hooks.wake()) {
+                    Ok(link) => {
+                        tracing::info!(
+                            hold_max_ms = tls::gate::HOLD_MAX.as_millis() as u64,
+                            "exec gate on: programs are read before they first run"
+                        );
+                        hooks.set_gate(link);
+                    }
+                    Err(e) => tracing::warn!("exec gate off: cannot start its thread: {e}"),
+                }
+            }
             hooks.start(&mut ebpf, &selection.tracked());
             Some(hooks)
         } else {
@@ -322,6 +363,7 @@ impl Capture {
             selection,
             tls,
             tls_seen: Vec::new(),
+            sdk_opens: Vec::new(),
             counters,
         })
     }
@@ -343,6 +385,13 @@ impl Capture {
             let Some(item) = ring.next() else { break };
             n += 1;
             let head = |i: usize| u32::from_ne_bytes([item[i], item[i + 1], item[i + 2], item[i + 3]]);
+            if item.len() >= 8 + mcptap_common::SDK_PATH_MAX && head(0) == kind::SDK_OPEN {
+                let path = &item[8..8 + mcptap_common::SDK_PATH_MAX];
+                let end = path.iter().position(|&b| b == 0).unwrap_or(path.len());
+                self.sdk_opens
+                    .push((head(4), String::from_utf8_lossy(&path[..end]).into_owned()));
+                continue;
+            }
             if item.len() >= 8 && matches!(head(0), kind::EXEC_ANY | kind::TLS_SEEN) {
                 let pid = head(4);
                 match head(0) {
@@ -369,6 +418,12 @@ impl Capture {
         if let Some(tls) = &mut self.tls {
             for pid in tls.poll(&mut self.ebpf) {
                 self.selection.set_tls_probed(pid, true);
+            }
+            for (pid, path) in std::mem::take(&mut self.sdk_opens) {
+                let tracked = self.selection.is_tracked(pid);
+                if tls.on_sdk_open(&mut self.ebpf, pid, &path, tracked) {
+                    self.selection.set_tls_probed(pid, true);
+                }
             }
             for pid in seen {
                 if tls.on_tls_seen(&mut self.ebpf, pid) {

@@ -271,7 +271,18 @@ impl Selection {
 
     /// Whether the process's TLS library is probed for discovery: the
     /// kernel then ties its TLS sessions to their sockets.
+    /// A process the kernel knows nothing of yet (one probed before its
+    /// first TLS byte: an MCP program at its exec, an interpreter that
+    /// loaded an MCP SDK) gets its entry now, as a candidate on its stdin
+    /// and its sockets alike, so that its very first TLS session is tied
+    /// to its connection.
     pub fn set_tls_probed(&mut self, tgid: u32, probed: bool) {
+        if probed && self.procs.get(&tgid, 0).is_err() {
+            self.update(tgid, |p| {
+                p.state |= proc_state::CANDIDATE | proc_state::NET_CANDIDATE | proc_state::TLS_PROBED;
+            });
+            return;
+        }
         if let Ok(mut value) = self.procs.get(&tgid, 0) {
             if probed {
                 value.state |= proc_state::TLS_PROBED;

@@ -9,7 +9,8 @@ use std::{
 
 use mcptap_common::counter;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::{
@@ -100,6 +101,10 @@ pub struct Metrics {
     pub tls_hooked_files: IntGaugeVec,
     pub tls_hook_errors: IntGauge,
     tls_discovery: IntCounterVec,
+    exec_gate_execs: IntCounterVec,
+    exec_gate_ignored: IntGauge,
+    exec_gate_filesystems: IntGauge,
+    exec_gate_hold: Histogram,
     /// 1 for the syscall hook family in use, the kernel object loaded, and
     /// why (`mcptap check` says the same in words).
     pub capture_hooks: IntGaugeVec,
@@ -444,6 +449,35 @@ impl Metrics {
                 "HTTPS discovery: processes whose TLS library was probed (probed), left alone because their program was found not to speak MCP lately (skipped), probed from their exec because it was found to or ended undecided last time (expected), and the verdicts (mcp, not_mcp, undecided: ended inside the window)",
                 &["outcome"],
             ),
+            exec_gate_execs: counter_vec(
+                "mcptap_exec_gate_execs_total",
+                "Execs the exec gate answered, by answer: known (an interpreter, or a file decided before), plain (read: nothing to do, not asked about again while unchanged), interpreter (its opens are looked at for an MCP SDK), mcp_program (probed before it ran), timeout (let go unanswered at the hold limit)",
+                &["answer"],
+            ),
+            exec_gate_ignored: register(
+                &r,
+                IntGauge::new(
+                    "mcptap_exec_gate_ignored_files",
+                    "Files the kernel no longer asks the exec gate about while they are unchanged",
+                )
+                .expect("valid metric"),
+            ),
+            exec_gate_filesystems: register(
+                &r,
+                IntGauge::new("mcptap_exec_gate_filesystems", "Filesystems whose execs the exec gate is asked about")
+                    .expect("valid metric"),
+            ),
+            exec_gate_hold: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "mcptap_exec_gate_hold_seconds",
+                        "How long an exec waited for the exec gate's answer (files read for the first time, interpreters' and MCP programs' execs)",
+                    )
+                    .buckets(vec![0.0005, 0.002, 0.005, 0.02, 0.1, 0.5, 1.0]),
+                )
+                .expect("valid metric"),
+            ),
             tables: register(
                 &r,
                 IntGaugeVec::new(
@@ -712,9 +746,32 @@ impl Metrics {
             ("undecided", c.undecided),
             ("mcp", c.mcp),
             ("not_mcp", c.not_mcp),
+            ("saturated", c.saturated),
+            ("sdk", c.sdk),
+            ("first_exec", c.first_exec),
         ] {
             let counter = self.tls_discovery.with_label_values(&[outcome]);
             counter.inc_by(n.saturating_sub(counter.get()));
+        }
+    }
+
+    /// The exec gate's figures (`mcptap_exec_gate_*`).
+    pub fn exec_gate(&self, g: &crate::capture::tls::gate::GateStats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (answer, n) in [
+            ("known", g.known.load(Relaxed)),
+            ("plain", g.plain.load(Relaxed)),
+            ("interpreter", g.interpreter.load(Relaxed)),
+            ("mcp_program", g.mcp_program.load(Relaxed)),
+            ("timeout", g.timeout.load(Relaxed)),
+        ] {
+            let counter = self.exec_gate_execs.with_label_values(&[answer]);
+            counter.inc_by(n.saturating_sub(counter.get()));
+        }
+        self.exec_gate_ignored.set(g.ignored.load(Relaxed) as i64);
+        self.exec_gate_filesystems.set(g.filesystems.load(Relaxed) as i64);
+        for d in g.take_holds() {
+            self.exec_gate_hold.observe(d.as_secs_f64());
         }
     }
 

@@ -585,6 +585,10 @@ struct Discovery {
     /// Operations of that first session reported on the server's side.
     seen: usize,
     sent: usize,
+    /// Execs the exec gate held while it read their file, and for how long
+    /// in all (seconds): the price of first contact.
+    holds: f64,
+    held_s: f64,
 }
 
 /// HTTPS discovery latency: an agent started with no flags, then a new
@@ -608,6 +612,8 @@ fn discovery_latency(agent_bin: &Path, dir: &Path, rounds: usize) -> Result<Vec<
         let report: Value = serde_json::from_slice(&client.stdout)?;
         let t0 = report["t0"].as_f64().context("t0")?;
         let sent = report["operations"].as_u64().context("operations")? as usize;
+        let holds = agent.metric("mcptap_exec_gate_hold_seconds_count", &[])?;
+        let held_s = agent.metric("mcptap_exec_gate_hold_seconds_sum", &[])?;
         let pid = https.child.id();
         // Events are written as responses are seen; give the last ones time.
         std::thread::sleep(Duration::from_secs(1));
@@ -629,6 +635,8 @@ fn discovery_latency(agent_bin: &Path, dir: &Path, rounds: usize) -> Result<Vec<
             latency_ms: (first - t0) * 1000.0,
             seen: seen.len(),
             sent,
+            holds,
+            held_s,
         });
     }
     Ok(out)
@@ -645,22 +653,28 @@ fn render_discovery(rounds: &[Discovery]) -> String {
     }
     let mut r = String::from(
         "
-## HTTPS discovery latency (agent run without flags, a new HTTPS MCP server, one client session)
+## HTTPS first contact (agent run without flags, a new HTTPS MCP server, one client session)
 
-         From the client's first request to the response of the first operation reported on the server's side; and how many of that first session's operations were reported (the ones before the probes landed are not).
+         From the client's first request to the response of the first operation reported on the server's side; how many of that first session's operations were reported (all of them when the probes were in before its first TLS byte); and what the exec gate cost meanwhile: the execs it held while reading their file (the server's interpreter, the client's, and any program new to the agent) and their mean hold.
 
-         | round | latency | operations reported / sent |
-|---|---|---|
+         | round | latency | operations reported / sent | execs held | mean hold |
+|---|---|---|---|---|
 ",
     );
     for (i, d) in rounds.iter().enumerate() {
         r.push_str(&format!(
-            "| {} | {:.0} ms | {} / {} |
+            "| {} | {:.0} ms | {} / {} | {} | {:.1} ms |
 ",
             i + 1,
             d.latency_ms,
             d.seen,
-            d.sent
+            d.sent,
+            d.holds,
+            if d.holds > 0.0 {
+                d.held_s / d.holds * 1000.0
+            } else {
+                0.0
+            }
         ));
     }
     r

@@ -180,7 +180,7 @@ pub fn inspect_elf(elf: &object::File<'_>, data: &[u8]) -> Result<Option<BoringT
         return Err(BoringError::Architecture);
     }
     let text = executable(elf).ok_or(BoringError::NoMatch("its code"))?;
-    let standalone = elf.section_by_name(".bun").is_some_and(|s| s.size() > 4096);
+    let standalone = is_standalone(elf, data);
     // The file name's address: where the string containing it starts.
     let start = data[..at].iter().rposition(|&b| b == 0).map_or(0, |p| p + 1);
     let string = file_to_address(elf, start as u64).ok_or(BoringError::NoMatch("ssl_lib.cc"))?;
@@ -203,6 +203,34 @@ pub fn inspect_elf(elf: &object::File<'_>, data: &[u8]) -> Result<Option<BoringT
         standalone,
         known: None,
     }))
+}
+
+/// Where Bun keeps the program it runs (Bun 1.3.14 and later, Claude Code
+/// from 2.1.110); earlier releases append it to the file.
+const BUN_SECTION: &str = ".bun";
+/// What ends the program Bun compiled into an executable, in the section
+/// or at the end of the file: the runtime alone has none.
+const BUN_TRAILER: &[u8] = b"\n---- Bun! ----\n";
+/// The version Bun gives the symbols it exports (`BUN_1.0`, `BUN_1.2`):
+/// in every Bun release measured, 1.1.0 to 1.4.5.
+const BUN_VERSION_NAME: &[u8] = b"\0BUN_1.";
+
+/// Whether the executable is Bun (the runtime, or a program compiled by it).
+pub fn is_bun(elf: &object::File<'_>) -> bool {
+    elf.section_by_name(BUN_SECTION).is_some()
+        || elf
+            .section_by_name(".dynstr")
+            .and_then(|s| s.data().ok())
+            .is_some_and(|d| memchr::memmem::find(d, BUN_VERSION_NAME).is_some())
+}
+
+/// Whether a program was compiled into this Bun executable.
+fn is_standalone(elf: &object::File<'_>, data: &[u8]) -> bool {
+    let in_section = elf
+        .section_by_name(BUN_SECTION)
+        .and_then(|s| s.data().ok())
+        .is_some_and(|d| d.ends_with(BUN_TRAILER));
+    in_section || (is_bun(elf) && data.ends_with(BUN_TRAILER))
 }
 
 /// Finds `SSL_read` and `SSL_write` (virtual addresses).
@@ -233,11 +261,14 @@ fn search(text: &Text<'_>, string: u64) -> Result<(u64, u64), BoringError> {
         list.sort_by_key(|s| s.line);
     }
 
-    // SSL_write: exactly these reasons, in this order, close together.
+    // SSL_write: exactly these reasons, in this order, close together. A
+    // function that follows it and is never called directly (Bun 1.1.0's
+    // `SSL_shutdown`) has no entry of its own here, so its sites may come
+    // after these: only the first four are SSL_write's.
     let writes: Vec<(u64, u32)> = by_function
         .iter()
         .filter(|(_, list)| {
-            let reasons: Vec<u32> = list.iter().map(|s| s.reason).collect();
+            let reasons: Vec<u32> = list.iter().take(4).map(|s| s.reason).collect();
             reasons == [NOT_FOR_QUIC, UNINITIALIZED, HANDSHAKE_FAILURE, BAD_LENGTH]
                 && list[3].line - list[0].line <= FUNCTION_LINES
         })
@@ -285,26 +316,35 @@ fn search(text: &Text<'_>, string: u64) -> Result<(u64, u64), BoringError> {
     Ok((read, write))
 }
 
-/// The `ssl_lib.cc` error sites: `mov ecx, imm32` (non-PIE) or `lea rcx,
-/// [rip+disp]` (PIE) of the file name, then `ERR_put_error`'s other
-/// arguments as constants.
+/// The `ssl_lib.cc` error sites: the file name loaded as an argument
+/// (`mov r32, imm32` in non-PIE code, `lea r64, [rip+disp]` in PIE code)
+/// with `ERR_put_error`'s other arguments as constants. BoringSSL's
+/// `ERR_put_error` took five arguments until 2024 (`library, unused,
+/// reason, file, line`: the file in RCX) and takes four since (`library,
+/// reason, file, line`: the file in RDX); Bun and Claude Code builds carry
+/// both, so both are read.
 fn sites(text: &Text<'_>, string: u64) -> Vec<Site> {
     let mut out = Vec::new();
     let mut loads = Vec::new();
     if let Ok(absolute) = u32::try_from(string) {
-        let needle = [&[0xb9u8][..], &absolute.to_le_bytes()].concat();
-        loads.extend(memchr::memmem::find_iter(text.data, &needle).map(|i| text.address + i as u64));
-    }
-    for i in memchr::memmem::find_iter(text.data, &[0x48, 0x8d, 0x0d]) {
-        let Some(disp) = text.data.get(i + 3..i + 7) else {
-            continue;
-        };
-        let disp = i32::from_le_bytes([disp[0], disp[1], disp[2], disp[3]]);
-        let address = text.address + i as u64;
-        if address.wrapping_add(7).wrapping_add_signed(i64::from(disp)) == string {
-            loads.push(address);
+        for opcode in [MOV_ECX_IMM32, MOV_EDX_IMM32] {
+            let needle = [&[opcode][..], &absolute.to_le_bytes()].concat();
+            loads.extend(memchr::memmem::find_iter(text.data, &needle).map(|i| text.address + i as u64));
         }
     }
+    for modrm in [LEA_RCX_RIP, LEA_RDX_RIP] {
+        for i in memchr::memmem::find_iter(text.data, &[0x48, 0x8d, modrm]) {
+            let Some(disp) = text.data.get(i + 3..i + 7) else {
+                continue;
+            };
+            let disp = i32::from_le_bytes([disp[0], disp[1], disp[2], disp[3]]);
+            let address = text.address + i as u64;
+            if address.wrapping_add(7).wrapping_add_signed(i64::from(disp)) == string {
+                loads.push(address);
+            }
+        }
+    }
+    loads.sort_unstable();
     for address in loads {
         if let Some(site) = read_site(text, address) {
             out.push(site);
@@ -313,8 +353,24 @@ fn sites(text: &Text<'_>, string: u64) -> Vec<Site> {
     out
 }
 
-/// The constants loaded with the file name, up to the call.
+/// `mov ecx, imm32` and `mov edx, imm32`.
+const MOV_ECX_IMM32: u8 = 0xb9;
+const MOV_EDX_IMM32: u8 = 0xba;
+/// The ModRM bytes of `lea rcx, [rip+disp32]` and `lea rdx, [rip+disp32]`.
+const LEA_RCX_RIP: u8 = 0x0d;
+const LEA_RDX_RIP: u8 = 0x15;
+
+/// The constants loaded with the file name, up to the call (or the jump
+/// to a call shared by several sites). Which register holds which
+/// argument follows from where the file name went.
 fn read_site(text: &Text<'_>, address: u64) -> Option<Site> {
+    let mut decoder = Decoder::with_ip(64, text.bytes_from(address), address, DecoderOptions::NONE);
+    let first = decoder.iter().next()?;
+    let (reason_reg, line_reg) = match first.op0_register() {
+        Register::ECX | Register::RCX => (Register::EDX, Register::R8D),
+        Register::EDX | Register::RDX => (Register::ESI, Register::ECX),
+        _ => return None,
+    };
     let mut decoder = Decoder::with_ip(64, text.bytes_from(address), address, DecoderOptions::NONE);
     let (mut lib, mut reason, mut line) = (None, None, None);
     for insn in decoder.iter().take(8) {
@@ -328,8 +384,8 @@ fn read_site(text: &Text<'_>, address: u64) -> Option<Site> {
             let value = insn.immediate32();
             match insn.op0_register() {
                 Register::EDI => lib = Some(value),
-                Register::EDX => reason = Some(value),
-                Register::R8D => line = Some(value),
+                r if r == reason_reg => reason = Some(value),
+                r if r == line_reg => line = Some(value),
                 _ => {}
             }
         }
@@ -342,21 +398,48 @@ fn read_site(text: &Text<'_>, address: u64) -> Option<Site> {
 }
 
 /// Addresses before `site` that may start its function, nearest first:
-/// 16-byte aligned, after `int3` padding, decoding cleanly up to the site
-/// without crossing padding (the compiler pads between functions with
-/// `int3`, never inside one: an early return's code may come before the
-/// site, the end of a function may not).
+/// 16-byte aligned, after `int3` padding or right after a function's last
+/// instruction (a `ret` or a jump that ends exactly on the boundary, where
+/// no padding was needed: Claude Code 2.1.142 to 2.1.218's `SSL_write`),
+/// decoding cleanly up to the site without crossing padding (the compiler
+/// pads between functions with `int3`, never inside one: an early return's
+/// code may come before the site, the end of a function may not). The
+/// caller keeps only those that are the target of a direct call, and
+/// [`entry_checks`] the one it keeps.
 fn entry_candidates(text: &Text<'_>, site: u64) -> Vec<u64> {
     let mut out = Vec::new();
     let mut a = site & !15;
     while site - a <= MAX_PROLOGUE && a > text.address {
-        if text.bytes_from(a - 1).first() == Some(&0xcc) && decodes_to(text, a, site) {
+        if follows_function_end(text, a) && decodes_to(text, a, site) {
             out.push(a);
         }
         a -= 16;
     }
     out
 }
+
+/// Whether the bytes before `a` end a function: `int3` padding, `nop`
+/// padding (one of the forms compilers emit: Bun 1.1.0 pads with them),
+/// or a `ret`, `jmp rel32` or `jmp rel8` ending exactly there.
+fn follows_function_end(text: &Text<'_>, a: u64) -> bool {
+    let start = a.saturating_sub(16).max(text.address);
+    let before = &text.bytes_from(start)[..(a - start) as usize];
+    FUNCTION_ENDS.iter().any(|end| before.ends_with(end))
+        || before.len() >= 5 && before[before.len() - 5] == 0xe9
+        || before.len() >= 2 && before[before.len() - 2] == 0xeb
+}
+
+/// Byte sequences that end a function or the padding after one.
+const FUNCTION_ENDS: &[&[u8]] = &[
+    &[0xcc],
+    &[0xc3],
+    &[0x90],
+    &[0x0f, 0x1f, 0x00],
+    &[0x0f, 0x1f, 0x40, 0x00],
+    &[0x0f, 0x1f, 0x44, 0x00, 0x00],
+    &[0x0f, 0x1f, 0x80, 0x00, 0x00, 0x00, 0x00],
+    &[0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00],
+];
 
 /// Whether decoding from `from` lands on `to` with no invalid instruction
 /// and no padding on the way.
@@ -412,7 +495,7 @@ fn calls(text: &Text<'_>, entry: u64, past: u64) -> Vec<u64> {
 /// (`SSL *` in RDI, maybe copied first) against zero (`SSL_is_quic`) and
 /// reaches an `ssl_lib.cc` error site, all before any return.
 fn entry_checks(text: &Text<'_>, entry: u64, string: u64) -> bool {
-    if !text.contains(entry) || text.bytes_from(entry - 1).first() != Some(&0xcc) || !entry.is_multiple_of(16) {
+    if !text.contains(entry) || !follows_function_end(text, entry) || !entry.is_multiple_of(16) {
         return false;
     }
     let mut decoder = Decoder::with_ip(64, text.bytes_from(entry), entry, DecoderOptions::NONE);
@@ -541,5 +624,54 @@ mod tests {
             file_offset: 0,
         };
         assert_eq!(search(&text, u64::from(string)), Err(BoringError::NoMatch("SSL_write")));
+    }
+
+    /// BoringSSL before 2024: `ERR_put_error(library, reason, file, line)`,
+    /// the file name in RDX (Claude Code up to 2.1.218, Bun up to 1.3).
+    #[test]
+    fn four_argument_sites_are_read() {
+        let string: u32 = 0x32d15b;
+        // mov edx, file; mov edi, 16; mov esi, 0x42; mov ecx, 0x669; jmp
+        let mut code = vec![0xba];
+        code.extend(string.to_le_bytes());
+        code.extend([
+            0xbf, 0x10, 0, 0, 0, 0xbe, 0x42, 0, 0, 0, 0xb9, 0x69, 0x06, 0, 0, 0xeb, 0x00,
+        ]);
+        let text = Text {
+            data: &code,
+            address: 0x1000,
+            file_offset: 0,
+        };
+        let found = sites(&text, u64::from(string));
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].reason, found[0].line), (NOT_FOR_QUIC, 0x669));
+    }
+
+    /// A function starts after padding or right after another's last jump
+    /// or return; not in the middle of an instruction's bytes.
+    #[test]
+    fn function_ends() {
+        let cases: &[(&[u8], bool)] = &[
+            (&[0x48, 0x89, 0xc7, 0xcc], true),
+            (&[0x5d, 0xc3], true),
+            (&[0xe9, 0x03, 0xfe, 0xff, 0xff], true),
+            (&[0xeb, 0xcd], true),
+            (&[0xeb, 0xcd, 0x90], true),
+            (&[0xc3, 0x0f, 0x1f, 0x80, 0x00, 0x00, 0x00, 0x00], true),
+            (&[0x48, 0x89, 0xc7], false),
+            (&[0x41, 0xb8, 0x20, 0x04, 0x00, 0x00], false),
+        ];
+        for (bytes, ends) in cases {
+            let mut code = vec![0x55; 16];
+            code.extend(*bytes);
+            let a = 0x1000 + code.len() as u64;
+            code.extend([0x55; 16]);
+            let text = Text {
+                data: &code,
+                address: 0x1000,
+                file_offset: 0,
+            };
+            assert_eq!(follows_function_end(&text, a), *ends, "{bytes:02x?}");
+        }
     }
 }

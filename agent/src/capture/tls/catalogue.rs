@@ -23,7 +23,7 @@ use std::{
 
 use super::{
     inspect::{self, Done, FileId, Inspector, Job, JobKey, Opened, Outcome, Source, Stamp},
-    target::{FileKind, Finding, Target},
+    target::{FileKind, Finding, Profile, Program, Target},
 };
 
 /// A file checked this recently is used without asking again (a rewrite in
@@ -47,6 +47,8 @@ pub struct Known {
     /// `None` when not probed (no TLS library mcptap knows, or one it
     /// cannot probe safely).
     pub target: Option<Target>,
+    /// What it is as a program (executables).
+    pub program: Program,
     checked: Instant,
 }
 
@@ -64,6 +66,32 @@ pub enum Use {
     /// Probe it for every process (host-wide); `seen`: the process it was
     /// found in and the path it has there.
     Global { seen: Option<(u32, String)> },
+    /// Process `pid` is about to run it: the exec gate waits for the
+    /// answer (`ticket`), whatever it is.
+    Exec { ticket: u64, pid: u32 },
+}
+
+/// The answer for a file a process is about to run (a [`Use::Exec`]).
+pub struct ExecReady {
+    pub ticket: u64,
+    pub pid: u32,
+    pub id: FileId,
+    /// `None`: not probed (nothing known, or not read: refused).
+    pub target: Option<Target>,
+    pub program: Program,
+    pub opened: Option<Opened>,
+}
+
+/// What came back from the workers since the last look.
+#[derive(Default)]
+pub struct Answers {
+    /// Uses now ready (their file carries a target).
+    pub ready: Vec<Ready>,
+    /// Files found changed on disk (what was probed in them is at the old
+    /// content's offsets).
+    pub changed: Vec<Changed>,
+    /// Files processes are about to run, whatever they carry.
+    pub execs: Vec<ExecReady>,
 }
 
 /// A use whose file is known: its target and how to reach the file.
@@ -135,6 +163,29 @@ impl Catalogue {
         self.find(source, kind, use_, true)
     }
 
+    /// What a file a process is about to run is, when known and checked
+    /// lately (`Some`); otherwise a worker is asked and the answer comes
+    /// back in [`Answers::execs`] (`None`; refused files too).
+    pub fn lookup_exec(&mut self, source: Source, ticket: u64, pid: u32) -> Option<(Option<Target>, Program)> {
+        // The held file is the one about to run: what is known of it holds
+        // only for the same content (a rewrite in place keeps the inode).
+        let now = match &source {
+            Source::Held { fd, .. } => inspect::stamp_now(&fd.0),
+            _ => None,
+        };
+        if let JobKey::File(id) = source.key()
+            && let Some(k) = self.known.get(&id)
+            && (now == Some(k.stamp) || (now.is_none() && k.checked.elapsed() < FRESH))
+        {
+            return Some((k.target.clone(), k.program));
+        }
+        match self.find(source, FileKind::Executable, Use::Exec { ticket, pid }, false) {
+            Lookup::Asked => None,
+            // Refused lately, or no room in the queue: nothing known.
+            Lookup::Refused | Lookup::Known(_) => Some((None, Program::Plain)),
+        }
+    }
+
     /// As [`Catalogue::lookup`] whatever is known: a worker opens the file
     /// (probing it for every process needs the descriptor it opens).
     pub fn ask(&mut self, source: Source, kind: FileKind, use_: Use) -> Lookup {
@@ -180,39 +231,56 @@ impl Catalogue {
         self.known.get(id)?.target.as_ref()
     }
 
-    /// Answers that came back since the last call: the uses now ready
-    /// (their file carries a target), and the files found changed on disk
-    /// (what was probed in them is at the old content's offsets).
-    pub fn take_ready(&mut self) -> (Vec<Ready>, Vec<Changed>) {
+    /// Answers that came back since the last call.
+    pub fn take_ready(&mut self) -> Answers {
         self.inspector.supervise();
-        let mut ready = Vec::new();
-        let mut changed: Vec<Changed> = self.watch.take_changed().into_iter().map(|id| Changed { id }).collect();
+        let mut out = Answers {
+            changed: self.watch.take_changed().into_iter().map(|id| Changed { id }).collect(),
+            ..Answers::default()
+        };
         for done in self.inspector.take_done() {
             let Done { job, result } = done;
             let key = job.source.key();
             let uses = self.waiting.remove(&key).unwrap_or_default();
             let shown = shown(&job.source, &uses);
+            let (uses, execs): (Vec<Use>, Vec<Use>) = uses.into_iter().partition(|u| !matches!(u, Use::Exec { .. }));
+            let exec_answer = |id: FileId, target: Option<Target>, program: Program, opened: Option<Opened>| {
+                execs.iter().filter_map(move |u| match u {
+                    Use::Exec { ticket, pid } => Some(ExecReady {
+                        ticket: *ticket,
+                        pid: *pid,
+                        id,
+                        target: target.clone(),
+                        program,
+                        opened: opened.clone(),
+                    }),
+                    _ => None,
+                })
+            };
             match result {
                 Ok((opened, outcome)) => {
                     let ids: Vec<FileId> = match &key {
                         JobKey::File(id) if *id != opened.id => vec![*id, opened.id],
                         _ => vec![opened.id],
                     };
-                    let target = match outcome {
+                    let (target, program) = match outcome {
                         Outcome::Unchanged => {
                             for id in &ids {
                                 if let Some(k) = self.known.get_mut(id) {
                                     k.checked = Instant::now();
                                 }
                             }
-                            self.known.get(&ids[0]).and_then(|k| k.target.clone())
+                            self.known
+                                .get(&ids[0])
+                                .map(|k| (k.target.clone(), k.program))
+                                .unwrap_or((None, Program::Plain))
                         }
-                        Outcome::Read(finding) => {
+                        Outcome::Read(Profile { finding, program }) => {
                             if ids
                                 .iter()
                                 .any(|id| self.known.get(id).is_some_and(|k| k.stamp != opened.stamp))
                             {
-                                changed.extend(ids.iter().map(|&id| Changed { id }));
+                                out.changed.extend(ids.iter().map(|&id| Changed { id }));
                             }
                             let target = self.learn(&shown, &opened, finding);
                             for &id in &ids {
@@ -221,15 +289,18 @@ impl Catalogue {
                                     Known {
                                         stamp: opened.stamp,
                                         target: target.clone(),
+                                        program,
                                         checked: Instant::now(),
                                     },
                                 );
                             }
-                            target
+                            (target, program)
                         }
                     };
+                    out.execs
+                        .extend(exec_answer(ids[0], target.clone(), program, Some(opened.clone())));
                     if let Some(target) = target {
-                        ready.extend(uses.into_iter().map(|use_| Ready {
+                        out.ready.extend(uses.into_iter().map(|use_| Ready {
                             id: ids[0],
                             target: target.clone(),
                             opened: Some(opened.clone()),
@@ -238,12 +309,14 @@ impl Catalogue {
                     }
                 }
                 Err(refused) => {
+                    let id = match &key {
+                        JobKey::File(id) => Some(*id),
+                        JobKey::Path(_) => None,
+                    };
+                    out.execs
+                        .extend(exec_answer(id.unwrap_or_default(), None, Program::Plain, None));
                     if let Some(reason) = refused.reason() {
                         self.refused.insert(key.clone(), Instant::now());
-                        let id = match &key {
-                            JobKey::File(id) => Some(*id),
-                            JobKey::Path(_) => None,
-                        };
                         if id.is_none_or(|id| self.reported.insert(id)) {
                             *self.unsupported.entry(reason).or_default() += 1;
                             self.changed = true;
@@ -254,7 +327,7 @@ impl Catalogue {
                 }
             }
         }
-        (ready, changed)
+        out
     }
 
     /// A finding becomes a target, or is reported once.
@@ -339,8 +412,18 @@ fn shown(source: &Source, uses: &[Use]) -> String {
         .find_map(|u| match u {
             Use::Scoped { seen_as, .. } => Some(seen_as.clone()),
             Use::Global { seen } => seen.as_ref().map(|(_, p)| p.clone()),
+            Use::Exec { .. } => None,
         })
-        .unwrap_or_else(|| source.path(std::path::Path::new("/proc")).display().to_string())
+        .unwrap_or_else(|| {
+            let path = source.path(std::path::Path::new("/proc"));
+            // A held file: its path (the descriptor's link), not the link.
+            match source {
+                Source::Held { .. } => std::fs::read_link(&path).unwrap_or(path),
+                _ => path,
+            }
+            .display()
+            .to_string()
+        })
 }
 
 /// Files probed for every process, checked for a rewrite in place every
@@ -407,7 +490,9 @@ mod tests {
     fn wait_ready(c: &mut Catalogue) -> (Vec<Ready>, Vec<Changed>) {
         let started = Instant::now();
         loop {
-            let (r, ch) = c.take_ready();
+            let Answers {
+                ready: r, changed: ch, ..
+            } = c.take_ready();
             if !r.is_empty() || !ch.is_empty() || started.elapsed() > Duration::from_secs(10) {
                 return (r, ch);
             }
@@ -434,8 +519,7 @@ mod tests {
         ));
         let started = Instant::now();
         while cat.unsupported.is_empty() && started.elapsed() < Duration::from_secs(10) {
-            let (ready, _) = cat.take_ready();
-            assert!(ready.is_empty());
+            assert!(cat.take_ready().ready.is_empty());
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(cat.unsupported.get("not_a_regular_file"), Some(&1));
@@ -463,7 +547,7 @@ mod tests {
         let mut cat = Catalogue::new(Path::new("/proc").into());
         cat.watch((1, 2), Arc::new(OwnedFd::from(file)), st);
         std::thread::sleep(Duration::from_millis(30));
-        assert!(cat.take_ready().1.is_empty(), "untouched");
+        assert!(cat.take_ready().changed.is_empty(), "untouched");
         std::fs::write(&path, b"second build, longer").unwrap();
         let (_, changed) = wait_ready(&mut cat);
         assert_eq!(changed.iter().map(|c| c.id).collect::<Vec<_>>(), vec![(1, 2)]);

@@ -54,7 +54,7 @@ use std::{
 
 use thiserror::Error;
 
-use super::target::{self, FileKind, Finding};
+use super::target::{self, FileKind, Profile};
 
 /// Largest file looked at (a Bun-built program with its runtime is
 /// 100-250 MB; a larger "library" is refused unread).
@@ -146,7 +146,23 @@ pub enum Source {
     /// through a process's root; `only`: the file must be this one (a file
     /// already inspected), else it is not read at all.
     Path { path: PathBuf, only: Option<FileId> },
+    /// A file the agent holds open: the one a process is about to run,
+    /// given by the exec gate (`/proc/self/fd/N`, which must be `id`).
+    Held { fd: HeldFd, id: FileId },
 }
+
+/// A descriptor of the agent's, shared by the jobs that read its file (the
+/// same descriptor is the same file).
+#[derive(Debug, Clone)]
+pub struct HeldFd(pub Arc<OwnedFd>);
+
+impl PartialEq for HeldFd {
+    fn eq(&self, other: &HeldFd) -> bool {
+        self.0.as_raw_fd() == other.0.as_raw_fd()
+    }
+}
+
+impl Eq for HeldFd {}
 
 /// How a job is known while it runs: a file by its identity (as the maps
 /// line names it), or a path (library directories, files a program used
@@ -160,7 +176,7 @@ pub enum JobKey {
 impl Source {
     pub fn key(&self) -> JobKey {
         match self {
-            Source::Mapped { id, .. } | Source::Exe { id, .. } => JobKey::File(*id),
+            Source::Mapped { id, .. } | Source::Exe { id, .. } | Source::Held { id, .. } => JobKey::File(*id),
             Source::Path { path, .. } => JobKey::Path(path.clone()),
         }
     }
@@ -171,6 +187,7 @@ impl Source {
             Source::Mapped { pid, range, .. } => proc_root.join(pid.to_string()).join("map_files").join(range),
             Source::Exe { pid, .. } => proc_root.join(pid.to_string()).join("exe"),
             Source::Path { path, .. } => path.clone(),
+            Source::Held { fd, .. } => fd_path(&fd.0),
         }
     }
 
@@ -180,7 +197,7 @@ impl Source {
             // The inode only: btrfs subvolumes show another device to
             // stat than in the maps.
             Source::Mapped { id, .. } | Source::Exe { id, .. } if id.1 != st.st_ino => Err(Refused::Identity),
-            Source::Path { only: Some(id), .. } if *id != found => Err(Refused::Identity),
+            Source::Path { only: Some(id), .. } | Source::Held { id, .. } if *id != found => Err(Refused::Identity),
             _ => Ok(()),
         }
     }
@@ -221,7 +238,7 @@ pub fn fd_path(fd: &OwnedFd) -> PathBuf {
 pub enum Outcome {
     /// Its stamp is the one given: nothing read.
     Unchanged,
-    Read(Finding),
+    Read(Profile),
 }
 
 /// A finished job.
@@ -424,7 +441,7 @@ pub fn inspect(job: &Job, proc_root: &Path, deadline: Instant) -> Result<(Opened
     }
     let file = reopen(&opened.fd)?;
     let data = image(&file, &st, deadline)?;
-    let finding = target::identify_bytes(&data, job.kind);
+    let profile = target::profile_bytes(&data, job.kind);
     if Instant::now() >= deadline {
         return Err(Refused::TimedOut);
     }
@@ -432,7 +449,7 @@ pub fn inspect(job: &Job, proc_root: &Path, deadline: Instant) -> Result<(Opened
     if stamp_now(&opened.fd) != Some(opened.stamp) {
         return Err(Refused::Changed);
     }
-    Ok((opened, Outcome::Read(finding)))
+    Ok((opened, Outcome::Read(profile)))
 }
 
 /// Figures for `mcptap_file_inspections_total{outcome}` and the gauge of
@@ -622,6 +639,7 @@ impl Inspector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capture::tls::target::Finding;
     use std::os::unix::fs::PermissionsExt;
 
     fn path_job(path: &Path) -> Job {
@@ -746,7 +764,13 @@ mod tests {
             ..path_job(Path::new("/bin/sh"))
         })
         .unwrap();
-        assert!(matches!(outcome, Outcome::Read(Finding::Nothing)));
+        assert!(matches!(
+            outcome,
+            Outcome::Read(Profile {
+                finding: Finding::Nothing,
+                ..
+            })
+        ));
         let again = Job {
             unless: Some(opened.stamp),
             kind: FileKind::Executable,

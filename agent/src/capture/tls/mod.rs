@@ -65,6 +65,7 @@ use aya::Ebpf;
 
 pub mod boringssl;
 pub mod catalogue;
+pub mod gate;
 pub mod golang;
 pub mod inspect;
 pub mod openssl;
@@ -73,10 +74,11 @@ pub mod rustls;
 pub mod target;
 pub mod verdicts;
 
-use catalogue::{Catalogue, Lookup, Ready, Use};
-use inspect::{FileId, Source};
+use catalogue::{Answers, Catalogue, ExecReady, Lookup, Ready, Use};
+use gate::{Answer, Ask, GateLink};
+use inspect::{FileId, HeldFd, Source};
 use probes::{Pinned, ProbeSet, through_root};
-use target::{FileKind, Library, Target};
+use target::{FileKind, Library, Program, Target};
 pub use verdicts::{MCP_TTL, NOT_MCP_TTL};
 use verdicts::{ProgramKey, UsedFile, Verdict, Verdicts, program_key};
 
@@ -127,6 +129,11 @@ struct Probing {
     /// moved TLS: a window that passes with nothing sniffed then says
     /// nothing about the program (a server waiting for its first client).
     from_exec: bool,
+    /// Probed for what it is, not for what it did: it loaded an MCP SDK,
+    /// or runs a program that speaks MCP. Its probes stay while it lives
+    /// (a server may wait long for its first client), unless its sessions
+    /// are found not to be MCP.
+    evidence: bool,
     /// Its sniffed TLS sessions found not to be MCP.
     not_mcp: u32,
     /// Its program, read when probing starts (gone from /proc at exit).
@@ -155,6 +162,12 @@ pub struct DiscoveryCounts {
     /// Not probed: too many processes (or too many of its user's) were in
     /// their window already.
     pub saturated: u64,
+    /// Probed before its first TLS byte: an interpreter that opened an MCP
+    /// SDK's files.
+    pub sdk: u64,
+    /// Probed before it ran: a program that carries its TLS library and
+    /// names MCP's headers, held at its exec by the gate.
+    pub first_exec: u64,
 }
 
 pub struct TlsHooks {
@@ -176,6 +189,10 @@ pub struct TlsHooks {
     pin_as_mcp: HashSet<FileId>,
     /// Probing processes whose probes were attached since the last poll.
     newly_probed: Vec<u32>,
+    /// The exec gate, when this kernel and these privileges allow one.
+    gate: Option<GateLink>,
+    /// Execs whose file's old probes are still being detached.
+    deferred_execs: Vec<(ExecReady, Option<HeldFd>)>,
 }
 
 impl Drop for TlsHooks {
@@ -203,7 +220,19 @@ impl TlsHooks {
             discovery: DiscoveryCounts::default(),
             pin_as_mcp: HashSet::new(),
             newly_probed: Vec::new(),
+            gate: None,
+            deferred_execs: Vec::new(),
         }
+    }
+
+    /// Files about to be run are asked about through `link` from now on.
+    pub fn set_gate(&mut self, link: GateLink) {
+        self.gate = Some(link);
+    }
+
+    /// The exec gate's figures, when it runs.
+    pub fn gate_stats(&self) -> Option<&gate::GateStats> {
+        self.gate.as_ref().map(|g| &*g.stats)
     }
 
     /// Notified when a file's answer is ready: the capture loop then calls
@@ -249,19 +278,256 @@ impl TlsHooks {
     /// discovery since the last call (the kernel ties their TLS sessions
     /// to sockets from then on).
     pub fn poll(&mut self, ebpf: &mut Ebpf) -> Vec<u32> {
-        let (ready, changed) = self.catalogue.take_ready();
+        let asks: Vec<Ask> = self
+            .gate
+            .as_ref()
+            .map(|g| g.asks.try_iter().collect())
+            .unwrap_or_default();
+        for ask in asks {
+            self.on_exec_ask(ebpf, ask);
+        }
+        let Answers { ready, changed, execs } = self.catalogue.take_ready();
         for c in changed {
             self.file_changed(ebpf, c.id);
         }
         for r in ready {
             self.on_ready(ebpf, r);
         }
+        for e in execs {
+            self.on_exec_ready(ebpf, e, None);
+        }
         for d in self.probes.take_detached() {
             if d.file.is_some() {
                 tracing::info!(links = d.links, ms = d.ms, "probes detached");
             }
         }
+        for (e, held) in std::mem::take(&mut self.deferred_execs) {
+            self.on_exec_ready(ebpf, e, held);
+        }
         std::mem::take(&mut self.newly_probed)
+    }
+
+    /// A process is about to run a file (the exec gate holds it): what the
+    /// file is decides what happens before it runs.
+    fn on_exec_ask(&mut self, ebpf: &mut Ebpf, ask: Ask) {
+        let Ask { ticket, pid, fd, id } = ask;
+        let held = HeldFd(fd);
+        let source = Source::Held { fd: held.clone(), id };
+        if let Some((target, program)) = self.catalogue.lookup_exec(source, ticket, pid) {
+            let e = ExecReady {
+                ticket,
+                pid,
+                id,
+                target,
+                program,
+                opened: None,
+            };
+            self.on_exec_ready(ebpf, e, Some(held));
+        }
+    }
+
+    /// The answer for a file a process is about to run: an interpreter is
+    /// pointed out to the kernel (by the gate), a compiled MCP program gets
+    /// its probes for every process that runs it before it runs, anything
+    /// else runs as it is.
+    fn on_exec_ready(&mut self, ebpf: &mut Ebpf, e: ExecReady, held: Option<HeldFd>) {
+        if self.probes.detaching(&e.id) {
+            // Probes at an old content's offsets are still going: the exec
+            // waits for them to be gone (a probe inside an instruction of
+            // the new program would break it), within the gate's limit.
+            self.deferred_execs.push((e, held));
+            return;
+        }
+        let answer = match (e.program, &e.target) {
+            (Program::Interpreter(_), _) => Answer::Interpreter,
+            (Program::SpeaksMcp, Some(target)) if target.program_file && !self.disabled.contains(&target.library) => {
+                let opened = e.opened.clone().or_else(|| {
+                    let fd = held?.0;
+                    let stamp = inspect::stamp_now(&fd)?;
+                    Some(inspect::Opened { id: e.id, stamp, fd })
+                });
+                match opened {
+                    Some(opened) if self.probe_program_before_exec(ebpf, e.pid, e.id, target, &opened) => {
+                        Answer::McpProgram
+                    }
+                    _ => Answer::Plain,
+                }
+            }
+            _ => Answer::Plain,
+        };
+        tracing::debug!(pid = e.pid, ?answer, file = ?e.id, "exec gate answer");
+        if let Some(gate) = &self.gate {
+            gate.answer(e.ticket, answer);
+        }
+    }
+
+    /// Probes a compiled MCP program's file for every process that runs it
+    /// (pinned), before process `pid` runs it; `pid` is probed for
+    /// discovery from its exec on.
+    fn probe_program_before_exec(
+        &mut self,
+        ebpf: &mut Ebpf,
+        pid: u32,
+        id: FileId,
+        target: &Target,
+        opened: &inspect::Opened,
+    ) -> bool {
+        let seen_as = fs::read_link(opened.attach_path())
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "(a program about to run)".to_string());
+        if self.host_wide {
+            if !self.probes.global.contains_key(&id) {
+                let Some(on) =
+                    self.probes
+                        .attach_everywhere(ebpf, id, target, opened.fd.clone(), opened.stamp, &seen_as)
+                else {
+                    return false;
+                };
+                tracing::info!(
+                    path = seen_as,
+                    library = target.library.as_str(),
+                    "hooked TLS for every process"
+                );
+                self.catalogue.watch(id, on.fd.clone(), on.stamp);
+                self.probes.global.insert(id, on);
+            }
+            // Its TLS sessions are tied to their sockets from its exec on.
+            self.newly_probed.push(pid);
+            return true;
+        }
+        if self.probes.detaching(&id) {
+            return false;
+        }
+        let first = !self.probes.pinned.contains_key(&id);
+        self.pin_as_mcp.insert(id);
+        self.pin(ebpf, id, target, opened, &seen_as);
+        if !self.probes.pinned.contains_key(&id) {
+            return false;
+        }
+        if first {
+            tracing::info!(
+                path = seen_as,
+                library = target.library.as_str(),
+                "a program that speaks MCP is about to run: probed before its first request"
+            );
+        }
+        if let Some(p) = self.probing.get_mut(&pid) {
+            p.evidence = true;
+        } else if self.room_for(pid) {
+            self.discovery.first_exec += 1;
+            self.probing.insert(
+                pid,
+                Probing {
+                    since: Instant::now(),
+                    from_exec: true,
+                    evidence: true,
+                    not_mcp: 0,
+                    program: None,
+                    attached: true,
+                    uid: proc_uid(&self.proc_root, pid),
+                },
+            );
+            self.probes
+                .scoped
+                .entry(pid)
+                .or_default()
+                .files
+                .insert(id, (seen_as, FileKind::Executable));
+            self.newly_probed.push(pid);
+        }
+        true
+    }
+
+    /// An interpreter (pointed out by the gate at its exec) opened a file
+    /// of an MCP SDK: it is about to speak MCP. Its TLS library is probed
+    /// now, before its first TLS byte: the one it maps already, or the
+    /// shared libssl it will load (Python loads it on `import ssl`),
+    /// probed for this process before it maps it. Returns true when it is
+    /// probed (the kernel then ties its TLS sessions to their sockets).
+    pub fn on_sdk_open(&mut self, ebpf: &mut Ebpf, pid: u32, path: &str, tracked: bool) -> bool {
+        if !mcptap_common::SDK_SUFFIXES.iter().any(|s| path.as_bytes().ends_with(s)) {
+            return false;
+        }
+        tracing::debug!(pid, path, "an interpreter loads an MCP SDK");
+        if tracked {
+            return false;
+        }
+        if self.host_wide {
+            // Its library is probed for every process already: its TLS
+            // sessions are tied to their sockets from now on.
+            return true;
+        }
+        if let Some(p) = self.probing.get_mut(&pid) {
+            p.from_exec = true;
+            p.evidence = true;
+            return true;
+        }
+        if !self.room_for(pid) {
+            return false;
+        }
+        self.discovery.sdk += 1;
+        let uid = proc_uid(&self.proc_root, pid);
+        self.probing.insert(
+            pid,
+            Probing {
+                since: Instant::now(),
+                from_exec: true,
+                evidence: true,
+                not_mcp: 0,
+                program: program_key(&self.proc_root, pid),
+                attached: false,
+                uid,
+            },
+        );
+        self.scan_process(ebpf, pid, true);
+        self.probe_libssl_before_load(ebpf, pid);
+        // Its TLS sessions are tied to their sockets from now on, its
+        // probes in place or about to be: its first connection is reported
+        // while it exists.
+        self.newly_probed.retain(|p| *p != pid);
+        true
+    }
+
+    /// The shared libssl files a process may load, in its own root: the
+    /// library directories, and `lib` beside its executable's directory
+    /// (a virtual environment's or a bundled interpreter's), each probed
+    /// for this process alone (the kernel installs the probes when the
+    /// process maps the file; unmapped, they cost nothing).
+    fn probe_libssl_before_load(&mut self, ebpf: &mut Ebpf, pid: u32) {
+        let root = self.proc_root.join(pid.to_string()).join("root");
+        let mut dirs: Vec<String> = openssl::LIB_DIRS.iter().map(|d| d.to_string()).collect();
+        if let Ok(exe) = fs::read_link(self.proc_root.join(pid.to_string()).join("exe"))
+            && let Some(prefix) = exe.parent().and_then(Path::parent)
+        {
+            dirs.push(prefix.join("lib").display().to_string());
+        }
+        for dir in dirs {
+            let Ok(entries) = fs::read_dir(root.join(dir.trim_start_matches('/'))) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !openssl::is_libssl(&name) {
+                    continue;
+                }
+                let seen_as = format!("{}/{name}", dir.trim_end_matches('/'));
+                let path = e.path();
+                self.use_file(
+                    ebpf,
+                    Source::Path {
+                        path: path.clone(),
+                        only: None,
+                    },
+                    FileKind::SharedLibrary,
+                    Use::Scoped {
+                        pid,
+                        seen_as,
+                        kind: FileKind::SharedLibrary,
+                        via: path,
+                    },
+                );
+            }
+        }
     }
 
     /// Whether files are still being read.
@@ -300,6 +566,7 @@ impl TlsHooks {
             Probing {
                 since: Instant::now(),
                 from_exec: false,
+                evidence: false,
                 not_mcp: 0,
                 program,
                 attached: false,
@@ -356,13 +623,27 @@ impl TlsHooks {
     /// and their program is remembered as not MCP. Returns them (the
     /// kernel stops tying their TLS sessions to sockets).
     pub fn expire_probing(&mut self, ebpf: &mut Ebpf, is_tracked: &dyn Fn(u32) -> bool) -> Vec<u32> {
+        let mut released = Vec::new();
+        // Processes that ended unnoticed (a process kept for what it is
+        // has no window to close it).
+        let gone: Vec<u32> = self
+            .probing
+            .iter()
+            .filter(|(pid, p)| p.since.elapsed() >= PROBE_WINDOW && !self.pid_alive(**pid))
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in gone {
+            self.on_exit(ebpf, pid);
+            released.push(pid);
+        }
         let done: Vec<u32> = self
             .probing
             .iter()
-            .filter(|(pid, p)| is_tracked(**pid) || p.since.elapsed() >= PROBE_WINDOW)
+            .filter(|(pid, p)| {
+                is_tracked(**pid) || (p.since.elapsed() >= PROBE_WINDOW && !(p.evidence && p.not_mcp == 0))
+            })
             .map(|(pid, _)| *pid)
             .collect();
-        let mut released = Vec::new();
         for pid in done {
             let Some(probing) = self.probing.remove(&pid) else {
                 continue;
@@ -704,6 +985,8 @@ impl TlsHooks {
                 self.catalogue.watch(id, on.fd.clone(), on.stamp);
                 self.probes.global.insert(id, on);
             }
+            // Answered through `Answers::execs`, never as a ready use.
+            Use::Exec { .. } => {}
         }
     }
 
@@ -734,6 +1017,7 @@ impl TlsHooks {
             Some(Probing { attached: false, .. }) => {}
             Some(Probing {
                 from_exec: true,
+                evidence: false,
                 not_mcp: 0,
                 ..
             }) => {
@@ -789,11 +1073,15 @@ impl TlsHooks {
                 self.discovery.expected += 1;
                 tracing::debug!(pid, "probing a program known to speak MCP from its exec");
                 let uid = proc_uid(&self.proc_root, pid);
+                // Found to speak MCP before (not only undecided): kept
+                // probed while it lives, as one that loaded an SDK.
+                let spoke_mcp = self.verdicts.get(&program).is_some_and(|k| k.verdict == Verdict::Mcp);
                 self.probing.insert(
                     pid,
                     Probing {
                         since: Instant::now(),
                         from_exec: true,
+                        evidence: spoke_mcp,
                         not_mcp: 0,
                         program: Some(program),
                         attached: false,
@@ -964,7 +1252,7 @@ impl TlsHooks {
     /// Uses a file now when it is known, or once a worker has read it.
     fn use_file(&mut self, ebpf: &mut Ebpf, source: Source, kind: FileKind, use_: Use) {
         let id = match &source {
-            Source::Mapped { id, .. } | Source::Exe { id, .. } => *id,
+            Source::Mapped { id, .. } | Source::Exe { id, .. } | Source::Held { id, .. } => *id,
             Source::Path { only: Some(id), .. } => *id,
             Source::Path { only: None, .. } => (0, 0),
         };
@@ -1019,9 +1307,9 @@ pub fn print_info(files: &[PathBuf]) -> std::process::ExitCode {
             kind,
             unless: None,
         };
-        let finding = match inspect::inspect(&job, Path::new("/proc"), started + inspect::BUDGET) {
-            Ok((_, inspect::Outcome::Read(finding))) => finding,
-            Ok((_, inspect::Outcome::Unchanged)) => target::Finding::Nothing,
+        let (finding, program) = match inspect::inspect(&job, Path::new("/proc"), started + inspect::BUDGET) {
+            Ok((_, inspect::Outcome::Read(p))) => (p.finding, p.program),
+            Ok((_, inspect::Outcome::Unchanged)) => (target::Finding::Nothing, Program::Plain),
             Err(e) => {
                 println!("{}: not read: {e}", path.display());
                 status = std::process::ExitCode::FAILURE;
@@ -1029,6 +1317,13 @@ pub fn print_info(files: &[PathBuf]) -> std::process::ExitCode {
             }
         };
         let took = started.elapsed().as_millis();
+        // What it is as a program, when that says something (the exec
+        // gate's answer).
+        let program = match program {
+            Program::Plain => String::new(),
+            Program::SpeaksMcp => ", speaks MCP: probed before its first run".to_string(),
+            Program::Interpreter(i) => format!(", interpreter ({}): probed when it loads an MCP SDK", i.as_str()),
+        };
         match finding {
             target::Finding::Tls(t) => {
                 let mut functions: Vec<String> = Vec::new();
@@ -1039,7 +1334,7 @@ pub fn print_info(files: &[PathBuf]) -> std::process::ExitCode {
                     }
                 }
                 println!(
-                    "{}: {} ({}{}{}), {} probes: {} [{took} ms]",
+                    "{}: {} ({}{}{}{program}), {} probes: {} [{took} ms]",
                     path.display(),
                     t.library.as_str(),
                     kind.as_str(),
@@ -1049,7 +1344,9 @@ pub fn print_info(files: &[PathBuf]) -> std::process::ExitCode {
                     functions.join(" "),
                 );
             }
-            target::Finding::Nothing => println!("{}: no TLS library mcptap knows [{took} ms]", path.display()),
+            target::Finding::Nothing => {
+                println!("{}: no TLS library mcptap knows{program} [{took} ms]", path.display())
+            }
             target::Finding::Unsupported(u) => {
                 println!(
                     "{}: not probed ({}): {} [{took} ms]",

@@ -236,6 +236,7 @@ impl ProbeSet {
         }
         let Some(nz) = NonZeroU32::new(pid) else { return };
         // A pinned executable has probes for every process already.
+        let started = std::time::Instant::now();
         let links = if self.pinned.contains_key(&id) || self.global.contains_key(&id) {
             Vec::new()
         } else {
@@ -247,6 +248,7 @@ impl ProbeSet {
                 path = seen_as,
                 library = target.library.as_str(),
                 version = target.detail.as_deref(),
+                ms = started.elapsed().as_millis() as u64,
                 "hooked TLS for this process"
             );
         }

@@ -103,6 +103,123 @@ pub const UNSUPPORTED_REASONS: &[&str] = &[
     "kernel_refused_programs",
 ];
 
+/// What a program's executable says about MCP, before it runs: what lets
+/// its first HTTPS request be seen (the exec gate, `gate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Program {
+    /// Nothing that says MCP (most programs).
+    Plain,
+    /// Runs scripts that may load an MCP SDK: the files its processes
+    /// open are looked at for one (`ebpf/src/interp.rs`).
+    Interpreter(Interpreter),
+    /// A compiled program that carries its TLS library and names MCP's
+    /// HTTP headers (`Mcp-Session-Id`, `Mcp-Protocol-Version`, in any
+    /// case): probed for every process that runs it from its first exec.
+    SpeaksMcp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Interpreter {
+    Python,
+    Node,
+    Bun,
+}
+
+impl Interpreter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interpreter::Python => "python",
+            Interpreter::Node => "node",
+            Interpreter::Bun => "bun",
+        }
+    }
+}
+
+impl Program {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Program::Plain => "plain",
+            Program::Interpreter(i) => i.as_str(),
+            Program::SpeaksMcp => "speaks_mcp",
+        }
+    }
+}
+
+/// A file's TLS finding, and what it is as a program (executables).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    pub finding: Finding,
+    pub program: Program,
+}
+
+/// MCP's HTTP header names: every Streamable HTTP client and server
+/// sends or reads one of them, and programs that are not MCP peers have
+/// no reason to hold either (measured: Node, Bun, Python, Chromium, curl,
+/// Prometheus hold neither; every MCP peer of the tests does).
+const MCP_HEADERS: [&str; 2] = ["mcp-session-id", "mcp-protocol-version"];
+
+/// Whether `data` holds one of [`MCP_HEADERS`], in any case.
+pub fn names_mcp_headers(data: &[u8]) -> bool {
+    static FINDER: std::sync::OnceLock<Option<aho_corasick::AhoCorasick>> = std::sync::OnceLock::new();
+    FINDER
+        .get_or_init(|| {
+            aho_corasick::AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build(MCP_HEADERS)
+                .ok()
+        })
+        .as_ref()
+        .is_some_and(|f| f.is_match(data))
+}
+
+/// Symbols that make an executable an interpreter: CPython's entry point
+/// (exported by a static libpython, imported from a shared one), Node's
+/// addon API.
+const PYTHON_MAIN: &str = "Py_BytesMain";
+const NODE_API: &str = "napi_module_register";
+
+/// What an executable is as a program, given its TLS finding.
+fn program_of(elf: &object::File<'_>, data: &[u8], finding: &Finding) -> Program {
+    use object::{Object, ObjectSymbol};
+    if let Finding::Tls(t) = finding {
+        match t.library {
+            // Bun itself (not a program Bun compiled): a runtime.
+            Library::BoringSsl if !t.program_file && boringssl::is_bun(elf) => {
+                return Program::Interpreter(Interpreter::Bun);
+            }
+            _ if t.program_file && names_mcp_headers(data) => return Program::SpeaksMcp,
+            _ => {}
+        }
+    }
+    for sym in elf.dynamic_symbols() {
+        match sym.name() {
+            Ok(PYTHON_MAIN) => return Program::Interpreter(Interpreter::Python),
+            Ok(NODE_API) if sym.is_definition() => return Program::Interpreter(Interpreter::Node),
+            _ => {}
+        }
+    }
+    Program::Plain
+}
+
+/// As [`identify_bytes`], with what the file is as a program when it is
+/// used as an executable.
+pub fn profile_bytes(data: &[u8], kind: FileKind) -> Profile {
+    match object::File::parse(data) {
+        Ok(elf) => {
+            let finding = identify_elf(&elf, data, kind);
+            let program = match kind {
+                FileKind::Executable => program_of(&elf, data, &finding),
+                FileKind::SharedLibrary => Program::Plain,
+            };
+            Profile { finding, program }
+        }
+        Err(_) => Profile {
+            finding: Finding::Nothing,
+            program: Program::Plain,
+        },
+    }
+}
+
 /// What a file is, for TLS capture.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finding {
@@ -150,7 +267,7 @@ pub fn identify(path: &Path, kind: FileKind) -> Finding {
     };
     let deadline = std::time::Instant::now() + super::inspect::BUDGET;
     match super::inspect::inspect(&job, Path::new("/proc"), deadline) {
-        Ok((_, super::inspect::Outcome::Read(finding))) => finding,
+        Ok((_, super::inspect::Outcome::Read(profile))) => profile.finding,
         Ok((_, super::inspect::Outcome::Unchanged)) | Err(_) => Finding::Nothing,
     }
 }

@@ -10,8 +10,12 @@
 //! most every [`SAVE_EVERY`] and when the agent stops) and read at start;
 //! MCP programs already running then are probed at once.
 //!
-//! A command line can carry a secret (`--token …`): the file keeps its
-//! SHA-256, never the text. The file is the agent's own (its state
+//! A program is its executable and what of its command line names the
+//! program rather than this run of it ([`stable_args`]): the script an
+//! interpreter runs (or its `-m` module, or a subcommand), never the
+//! ports, URLs, tokens or temporary paths that change from one run to the
+//! next. A command line can carry a secret (`--token …`): the file keeps
+//! the SHA-256 of that part, never the text. The file is the agent's own (its state
 //! directory is root's, mode 0700); one it cannot read is logged and
 //! ignored, never fatal.
 
@@ -42,7 +46,7 @@ pub const SAVE_EVERY: Duration = Duration::from_secs(10);
 /// The file's name in the state directory.
 pub const FILE_NAME: &str = "tls_programs.json";
 
-/// A program: its executable, and the SHA-256 of its command line.
+/// A program: its executable, and the SHA-256 of its [`stable_args`].
 pub type ProgramKey = (PathBuf, [u8; 32]);
 
 /// The program a process runs (`None` once it is gone from /proc, or when
@@ -53,8 +57,47 @@ pub fn program_key(proc_root: &Path, pid: u32) -> Option<ProgramKey> {
     Some((exe, cmdline_digest(&cmdline)))
 }
 
+/// What of a command line (NUL-separated, as /proc has it) names the
+/// program rather than this run of it: the module of `-m MODULE`, else
+/// the script an interpreter runs (an argument ending in `.py`, `.js`,
+/// `.mjs`, `.cjs`, `.ts`), else a subcommand (the first bare word that is
+/// no option's value); nothing for a compiled program run with options
+/// only. Everything else is left out: a server's port, a client's URL, a
+/// token, a temporary file change from one run of the same program to the
+/// next.
+pub fn stable_args(cmdline: &[u8]) -> Vec<u8> {
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).skip(1).filter(|a| !a.is_empty()).collect();
+    if let Some(i) = args.iter().position(|a| *a == b"-m") {
+        let mut out = b"-m\0".to_vec();
+        out.extend_from_slice(args.get(i + 1).copied().unwrap_or_default());
+        return out;
+    }
+    const SCRIPTS: [&[u8]; 5] = [b".py", b".js", b".mjs", b".cjs", b".ts"];
+    if let Some(script) = args
+        .iter()
+        .find(|a| !a.starts_with(b"-") && SCRIPTS.iter().any(|x| a.ends_with(x)))
+    {
+        return script.to_vec();
+    }
+    for (i, a) in args.iter().enumerate() {
+        if a.starts_with(b"-") {
+            continue;
+        }
+        // The value of the option before it (`-port 8443`), perhaps.
+        let prev = i.checked_sub(1).map(|p| args[p]);
+        if prev.is_some_and(|p| p.starts_with(b"-") && !p.contains(&b'=')) {
+            continue;
+        }
+        let word = a.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b));
+        if word && !a.iter().all(u8::is_ascii_digit) {
+            return a.to_vec();
+        }
+    }
+    Vec::new()
+}
+
 fn cmdline_digest(cmdline: &[u8]) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, cmdline);
+    let d = ring::digest::digest(&ring::digest::SHA256, &stable_args(cmdline));
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
     out
@@ -383,6 +426,33 @@ mod tests {
         assert!(!back.may_probe_exe(Path::new("/usr/bin/curl")));
         // Another command line of the same executable is another program.
         assert!(back.get(&key("/usr/bin/python3", b"python3\0other.py\0")).is_none());
+    }
+
+    /// Ports, URLs, tokens and temporary paths change between runs of one
+    /// program: its verdict does not.
+    #[test]
+    fn a_program_is_the_same_whatever_its_run_specific_arguments() {
+        let same = [
+            (
+                &b"python3\0http_server.py\0--port\x0041001\0--tls-cert\0/tmp/a/c.pem\0"[..],
+                &b"python3\0http_server.py\0--port\x0052002\0--tls-cert\0/tmp/b/c.pem\0"[..],
+            ),
+            (
+                b"node\0client.mjs\0https://127.0.0.1:1/mcp\0tok\0",
+                b"node\0client.mjs\0https://127.0.0.1:2/mcp\0other\0",
+            ),
+            (b"server\0-port\x001\0-cert\0/tmp/x\0", b"server\0-port\x002\0"),
+            (
+                b"python3\0-u\0-m\0mcp_server_fetch\0--x\0",
+                b"python3\0-m\0mcp_server_fetch\0",
+            ),
+        ];
+        for (a, b) in same {
+            assert_eq!(key("/x", a), key("/x", b), "{a:?} {b:?}");
+        }
+        assert_ne!(key("/x", b"python3\0a.py\0"), key("/x", b"python3\0b.py\0"));
+        assert_ne!(key("/x", b"python3\0-m\0a\0"), key("/x", b"python3\0-m\0b\0"));
+        assert_ne!(key("/a", b"x\0"), key("/b", b"x\0"));
     }
 
     #[test]
