@@ -47,6 +47,9 @@ struct RustlsWrite {
     buf: u64,
     /// The `IoSlice` count of a vectored write; 0 for a slice.
     iov_cnt: u64,
+    /// 1: worth sending only if its socket's session turns out to be one
+    /// discovery already sniffed (see `write_enter`).
+    deferred: u64,
 }
 
 #[map]
@@ -111,12 +114,47 @@ fn write_enter(ctx: &ProbeContext, vectored: bool) -> u32 {
         return 0;
     };
     let iov_cnt = if vectored { n } else { 0 };
-    let session = session_of(pid_tgid, conn);
-    if n == 0 || !tls::worth_its_return_iov(pid_tgid, p, session, buf, iov_cnt, op::WRITE) {
+    if n == 0 {
         return 0;
     }
-    let _ = RUSTLS_WRITES.insert(pid_tgid, RustlsWrite { conn, buf, iov_cnt }, 0);
+    let known = conn_fd(pid_tgid, conn).is_some();
+    let session = session_of(pid_tgid, conn);
+    let worth = tls::worth_its_return_iov(pid_tgid, p, session, buf, iov_cnt, op::WRITE);
+    // A connection whose socket is not known yet (a server's first answer
+    // after the handshake moved it) has no session to look up: whether
+    // discovery sniffed its request is known only once its socket is
+    // (`on_socket_write`). Without this, a server's first answer on each
+    // connection was dropped whenever it went out before the agent marked
+    // the process tracked (about one run in two, measured).
+    if !worth && (known || !crate::HAS_BPF_LOOP) {
+        return 0;
+    }
+    let deferred = u64::from(!worth);
+    let _ = RUSTLS_WRITES.insert(
+        pid_tgid,
+        RustlsWrite {
+            conn,
+            buf,
+            iov_cnt,
+            deferred,
+        },
+        0,
+    );
     0
+}
+
+/// Whether a deferred write on `fd` is worth sending: its process is
+/// tracked, or discovery sniffed the session of its socket.
+#[inline(always)]
+fn deferred_worth(pid_tgid: u64, fd: i32) -> bool {
+    let tgid = (pid_tgid >> 32) as u32;
+    match tls::interest(tgid) {
+        None => false,
+        Some(p) => {
+            p.is_some_and(|p| unsafe { (*p).state } & mcptap_common::proc_state::TRACKED != 0)
+                || tls::is_sniffed(tgid, fd_session(fd))
+        }
+    }
 }
 
 #[uprobe]
@@ -142,6 +180,9 @@ pub fn rustls_write_exit(ctx: RetProbeContext) -> u32 {
         return 0;
     }
     if let Some(fd) = conn_fd(pid_tgid, call.conn) {
+        if call.deferred != 0 && !deferred_worth(pid_tgid, fd) {
+            return 0;
+        }
         tls::plaintext_iov(pid_tgid, fd_session(fd), call.buf, call.iov_cnt, n, op::WRITE, fd);
         emit::flush();
         return 0;
@@ -184,6 +225,9 @@ pub fn on_socket_write(pid_tgid: u64, fd: i32) {
         return;
     }
     let _ = RUSTLS_CONN_FD.insert(conn_key(pid_tgid, w.call.conn), fd, 0);
+    if w.call.deferred != 0 && !deferred_worth(pid_tgid, fd) {
+        return;
+    }
     tls::plaintext_iov(pid_tgid, fd_session(fd), w.call.buf, w.call.iov_cnt, w.len, op::WRITE, fd);
     emit::flush();
 }

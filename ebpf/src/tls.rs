@@ -142,6 +142,18 @@ pub fn worth_its_return(pid_tgid: u64, p: Option<*mut ProcState>, session: u64, 
     worth_its_return_iov(pid_tgid, p, session, buf, 0, io)
 }
 
+/// Whether discovery sniffed session `session` of process `tgid` (its
+/// first bytes looked like an MCP exchange's).
+#[inline(always)]
+pub fn is_sniffed(tgid: u32, session: u64) -> bool {
+    let key = SslKey {
+        tgid,
+        _pad: 0,
+        ssl: session,
+    };
+    unsafe { SSLS.get(key) }.is_some()
+}
+
 /// As [`worth_its_return`], for a buffer that may be an iovec array
 /// (`iov_cnt` > 0).
 #[inline(always)]
