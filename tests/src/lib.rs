@@ -177,6 +177,18 @@ pub struct Cert {
     pub ca: PathBuf,
 }
 
+impl Cert {
+    /// The test servers' arguments that serve HTTPS with this certificate.
+    pub fn server_args(&self) -> [&str; 4] {
+        [
+            "--tls-cert",
+            self.cert.to_str().expect("UTF-8 path"),
+            "--tls-key",
+            self.key.to_str().expect("UTF-8 path"),
+        ]
+    }
+}
+
 impl Env {
     /// The tests' FastMCP server over HTTP (see tests/peers/http_server.py
     /// for `args`), on a free port, listening when this returns.

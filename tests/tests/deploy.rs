@@ -144,12 +144,7 @@ fn agent_works_with_only_the_deployment_capabilities() {
     let cert = env.cert("least-privilege");
     // Host-wide OpenSSL probes: the widest use of the uprobe privileges.
     let agent = Agent::start_wrapped(&env, "least_privilege", &wrapper, &["--tls-discovery"]);
-    let tls = [
-        "--tls-cert",
-        cert.cert.to_str().unwrap(),
-        "--tls-key",
-        cert.key.to_str().unwrap(),
-    ];
+    let tls = cert.server_args();
     let server = env.http_server("least-privilege-https", &tls);
     let report = env.drive(&json!({"sessions": [
         {"server": env.test_server(), "client_name": "lp-stdio",

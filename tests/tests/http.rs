@@ -245,12 +245,7 @@ fn streamable_http_over_tls_through_libssl() {
     // Host-wide OpenSSL probes: both processes are discovered by what they
     // say inside TLS.
     let agent = Agent::start(&env, "http_tls", &["--tls-discovery"]);
-    let tls = [
-        "--tls-cert",
-        cert.cert.to_str().unwrap(),
-        "--tls-key",
-        cert.key.to_str().unwrap(),
-    ];
+    let tls = cert.server_args();
     let sse = env.http_server("e2e-https-sse", &tls);
     let json_args: Vec<&str> = tls.iter().copied().chain(["--json-response"]).collect();
     let json_mode = env.http_server("e2e-https-json", &json_args);
@@ -356,12 +351,7 @@ fn node_https_server_observed_from_node() {
 fn client_side_only_calling_an_https_server() {
     let env = env();
     let cert = env.cert("client_only");
-    let tls = [
-        "--tls-cert",
-        cert.cert.to_str().unwrap(),
-        "--tls-key",
-        cert.key.to_str().unwrap(),
-    ];
+    let tls = cert.server_args();
     let srv = env.http_server("e2e-remote-https", &tls);
     let go = env.artifacts.join("client_only-go");
     let _ = std::fs::remove_file(&go);

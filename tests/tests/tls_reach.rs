@@ -242,12 +242,7 @@ fn go_https_client_seen_from_both_sides() {
     let env = env();
     let agent = Agent::start(&env, "tls_go_client", &[]);
     let cert = env.cert("go_client");
-    let tls = [
-        "--tls-cert",
-        cert.cert.to_str().unwrap(),
-        "--tls-key",
-        cert.key.to_str().unwrap(),
-    ];
+    let tls = cert.server_args();
     let srv = env.http_server("e2e-py-for-go", &tls);
     let url = format!("https://127.0.0.1:{}/mcp", srv.port);
     for build in ["client", "client-stripped"] {
@@ -541,12 +536,7 @@ fn python_https_server_called_by_node_bun_claude_code_and_go() {
     let env = env();
     let agent = Agent::start(&env, "tls_clients", &[]);
     let cert = env.cert_with_ca("tls_clients");
-    let tls = [
-        "--tls-cert",
-        cert.cert.to_str().unwrap(),
-        "--tls-key",
-        cert.key.to_str().unwrap(),
-    ];
+    let tls = cert.server_args();
     let srv = env.http_server("e2e-py-https", &tls);
     let url = format!("https://127.0.0.1:{}/mcp", srv.port);
 
@@ -630,12 +620,7 @@ fn released_claude_code_and_bun_builds_seen_from_their_first_run() {
     let env = env();
     let agent = Agent::start(&env, "tls_releases", &[]);
     let cert = env.cert_with_ca("tls_releases");
-    let tls = [
-        "--tls-cert",
-        cert.cert.to_str().unwrap(),
-        "--tls-key",
-        cert.key.to_str().unwrap(),
-    ];
+    let tls = cert.server_args();
     let srv = env.http_server("e2e-py-https", &tls);
     let url = format!("https://127.0.0.1:{}/mcp", srv.port);
 
@@ -667,14 +652,9 @@ fn released_claude_code_and_bun_builds_seen_from_their_first_run() {
         let pid = claude_list(&exe, &home, &cert);
         let what = format!("Claude Code {version} (claude mcp list), its first run");
         let server_ops = |ev: &[Value]| -> Vec<Value> {
-            ev.iter()
-                .filter(|e| {
-                    e["event.type"] == "mcp.operation"
-                        && e["observer"] == "server"
-                        && e["server"]["process"]["pid"] == srv.pid()
-                        && e["time"].as_str().and_then(unix_seconds).is_some_and(|t| t >= since)
-                })
-                .cloned()
+            observed(ev, "server", srv.pid())
+                .into_iter()
+                .filter(|e| e["time"].as_str().and_then(unix_seconds).is_some_and(|t| t >= since))
                 .collect()
         };
         agent.wait_events(&what, WAIT, |ev| {
@@ -722,12 +702,7 @@ fn an_altered_bun_is_reported_not_probed() {
     let altered = altered_bun(&env);
     let agent = Agent::start(&env, "tls_bun_altered", &[]);
     let cert = env.cert_with_ca("bun_altered");
-    let tls = [
-        "--tls-cert",
-        cert.cert.to_str().unwrap(),
-        "--tls-key",
-        cert.key.to_str().unwrap(),
-    ];
+    let tls = cert.server_args();
     let srv = env.http_server("e2e-py-for-altered-bun", &tls);
     let url = format!("https://127.0.0.1:{}/mcp", srv.port);
     // Its writes now fail; what matters is what the agent makes of it.
